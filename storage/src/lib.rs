@@ -1,0 +1,41 @@
+//! provdb storage engine: tables of Arrow record batches made durable by a
+//! write-ahead log and persisted as Parquet segments.
+//!
+//! The write path, each step its own module:
+//! 1. [`writer`] — group commit: validate, append to the [`wal`], fsync, apply.
+//! 2. [`state`] / [`memtable`] — the queryable in-memory buffer per table,
+//!    visible the moment a commit is acknowledged.
+//! 3. [`maintenance`] — background checkpoint: freeze buffers, write
+//!    [`segment`]s (Parquet via `object_store`), persist deletion vectors
+//!    ([`dv`]), save the [`manifest`] atomically, truncate the WAL; compaction
+//!    of small segments; garbage collection.
+//! 4. [`storage`] — the [`Storage`] handle: open/recover, commit, snapshots.
+//!
+//! Rows are addressed by (source id, position). A buffer keeps its id and
+//! positions when flushed to a segment, so deletion vectors and the
+//! primary-key index ([`pk`]) stay valid across flushes; compaction remaps
+//! them. This crate knows nothing of SQL or PROV.
+
+pub mod dv;
+pub mod error;
+pub mod maintenance;
+pub mod manifest;
+pub mod memtable;
+pub mod pk;
+pub mod record;
+pub mod segment;
+pub mod state;
+pub mod storage;
+pub mod table;
+pub mod wal;
+pub mod writer;
+
+pub use error::{Result, StorageError};
+pub use pk::RowAddr;
+pub use record::WalOp;
+pub use storage::{MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot};
+pub use table::{SourceId, TableDef, TableId};
+pub use writer::CommitInfo;
+
+#[cfg(test)]
+mod tests;

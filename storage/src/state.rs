@@ -1,0 +1,362 @@
+//! The in-memory state of the database: every table's buffers, segments,
+//! deletion vectors and key index, plus the metadata map. Changed only by
+//! applying WAL ops ([`State::apply`]) — the same code for live commits and
+//! for replay, so recovery rebuilds exactly what was acknowledged — and by
+//! checkpoint/compaction installs.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use roaring::RoaringBitmap;
+use tracing::debug;
+
+use crate::error::{Result, StorageError};
+use crate::memtable::Memtable;
+use crate::pk::{PkIndex, RowAddr};
+use crate::record::{Freeze, WalOp};
+use crate::segment::SegmentFile;
+use crate::table::{SourceId, TableDef, TableId};
+
+/// A persisted segment and its current deletion vector.
+#[derive(Debug, Clone)]
+pub struct SegmentState {
+    pub file: Arc<SegmentFile>,
+    pub dv: Arc<RoaringBitmap>,
+    /// The deletion vector changed since it was last persisted.
+    pub dv_dirty: bool,
+}
+
+/// Everything about one table.
+#[derive(Debug)]
+pub struct TableState {
+    pub def: TableDef,
+    /// LSN of the commit that created it (0 if it predates the manifest).
+    pub created_lsn: u64,
+    pub active: Memtable,
+    /// Frozen buffers waiting to be written to Parquet, oldest first.
+    pub frozen: Vec<Memtable>,
+    pub segments: Vec<SegmentState>,
+    pub pk: Option<PkIndex>,
+}
+
+impl TableState {
+    pub fn new(def: TableDef, source: SourceId, created_lsn: u64) -> Result<Self> {
+        let pk = if def.primary_key.is_empty() {
+            None
+        } else {
+            Some(PkIndex::new(&def.schema_ref(), &def.primary_key)?)
+        };
+        Ok(TableState { def, created_lsn, active: Memtable::new(source), frozen: Vec::new(), segments: Vec::new(), pk })
+    }
+
+    /// Bytes held in memory by this table's buffers.
+    pub fn memory_bytes(&self) -> usize {
+        self.active.bytes() + self.frozen.iter().map(Memtable::bytes).sum::<usize>()
+    }
+
+    fn memtable_mut(&mut self, id: SourceId) -> Option<&mut Memtable> {
+        if self.active.id == id {
+            return Some(&mut self.active);
+        }
+        self.frozen.iter_mut().find(|m| m.id == id)
+    }
+
+    /// Mark positions of a source deleted (idempotent).
+    fn delete(&mut self, source: SourceId, positions: &RoaringBitmap) -> bool {
+        if let Some(m) = self.memtable_mut(source) {
+            m.delete(positions);
+            return true;
+        }
+        if let Some(s) = self.segments.iter_mut().find(|s| s.file.meta.id == source) {
+            let before = s.dv.len();
+            Arc::make_mut(&mut s.dv).extend(positions.iter());
+            s.dv_dirty |= s.dv.len() != before;
+            return true;
+        }
+        false
+    }
+
+    /// Whether `source` is one of this table's sources.
+    pub fn has_source(&self, source: SourceId) -> bool {
+        self.active.id == source
+            || self.frozen.iter().any(|m| m.id == source)
+            || self.segments.iter().any(|s| s.file.meta.id == source)
+    }
+
+    pub fn live_rows(&self) -> u64 {
+        self.active.live_rows()
+            + self.frozen.iter().map(Memtable::live_rows).sum::<u64>()
+            + self.segments.iter().map(|s| s.file.meta.rows - s.dv.len()).sum::<u64>()
+    }
+}
+
+/// The whole in-memory database state.
+#[derive(Debug, Default)]
+pub struct State {
+    pub tables: HashMap<TableId, TableState>,
+    pub by_name: HashMap<(String, String), TableId>,
+    pub meta: BTreeMap<String, serde_json::Value>,
+    pub next_source_id: u64,
+    pub next_table_id: u64,
+    /// Highest LSN applied (and so visible).
+    pub applied_lsn: u64,
+    /// Bumped by every DDL op, so layers above can cache schemas.
+    pub ddl_version: u64,
+}
+
+impl State {
+    pub fn table(&self, id: TableId) -> Result<&TableState> {
+        self.tables.get(&id).ok_or_else(|| StorageError::NoSuchTable(id.to_string()))
+    }
+
+    pub fn alloc_source(&mut self) -> SourceId {
+        let id = SourceId(self.next_source_id);
+        self.next_source_id += 1;
+        id
+    }
+
+    fn note_source(&mut self, id: SourceId) {
+        self.next_source_id = self.next_source_id.max(id.0 + 1);
+    }
+
+    /// Apply one committed op. Never fails on ops that passed validation; on
+    /// replay, ops naming tables or sources that no longer exist are skipped.
+    pub fn apply(&mut self, lsn: u64, op: WalOp) -> Result<()> {
+        match op {
+            WalOp::CreateTable { def, source } => self.apply_create(lsn, def, source)?,
+            WalOp::DropTable { table } => {
+                if let Some(t) = self.tables.remove(&table) {
+                    self.by_name.remove(&(t.def.namespace.clone(), t.def.name.clone()));
+                }
+                self.ddl_version += 1;
+            }
+            WalOp::AlterTable { def } => {
+                if let Some(t) = self.tables.get_mut(&def.id) {
+                    let key = (t.def.namespace.clone(), t.def.name.clone());
+                    self.by_name.remove(&key);
+                    self.by_name.insert((def.namespace.clone(), def.name.clone()), def.id);
+                    t.def = def;
+                }
+                self.ddl_version += 1;
+            }
+            WalOp::Insert { table, batch } => self.apply_insert(table, batch)?,
+            WalOp::Delete { table, source, positions, keys } => {
+                self.apply_delete(table, source, &positions, keys.as_ref())?
+            }
+            WalOp::PutMeta { key, value } => {
+                self.meta.insert(key, value);
+            }
+            WalOp::DeleteMeta { key } => {
+                self.meta.remove(&key);
+            }
+            WalOp::Checkpoint { freezes } => self.apply_freezes(&freezes),
+        }
+        self.applied_lsn = self.applied_lsn.max(lsn);
+        Ok(())
+    }
+
+    fn apply_create(&mut self, lsn: u64, def: TableDef, source: SourceId) -> Result<()> {
+        self.note_source(source);
+        self.next_table_id = self.next_table_id.max(def.id.0 + 1);
+        if self.tables.contains_key(&def.id) {
+            return Ok(()); // already in the manifest
+        }
+        self.by_name.insert((def.namespace.clone(), def.name.clone()), def.id);
+        let id = def.id;
+        self.tables.insert(id, TableState::new(def, source, lsn)?);
+        self.ddl_version += 1;
+        Ok(())
+    }
+
+    fn apply_insert(&mut self, table: TableId, batch: RecordBatch) -> Result<()> {
+        let Some(t) = self.tables.get_mut(&table) else {
+            debug!(%table, "skipping insert into a dropped table");
+            return Ok(());
+        };
+        let keys = match &t.pk {
+            Some(pk) => Some(pk.keys(&batch, false)?),
+            None => None,
+        };
+        let first = t.active.append(batch)?;
+        if let (Some(pk), Some(keys)) = (t.pk.as_mut(), keys) {
+            let source = t.active.id;
+            for (i, k) in keys.into_iter().enumerate() {
+                pk.insert(k, RowAddr { source, pos: first + i as u32 });
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_delete(
+        &mut self,
+        table: TableId,
+        source: SourceId,
+        positions: &RoaringBitmap,
+        keys: Option<&RecordBatch>,
+    ) -> Result<()> {
+        let Some(t) = self.tables.get_mut(&table) else {
+            return Ok(());
+        };
+        if !t.delete(source, positions) {
+            debug!(%table, %source, "skipping delete on a source that was compacted away");
+            return Ok(());
+        }
+        if let (Some(pk), Some(keys)) = (t.pk.as_mut(), keys) {
+            for (k, pos) in pk.keys(keys, true)?.into_iter().zip(positions.iter()) {
+                if pk.get(&k) == Some(RowAddr { source, pos }) {
+                    pk.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_freezes(&mut self, freezes: &[Freeze]) {
+        for f in freezes {
+            self.note_source(f.next);
+            if let Some(t) = self.tables.get_mut(&f.table) {
+                if t.active.id != f.frozen {
+                    continue; // already reflected in the manifest
+                }
+                let old = std::mem::replace(&mut t.active, Memtable::new(f.next));
+                if !old.is_empty() {
+                    t.frozen.push(old);
+                }
+            }
+        }
+    }
+
+    /// Freezes for a checkpoint now: every non-empty active buffer.
+    pub fn plan_freezes(&mut self) -> Vec<Freeze> {
+        let mut ids: Vec<TableId> =
+            self.tables.iter().filter(|(_, t)| !t.active.is_empty()).map(|(id, _)| *id).collect();
+        ids.sort();
+        ids.into_iter()
+            .map(|table| {
+                let next = self.alloc_source();
+                let frozen = self.tables[&table].active.id;
+                Freeze { table, frozen, next }
+            })
+            .collect()
+    }
+}
+
+/// Changes that earlier commits of the same group will make, so that a group
+/// is validated as if applied in order.
+#[derive(Debug, Default)]
+pub struct GroupOverlay {
+    pub created: HashMap<(String, String), TableId>,
+    pub dropped: HashSet<TableId>,
+    pub keys_added: HashMap<TableId, HashSet<Box<[u8]>>>,
+    pub keys_removed: HashMap<TableId, HashSet<Box<[u8]>>>,
+}
+
+impl State {
+    /// Check a commit against the current state plus the group overlay; on
+    /// success record its effects in the overlay.
+    pub fn validate(&self, ops: &[WalOp], overlay: &mut GroupOverlay) -> Result<()> {
+        let mut local = GroupOverlay::default();
+        for op in ops {
+            self.validate_op(op, overlay, &mut local)?;
+        }
+        overlay.created.extend(local.created);
+        overlay.dropped.extend(local.dropped);
+        for (t, ks) in local.keys_added {
+            let removed = overlay.keys_removed.entry(t).or_default();
+            for k in &ks {
+                removed.remove(k);
+            }
+            overlay.keys_added.entry(t).or_default().extend(ks);
+        }
+        for (t, ks) in local.keys_removed {
+            overlay.keys_removed.entry(t).or_default().extend(ks);
+        }
+        Ok(())
+    }
+
+    fn validate_op(&self, op: &WalOp, group: &GroupOverlay, local: &mut GroupOverlay) -> Result<()> {
+        match op {
+            WalOp::CreateTable { def, .. } => {
+                let key = (def.namespace.clone(), def.name.clone());
+                let exists = self.by_name.get(&key).is_some_and(|id| !group.dropped.contains(id) && !local.dropped.contains(id));
+                if exists || group.created.contains_key(&key) || local.created.contains_key(&key) {
+                    return Err(StorageError::TableExists(def.qualified_name()));
+                }
+                local.created.insert(key, def.id);
+            }
+            WalOp::DropTable { table } | WalOp::AlterTable { def: TableDef { id: table, .. } } => {
+                if !self.tables.contains_key(table) || group.dropped.contains(table) {
+                    return Err(StorageError::NoSuchTable(table.to_string()));
+                }
+                if matches!(op, WalOp::DropTable { .. }) {
+                    local.dropped.insert(*table);
+                }
+            }
+            WalOp::Insert { table, batch } => self.validate_insert(*table, batch, group, local)?,
+            WalOp::Delete { table, source, positions, keys } => {
+                let t = self.table(*table)?;
+                if !t.has_source(*source) {
+                    return Err(StorageError::Invalid(format!(
+                        "rows of {} changed concurrently (source {source} is gone); retry the statement",
+                        t.def.qualified_name()
+                    )));
+                }
+                if let (Some(pk), Some(keys)) = (&t.pk, keys) {
+                    let encoded = pk.keys(keys, true)?;
+                    if encoded.len() as u64 != positions.len() {
+                        return Err(StorageError::Invalid("delete keys do not match positions".into()));
+                    }
+                    local.keys_removed.entry(*table).or_default().extend(encoded);
+                }
+            }
+            WalOp::PutMeta { .. } | WalOp::DeleteMeta { .. } | WalOp::Checkpoint { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn validate_insert(&self, table: TableId, batch: &RecordBatch, group: &GroupOverlay, local: &mut GroupOverlay) -> Result<()> {
+        let t = self.table(table)?;
+        let schema = t.def.schema_ref();
+        let name = t.def.qualified_name();
+        if batch.num_columns() != schema.fields().len() {
+            return Err(StorageError::SchemaMismatch {
+                table: name,
+                detail: format!("{} columns given, table has {}", batch.num_columns(), schema.fields().len()),
+            });
+        }
+        for (i, field) in schema.fields().iter().enumerate() {
+            let col = batch.column(i);
+            if col.data_type() != field.data_type() {
+                return Err(StorageError::SchemaMismatch {
+                    table: name,
+                    detail: format!("column {} is {}, got {}", field.name(), field.data_type(), col.data_type()),
+                });
+            }
+            if !field.is_nullable() && col.null_count() > 0 {
+                return Err(StorageError::NotNullViolation { table: t.def.name.clone(), column: field.name().clone() });
+            }
+        }
+        let Some(pk) = &t.pk else { return Ok(()) };
+        let keys = pk.keys(batch, false)?;
+        let removed_g = group.keys_removed.get(&table);
+        let removed_l = local.keys_removed.get(&table);
+        let added_g = group.keys_added.get(&table);
+        for (i, k) in keys.into_iter().enumerate() {
+            let removed = removed_g.is_some_and(|s| s.contains(&k)) || removed_l.is_some_and(|s| s.contains(&k));
+            let in_index = pk.get(&k).is_some() && !removed;
+            let dup_group = added_g.is_some_and(|s| s.contains(&k));
+            let local_added = local.keys_added.entry(table).or_default();
+            if in_index || dup_group || local_added.contains(&k) {
+                let cols = pk.columns.iter().map(|&c| schema.field(c).name().clone()).collect::<Vec<_>>().join(", ");
+                return Err(StorageError::UniqueViolation {
+                    constraint: t.def.pk_constraint_name(),
+                    columns: cols,
+                    key: pk.render_key(batch, i, false),
+                });
+            }
+            local_added.insert(k);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,474 @@
+//! [`Storage`]: the storage engine's public handle. Opening it recovers the
+//! database (manifest + WAL replay); commits go through the group-commit
+//! writer; readers take consistent snapshots; a background task flushes
+//! buffers to Parquet and compacts segments (see [`crate::maintenance`]).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{self, SyncSender};
+
+use arrow::array::RecordBatch;
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::ObjectStoreExt;
+use parking_lot::{Mutex, RwLock};
+use roaring::RoaringBitmap;
+use tokio::sync::oneshot;
+use tracing::info;
+use url::Url;
+
+use crate::error::{IoContext, Result, StorageError};
+use crate::manifest::Manifest;
+use crate::memtable::Memtable;
+use crate::pk::RowAddr;
+use crate::record::WalOp;
+use crate::segment::{self, SegmentFile, SegmentMeta};
+use crate::state::{SegmentState, State, TableState};
+use crate::table::{SourceId, TableDef, TableId};
+use crate::wal::{self, WalWriter};
+use crate::writer::{CommitInfo, Request, Writer};
+
+/// How to open storage.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// Local directory for the WAL, the manifest and (by default) segments.
+    pub data_dir: PathBuf,
+    /// Object-store URL for segments; `None` = `<data_dir>/segments`.
+    pub object_store_url: Option<String>,
+    /// fsync the WAL before acknowledging.
+    pub fsync: bool,
+    /// Freeze and flush buffers once a table's buffer is this large.
+    pub flush_threshold_bytes: usize,
+    /// Also flush when all buffers together exceed this.
+    pub memory_limit_bytes: usize,
+    /// Run background compaction.
+    pub compaction: bool,
+    /// Segments smaller than this (rows) are compaction candidates.
+    pub compaction_target_rows: u64,
+    /// Run background maintenance at all (tests may drive it by hand).
+    pub background: bool,
+}
+
+impl StorageOptions {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        StorageOptions {
+            data_dir: data_dir.into(),
+            object_store_url: None,
+            fsync: true,
+            flush_threshold_bytes: 64 << 20,
+            memory_limit_bytes: 512 << 20,
+            compaction: true,
+            compaction_target_rows: 1 << 20,
+            background: true,
+        }
+    }
+}
+
+/// A consistent, immutable view of one table at one moment.
+#[derive(Debug, Clone)]
+pub struct TableSnapshot {
+    pub def: TableDef,
+    /// Persisted segments, oldest first.
+    pub segments: Vec<SegmentSnapshot>,
+    /// In-memory buffers (frozen ones, then the active one).
+    pub memtables: Vec<MemSnapshot>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SegmentSnapshot {
+    pub file: Arc<SegmentFile>,
+    pub dv: Arc<RoaringBitmap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemSnapshot {
+    pub id: SourceId,
+    pub batches: Vec<RecordBatch>,
+    pub rows: u64,
+    pub dv: Arc<RoaringBitmap>,
+}
+
+impl TableSnapshot {
+    pub fn live_rows(&self) -> u64 {
+        let seg: u64 = self.segments.iter().map(|s| s.file.meta.rows - s.dv.len()).sum();
+        let mem: u64 = self.memtables.iter().map(|m| m.rows - m.dv.len()).sum();
+        seg + mem
+    }
+}
+
+/// Statistics for monitoring and tests.
+#[derive(Debug, Clone, Default)]
+pub struct StorageStats {
+    pub tables: usize,
+    pub segments: usize,
+    pub memtable_bytes: usize,
+    pub frozen_memtables: usize,
+    pub applied_lsn: u64,
+    pub checkpoint_lsn: u64,
+    pub wal_files: usize,
+}
+
+pub(crate) struct Inner {
+    pub opts: StorageOptions,
+    pub store: Arc<dyn ObjectStore>,
+    pub store_url: Url,
+    pub prefix: ObjPath,
+    pub state: Arc<RwLock<State>>,
+    pub writer: Mutex<Option<SyncSender<Request>>>,
+    pub writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Serializes checkpoints and compactions.
+    pub maintenance: tokio::sync::Mutex<()>,
+    /// The manifest last saved.
+    pub manifest: Mutex<Manifest>,
+    /// Per-table locks held by UPDATE/DELETE (and compaction installs), so row
+    /// positions computed from a snapshot stay valid until committed.
+    pub write_locks: Mutex<HashMap<TableId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Files no longer in the manifest, deleted once no snapshot holds them.
+    pub garbage: Mutex<Vec<crate::maintenance::Garbage>>,
+    /// Every segment file handed out, by path, held weakly: the garbage
+    /// collector deletes a file only when no snapshot holds it.
+    pub files: Mutex<HashMap<String, std::sync::Weak<SegmentFile>>>,
+    pub _lock_file: File,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+/// The storage engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage").field("data_dir", &self.inner.opts.data_dir).finish()
+    }
+}
+
+fn open_store(opts: &StorageOptions) -> Result<(Arc<dyn ObjectStore>, Url, ObjPath)> {
+    match &opts.object_store_url {
+        None => {
+            let dir = opts.data_dir.join("segments");
+            fs::create_dir_all(&dir).at(&dir)?;
+            let store = LocalFileSystem::new_with_prefix(&dir)?;
+            let url = Url::parse("provdb://segments/").map_err(|e| StorageError::Invalid(e.to_string()))?;
+            Ok((Arc::new(store), url, ObjPath::default()))
+        }
+        Some(raw) => {
+            let url = Url::parse(raw).map_err(|e| StorageError::InvalidUrl { url: raw.clone(), detail: e.to_string() })?;
+            let (store, prefix) = object_store::parse_url(&url).map_err(|e| StorageError::InvalidUrl {
+                url: raw.clone(),
+                detail: format!("{e} (this build supports file:// and memory://)"),
+            })?;
+            let mut root = url.clone();
+            root.set_path("/");
+            Ok((Arc::from(store), root, prefix))
+        }
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File> {
+    fs::create_dir_all(dir).at(dir)?;
+    let path = dir.join("LOCK");
+    let f = File::create(&path).at(&path)?;
+    f.try_lock().map_err(|_| {
+        StorageError::Invalid(format!(
+            "data directory {} is in use by another provdb process",
+            dir.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+impl Storage {
+    /// Open or create storage, recovering from the manifest and the WAL.
+    pub async fn open(opts: StorageOptions) -> Result<Storage> {
+        let lock = lock_data_dir(&opts.data_dir)?;
+        let (store, store_url, prefix) = open_store(&opts)?;
+        let manifest = Manifest::load(&opts.data_dir)?.unwrap_or_else(Manifest::empty);
+        let mut state = recover_from_manifest(&store, &manifest).await?;
+        let files = state
+            .tables
+            .values()
+            .flat_map(|t| t.segments.iter())
+            .map(|s| (s.file.meta.path.clone(), Arc::downgrade(&s.file)))
+            .collect();
+        let wal_dir = opts.data_dir.join("wal");
+        let stats = wal::replay(&wal_dir, manifest.checkpoint_lsn, |lsn, ops| {
+            ops.into_iter().try_for_each(|op| state.apply(lsn, op))
+        })?;
+        info!(
+            dir = %opts.data_dir.display(),
+            tables = state.tables.len(),
+            replayed = stats.commits_applied,
+            dropped_tail_bytes = stats.dropped_tail_bytes,
+            "storage opened"
+        );
+        let wal = WalWriter::open(&wal_dir, stats.next_lsn, opts.fsync)?;
+        let state = Arc::new(RwLock::new(state));
+        let (tx, rx) = mpsc::sync_channel(4096);
+        let writer = Writer { wal, state: Arc::clone(&state), poisoned: None };
+        let handle = std::thread::Builder::new()
+            .name("provdb-wal".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StorageError::io("wal writer thread", e))?;
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let storage = Storage {
+            inner: Arc::new(Inner {
+                opts,
+                store,
+                store_url,
+                prefix,
+                state,
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                maintenance: tokio::sync::Mutex::new(()),
+                manifest: Mutex::new(manifest),
+                write_locks: Mutex::new(HashMap::new()),
+                garbage: Mutex::new(Vec::new()),
+                files: Mutex::new(files),
+                _lock_file: lock,
+                shutdown,
+            }),
+        };
+        storage.collect_orphans().await?;
+        if storage.inner.opts.background {
+            crate::maintenance::spawn_background(storage.clone());
+        }
+        Ok(storage)
+    }
+
+    pub fn options(&self) -> &StorageOptions {
+        &self.inner.opts
+    }
+
+    /// The object store holding segments, and the URL DataFusion should
+    /// register it under (segment paths are relative to it).
+    pub fn object_store(&self) -> (Arc<dyn ObjectStore>, Url) {
+        (Arc::clone(&self.inner.store), self.inner.store_url.clone())
+    }
+
+    fn send(&self, req: Request) -> Result<()> {
+        let guard = self.inner.writer.lock();
+        let tx = guard.as_ref().ok_or(StorageError::Closed)?;
+        tx.send(req).map_err(|_| StorageError::Closed)
+    }
+
+    /// Commit ops atomically: validated, logged (fsync'd unless disabled),
+    /// applied. When this returns `Ok` the change is durable and visible.
+    pub async fn commit(&self, ops: Vec<WalOp>) -> Result<CommitInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Commit { ops, reply })?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Blocking variant of [`Storage::commit`] for synchronous callers (not
+    /// from inside an async task's poll on a current-thread runtime).
+    pub fn commit_blocking(&self, ops: Vec<WalOp>) -> Result<CommitInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Commit { ops, reply })?;
+        rx.blocking_recv().map_err(|_| StorageError::Closed)?
+    }
+
+    pub(crate) async fn request_checkpoint(&self) -> Result<(u64, Vec<crate::record::Freeze>)> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Checkpoint { reply })?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    pub(crate) async fn truncate_wal(&self, through_lsn: u64) -> Result<usize> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Request::Truncate { through_lsn, reply })?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Allocate a new table id and the id of its first buffer, for a
+    /// `CreateTable` op.
+    pub fn allocate_table_ids(&self) -> (TableId, SourceId) {
+        let mut st = self.inner.state.write();
+        let t = TableId(st.next_table_id);
+        st.next_table_id += 1;
+        (t, st.alloc_source())
+    }
+
+    pub fn table_by_name(&self, namespace: &str, name: &str) -> Option<TableDef> {
+        let st = self.inner.state.read();
+        let id = st.by_name.get(&(namespace.to_string(), name.to_string()))?;
+        st.tables.get(id).map(|t| t.def.clone())
+    }
+
+    pub fn table(&self, id: TableId) -> Option<TableDef> {
+        self.inner.state.read().tables.get(&id).map(|t| t.def.clone())
+    }
+
+    /// Every table's definition.
+    pub fn tables(&self) -> Vec<TableDef> {
+        let mut v: Vec<TableDef> = self.inner.state.read().tables.values().map(|t| t.def.clone()).collect();
+        v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        v
+    }
+
+    /// Changes whenever a table is created, dropped or altered.
+    pub fn ddl_version(&self) -> u64 {
+        self.inner.state.read().ddl_version
+    }
+
+    pub fn meta_get(&self, key: &str) -> Option<serde_json::Value> {
+        self.inner.state.read().meta.get(key).cloned()
+    }
+
+    /// Metadata entries whose key starts with `prefix`, in key order.
+    pub fn meta_scan(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
+        let st = self.inner.state.read();
+        st.meta.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
+    /// A snapshot of one table.
+    pub fn snapshot(&self, id: TableId) -> Result<TableSnapshot> {
+        let st = self.inner.state.read();
+        Ok(snapshot_of(st.table(id)?))
+    }
+
+    /// Snapshots of several tables taken at one instant (one consistent state).
+    pub fn snapshot_many(&self, ids: &[TableId]) -> Result<Vec<TableSnapshot>> {
+        let st = self.inner.state.read();
+        ids.iter().map(|id| Ok(snapshot_of(st.table(*id)?))).collect()
+    }
+
+    /// Look up a row address by primary key (`key` holds the key columns of
+    /// one row). `None` if the table has no primary key or no such row.
+    pub fn lookup_pk(&self, table: TableId, key: &RecordBatch) -> Result<Option<RowAddr>> {
+        let st = self.inner.state.read();
+        let t = st.table(table)?;
+        let Some(pk) = &t.pk else { return Ok(None) };
+        let keys = pk.keys(key, true)?;
+        Ok(keys.first().and_then(|k| pk.get(k)))
+    }
+
+    /// The lock UPDATE/DELETE statements hold on a table from computing row
+    /// positions until their commit (or the end of their transaction).
+    pub fn write_lock(&self, table: TableId) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(self.inner.write_locks.lock().entry(table).or_default())
+    }
+
+    pub fn stats(&self) -> StorageStats {
+        let st = self.inner.state.read();
+        StorageStats {
+            tables: st.tables.len(),
+            segments: st.tables.values().map(|t| t.segments.len()).sum(),
+            memtable_bytes: st.tables.values().map(TableState::memory_bytes).sum(),
+            frozen_memtables: st.tables.values().map(|t| t.frozen.len()).sum(),
+            applied_lsn: st.applied_lsn,
+            checkpoint_lsn: self.inner.manifest.lock().checkpoint_lsn,
+            wal_files: wal::list_files(&self.inner.opts.data_dir.join("wal")).map(|f| f.len()).unwrap_or(0),
+        }
+    }
+
+    /// Flush every buffer to Parquet now and truncate the WAL.
+    pub async fn checkpoint(&self) -> Result<()> {
+        crate::maintenance::checkpoint(self).await
+    }
+
+    /// Compact small segments of every table now.
+    pub async fn compact(&self) -> Result<usize> {
+        crate::maintenance::compact_all(self).await
+    }
+
+    /// Stop background work, flush buffers, stop the writer.
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.inner.shutdown.send(true);
+        if self.inner.writer.lock().is_none() {
+            return Ok(());
+        }
+        let res = self.checkpoint().await;
+        if let Some(tx) = self.inner.writer.lock().take() {
+            let _ = tx.send(Request::Shutdown);
+        }
+        if let Some(h) = self.inner.writer_thread.lock().take() {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+        res
+    }
+
+    /// Wrap a new segment's metadata, registering it for garbage collection.
+    pub(crate) fn new_segment_file(&self, meta: SegmentMeta) -> Arc<SegmentFile> {
+        let path = meta.path.clone();
+        let file = Arc::new(SegmentFile { meta });
+        let mut files = self.inner.files.lock();
+        files.retain(|_, w| w.strong_count() > 0);
+        files.insert(path, Arc::downgrade(&file));
+        file
+    }
+
+    /// Delete segment and deletion-vector files that no manifest names
+    /// (left by a crash between writing a file and saving the manifest).
+    async fn collect_orphans(&self) -> Result<()> {
+        crate::maintenance::collect_orphans(self).await
+    }
+}
+
+fn snapshot_of(t: &TableState) -> TableSnapshot {
+    let mem = |m: &Memtable| MemSnapshot { id: m.id, batches: m.batches().to_vec(), rows: m.rows(), dv: Arc::clone(&m.dv) };
+    let mut memtables: Vec<MemSnapshot> = t.frozen.iter().map(mem).collect();
+    memtables.push(mem(&t.active));
+    TableSnapshot {
+        def: t.def.clone(),
+        segments: t.segments.iter().map(|s| SegmentSnapshot { file: Arc::clone(&s.file), dv: Arc::clone(&s.dv) }).collect(),
+        memtables,
+    }
+}
+
+/// Build the in-memory state the manifest describes: tables, segments with
+/// their deletion vectors, and primary-key indexes rebuilt from the segments.
+async fn recover_from_manifest(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Result<State> {
+    let mut state = State {
+        meta: m.meta.clone(),
+        next_source_id: m.next_source_id,
+        next_table_id: m.next_table_id,
+        applied_lsn: m.checkpoint_lsn,
+        ..Default::default()
+    };
+    for mt in &m.tables {
+        let mut t = TableState::new(mt.def.clone(), mt.active, 0)?;
+        for seg in &mt.segments {
+            let dv = match &seg.dv_path {
+                Some(p) => {
+                    let bytes = store.get(&ObjPath::from(p.as_str())).await?.bytes().await?;
+                    crate::dv::decode(&bytes)?
+                }
+                None => RoaringBitmap::new(),
+            };
+            if t.pk.is_some() {
+                rebuild_pk(store, &mut t, seg, &dv).await?;
+            }
+            t.segments.push(SegmentState { file: Arc::new(SegmentFile { meta: seg.clone() }), dv: Arc::new(dv), dv_dirty: false });
+        }
+        state.by_name.insert((mt.def.namespace.clone(), mt.def.name.clone()), mt.def.id);
+        state.next_source_id = state.next_source_id.max(mt.active.0 + 1);
+        state.tables.insert(mt.def.id, t);
+    }
+    Ok(state)
+}
+
+async fn rebuild_pk(store: &Arc<dyn ObjectStore>, t: &mut TableState, seg: &SegmentMeta, dv: &RoaringBitmap) -> Result<()> {
+    let Some(pk) = t.pk.as_mut() else { return Ok(()) };
+    let mut sorted = pk.columns.clone();
+    sorted.sort_unstable();
+    // The reader returns projected columns in file order; put them in key order.
+    let order: Vec<usize> = pk.columns.iter().filter_map(|c| sorted.iter().position(|s| s == c)).collect();
+    let batches = segment::read_segment(store, seg, Some(&sorted)).await?;
+    let mut pos = 0u32;
+    for b in batches {
+        let b = b.project(&order)?;
+        for (i, k) in pk.keys(&b, true)?.into_iter().enumerate() {
+            let p = pos + i as u32;
+            if !dv.contains(p) {
+                pk.insert(k, RowAddr { source: seg.id, pos: p });
+            }
+        }
+        pos += b.num_rows() as u32;
+    }
+    Ok(())
+}

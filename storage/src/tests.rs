@@ -1,0 +1,244 @@
+//! End-to-end tests of the storage engine: commit, snapshot, checkpoint,
+//! reopen (recovery), deletes across flushes, compaction, key uniqueness.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use roaring::RoaringBitmap;
+
+use crate::storage::{Storage, StorageOptions, TableSnapshot};
+use crate::table::{SourceId, TableDef, TableId};
+use crate::{StorageError, WalOp};
+
+fn schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]))
+}
+
+fn rows(ids: &[i64]) -> RecordBatch {
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))],
+    )
+    .unwrap()
+}
+
+fn opts(dir: &std::path::Path) -> StorageOptions {
+    let mut o = StorageOptions::new(dir);
+    o.background = false;
+    o
+}
+
+async fn create(s: &Storage, name: &str, pk: bool) -> TableId {
+    let (id, source) = s.allocate_table_ids();
+    let def = TableDef {
+        id,
+        namespace: "public".into(),
+        name: name.into(),
+        schema: schema(),
+        primary_key: if pk { vec![0] } else { vec![] },
+        properties: serde_json::Value::Null,
+    };
+    s.commit(vec![WalOp::CreateTable { def, source }]).await.unwrap();
+    id
+}
+
+/// Live ids of a snapshot, read from memory and segments.
+async fn live_ids(s: &Storage, snap: &TableSnapshot) -> Vec<i64> {
+    let mut out = Vec::new();
+    for seg in &snap.segments {
+        let batches = crate::segment::read_segment(&s.inner.store, &seg.file.meta, None).await.unwrap();
+        collect(&batches, &seg.dv, &mut out);
+    }
+    for m in &snap.memtables {
+        collect(&m.batches, &m.dv, &mut out);
+    }
+    out.sort();
+    out
+}
+
+fn collect(batches: &[RecordBatch], dv: &RoaringBitmap, out: &mut Vec<i64>) {
+    let mut pos = 0u32;
+    for b in batches {
+        let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        for i in 0..ids.len() {
+            if !dv.contains(pos) {
+                out.push(ids.value(i));
+            }
+            pos += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn committed_rows_are_visible_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", false).await;
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[1, 2, 3]) }]).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![1, 2, 3]);
+    drop(s); // no clean close: recovery replays the WAL
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t2 = s.table_by_name("public", "t").unwrap().id;
+    assert_eq!(t2, t);
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![1, 2, 3]);
+}
+
+#[tokio::test]
+async fn checkpoint_writes_segments_and_truncates_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[1, 2, 3]) }]).await.unwrap();
+    s.checkpoint().await.unwrap();
+    let st = s.stats();
+    assert_eq!(st.segments, 1);
+    assert_eq!(st.wal_files, 1, "old WAL files are removed after the manifest is saved");
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[4]) }]).await.unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let snap = s.snapshot(t).unwrap();
+    assert_eq!(snap.segments.len(), 1);
+    assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 3, 4]);
+    // The key index was rebuilt from the segment: a duplicate is refused.
+    let err = s.commit(vec![WalOp::Insert { table: t, batch: rows(&[2]) }]).await.unwrap_err();
+    assert!(matches!(err, StorageError::UniqueViolation { .. }), "{err}");
+}
+
+fn delete_op(t: TableId, source: SourceId, pos: &[u32], keys: Option<&[i64]>) -> WalOp {
+    let keys = keys.map(|k| {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(k.to_vec()))]).unwrap()
+    });
+    WalOp::Delete { table: t, source, positions: pos.iter().copied().collect(), keys }
+}
+
+#[tokio::test]
+async fn deletes_survive_flush_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[10, 11, 12, 13]) }]).await.unwrap();
+    let src = s.snapshot(t).unwrap().memtables[0].id;
+    s.commit(vec![delete_op(t, src, &[1], Some(&[11]))]).await.unwrap();
+    s.checkpoint().await.unwrap();
+    // Delete on the segment (same id and positions as the buffer it came from).
+    s.commit(vec![delete_op(t, src, &[3], Some(&[13]))]).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
+    s.checkpoint().await.unwrap(); // persists the second DV version
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
+    // Deleted keys can be inserted again.
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[11]) }]).await.unwrap();
+}
+
+#[tokio::test]
+async fn compaction_merges_segments_and_drops_deleted_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    let mut first_src = None;
+    for i in 0..5 {
+        s.commit(vec![WalOp::Insert { table: t, batch: rows(&[i * 10, i * 10 + 1]) }]).await.unwrap();
+        if first_src.is_none() {
+            first_src = Some(s.snapshot(t).unwrap().memtables[0].id);
+        }
+        s.checkpoint().await.unwrap();
+    }
+    s.commit(vec![delete_op(t, first_src.unwrap(), &[0], Some(&[0]))]).await.unwrap();
+    assert_eq!(s.snapshot(t).unwrap().segments.len(), 5);
+    let old = s.snapshot(t).unwrap(); // a reader holding the old segments
+    assert_eq!(s.compact().await.unwrap(), 1);
+    let snap = s.snapshot(t).unwrap();
+    assert_eq!(snap.segments.len(), 1);
+    let expect = vec![1, 10, 11, 20, 21, 30, 31, 40, 41];
+    assert_eq!(live_ids(&s, &snap).await, expect);
+    // Garbage collection must not delete files an old snapshot still reads.
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    assert_eq!(live_ids(&s, &old).await, expect);
+    drop(old);
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, expect);
+    // The key index points into the compacted segment.
+    let err = s.commit(vec![WalOp::Insert { table: t, batch: rows(&[41]) }]).await.unwrap_err();
+    assert!(matches!(err, StorageError::UniqueViolation { .. }));
+    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[0]) }]).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_keys_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    let mut handles = Vec::new();
+    for _ in 0..16 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move { s.commit(vec![WalOp::Insert { table: t, batch: rows(&[7]) }]).await }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        if h.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1);
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![7]);
+}
+
+#[tokio::test]
+async fn failed_commit_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    // Second op violates the key: the first op must not be applied either.
+    let err = s
+        .commit(vec![WalOp::Insert { table: t, batch: rows(&[1]) }, WalOp::Insert { table: t, batch: rows(&[1]) }])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::UniqueViolation { .. }));
+    assert!(live_ids(&s, &s.snapshot(t).unwrap()).await.is_empty());
+    // NOT NULL.
+    let bad = RecordBatch::try_new(
+        schema(),
+        vec![Arc::new(Int64Array::from(vec![Some(1), None])), Arc::new(StringArray::from(vec!["a", "b"]))],
+    );
+    assert!(bad.is_err(), "arrow itself refuses nulls in a non-nullable field");
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert!(live_ids(&s, &s.snapshot(t).unwrap()).await.is_empty());
+}
+
+#[tokio::test]
+async fn second_open_of_same_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _s = Storage::open(opts(dir.path())).await.unwrap();
+    let err = Storage::open(opts(dir.path())).await.unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
+
+#[tokio::test]
+async fn drop_and_meta_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", false).await;
+    s.commit(vec![WalOp::PutMeta { key: "view/public/v".into(), value: serde_json::json!("select 1") }]).await.unwrap();
+    s.checkpoint().await.unwrap();
+    s.commit(vec![WalOp::DropTable { table: t }]).await.unwrap();
+    s.commit(vec![WalOp::DeleteMeta { key: "view/public/v".into() }]).await.unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert!(s.table_by_name("public", "t").is_none());
+    assert!(s.meta_get("view/public/v").is_none());
+    // The name is free again.
+    create(&s, "t", false).await;
+}
