@@ -27,7 +27,7 @@ pub enum WalOp {
     AlterTable { def: TableDef },
     Insert { table: TableId, batch: RecordBatch },
     /// Delete rows by position. `keys` holds the deleted rows' primary-key
-    /// columns (in position order) when the table has a primary key.
+    /// columns (any order) when the table has a primary key.
     Delete { table: TableId, source: SourceId, positions: RoaringBitmap, keys: Option<RecordBatch> },
     PutMeta { key: String, value: serde_json::Value },
     DeleteMeta { key: String },

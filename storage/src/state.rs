@@ -203,8 +203,10 @@ impl State {
             return Ok(());
         }
         if let (Some(pk), Some(keys)) = (t.pk.as_mut(), keys) {
-            for (k, pos) in pk.keys(keys, true)?.into_iter().zip(positions.iter()) {
-                if pk.get(&k) == Some(RowAddr { source, pos }) {
+            // Keys may come in any order: remove each one whose entry points
+            // at a deleted position of this source.
+            for k in pk.keys(keys, true)? {
+                if pk.get(&k).is_some_and(|a: RowAddr| a.source == source && positions.contains(a.pos)) {
                     pk.remove(&k);
                 }
             }
