@@ -37,7 +37,7 @@ pub struct Garbage {
 
 /// Start the background loop: flush when buffers are large, compact, collect
 /// garbage. Stops when storage closes.
-pub fn spawn_background(storage: Storage) {
+pub fn spawn_background(storage: Storage) -> tokio::task::JoinHandle<()> {
     let mut shutdown = storage.inner.shutdown.subscribe();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -62,7 +62,7 @@ pub fn spawn_background(storage: Storage) {
                 warn!(error = %e, "garbage collection failed");
             }
         }
-    });
+    })
 }
 
 fn needs_checkpoint(storage: &Storage) -> bool {

@@ -131,7 +131,9 @@ pub(crate) struct Inner {
     /// Every segment file handed out, by path, held weakly: the garbage
     /// collector deletes a file only when no snapshot holds it.
     pub files: Mutex<HashMap<String, std::sync::Weak<SegmentFile>>>,
-    pub _lock_file: File,
+    /// Held (locked) while open; released by `close`.
+    pub lock_file: Mutex<Option<File>>,
+    pub background: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -229,13 +231,15 @@ impl Storage {
                 write_locks: Mutex::new(HashMap::new()),
                 garbage: Mutex::new(Vec::new()),
                 files: Mutex::new(files),
-                _lock_file: lock,
+                lock_file: Mutex::new(Some(lock)),
+                background: Mutex::new(None),
                 shutdown,
             }),
         };
         storage.collect_orphans().await?;
         if storage.inner.opts.background {
-            crate::maintenance::spawn_background(storage.clone());
+            let handle = crate::maintenance::spawn_background(storage.clone());
+            *storage.inner.background.lock() = Some(handle);
         }
         Ok(storage)
     }
@@ -379,6 +383,10 @@ impl Storage {
     /// Stop background work, flush buffers, stop the writer.
     pub async fn close(&self) -> Result<()> {
         let _ = self.inner.shutdown.send(true);
+        let background = self.inner.background.lock().take();
+        if let Some(h) = background {
+            let _ = h.await;
+        }
         if self.inner.writer.lock().is_none() {
             return Ok(());
         }
@@ -386,9 +394,12 @@ impl Storage {
         if let Some(tx) = self.inner.writer.lock().take() {
             let _ = tx.send(Request::Shutdown);
         }
-        if let Some(h) = self.inner.writer_thread.lock().take() {
+        let thread = self.inner.writer_thread.lock().take();
+        if let Some(h) = thread {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
+        // Another process may open the directory from now on.
+        self.inner.lock_file.lock().take();
         res
     }
 

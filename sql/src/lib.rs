@@ -1,0 +1,43 @@
+//! provdb's SQL layer, on DataFusion.
+//!
+//! A [`Database`] owns the storage engine and the shared catalog; a
+//! [`Session`] is one client's view of it (search_path, variables, open
+//! transaction). Front ends (the pgwire server, the HTTP API, an embedding
+//! Rust program) talk only to these two types and get Arrow batches back.
+//!
+//! Module map:
+//! - [`database`]: open/close, state shared by sessions.
+//! - [`session`]: per-connection state, statement dispatch, transactions.
+//! - [`catalog`]: schemas, tables and views as DataFusion sees them.
+//! - [`table`]: the table provider (scan, insert sink, UPDATE/DELETE).
+//! - [`txn`]: uncommitted writes of a statement and of a transaction.
+//! - [`ddl`]: CREATE/DROP/ALTER.
+//! - [`sequence`]: sequences and `nextval`.
+//! - [`copy`] / [`copy_stmt`]: `COPY ... FROM STDIN`.
+//! - [`types`]: SQL types to Arrow types.
+//! - [`functions`]: PostgreSQL functions clients expect.
+//! - [`error`]: [`SqlError`] with its SQLSTATE.
+
+pub mod catalog;
+pub mod copy;
+pub mod copy_stmt;
+pub mod database;
+pub mod ddl;
+pub mod error;
+pub mod functions;
+pub mod sequence;
+pub mod session;
+pub mod table;
+pub mod txn;
+pub mod types;
+
+pub use copy::{CopyFormat, CopyIn};
+pub use database::{Database, DatabaseOptions};
+pub use error::{SqlError, SqlResult};
+pub use session::{CommandTag, Prepared, QueryOutput, Session, TxnStatus};
+
+/// The PostgreSQL version provdb reports to clients.
+pub const SERVER_VERSION: &str = "16.0";
+
+#[cfg(test)]
+mod tests;

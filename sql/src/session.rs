@@ -1,0 +1,707 @@
+//! [`Session`]: one client's connection state and the statement dispatcher.
+//!
+//! Every statement runs in the same frame: check the transaction state, run,
+//! then either fold the statement's staged writes into the open transaction
+//! or (outside a transaction block) commit them at once. A failed statement
+//! discards its writes, so nothing of it is ever half-applied.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::dml::WriteOp as DfWriteOp;
+use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectType, Set, Statement, Value};
+use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use parking_lot::{Mutex, RwLock};
+use provdb_storage::{Storage, TableId, TableSnapshot};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::catalog::{SessionCatalog, ViewDef};
+use crate::copy::CopyIn;
+use crate::database::Database;
+use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
+use crate::sequence::{SeqFn, SequenceUdf};
+use crate::txn::WriteSet;
+
+/// Name of the one catalog (database).
+pub const CATALOG: &str = "provdb";
+
+/// How long UPDATE/DELETE wait for another session's write lock on a table.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Transaction state as reported in ReadyForQuery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnStatus {
+    /// Not in a transaction block ('I').
+    Idle,
+    /// In a transaction block ('T').
+    InBlock,
+    /// In a failed transaction block; only ROLLBACK is accepted ('E').
+    Failed,
+}
+
+/// The command tag of a statement that returns no rows, e.g. `INSERT 0 3`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandTag {
+    /// The tag word(s): `INSERT`, `UPDATE`, `CREATE TABLE`, `BEGIN`, ...
+    pub command: String,
+    /// Row count for INSERT/UPDATE/DELETE/COPY/SELECT-like commands.
+    pub rows: Option<u64>,
+}
+
+impl CommandTag {
+    pub fn new(command: impl Into<String>) -> Self {
+        CommandTag { command: command.into(), rows: None }
+    }
+    pub fn with_rows(command: impl Into<String>, rows: u64) -> Self {
+        CommandTag { command: command.into(), rows: Some(rows) }
+    }
+}
+
+/// What a statement produced.
+pub enum QueryOutput {
+    /// A result set, streamed.
+    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    /// A command that returns no rows.
+    Command(CommandTag),
+    /// `COPY ... FROM STDIN`: the server must now run the COPY sub-protocol.
+    CopyIn(CopyIn),
+    /// An empty query string.
+    Empty,
+}
+
+impl std::fmt::Debug for QueryOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueryOutput::Rows { schema, .. } => write!(f, "Rows({schema:?})"),
+            QueryOutput::Command(t) => write!(f, "Command({t:?})"),
+            QueryOutput::CopyIn(c) => write!(f, "CopyIn({c:?})"),
+            QueryOutput::Empty => write!(f, "Empty"),
+        }
+    }
+}
+
+/// A statement prepared with the extended protocol (Parse).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The statement's text.
+    pub sql: String,
+    /// One type per `$n` parameter (inferred where the client sent none).
+    pub param_types: Vec<DataType>,
+    /// The result columns, or `None` for a statement that returns no rows.
+    pub result_schema: Option<SchemaRef>,
+    /// The planned statement (queries and DML), reused on every execution.
+    plan: Option<LogicalPlan>,
+}
+
+/// Session state shared with the table providers of the session.
+#[derive(Debug)]
+pub struct SessionShared {
+    /// Writes of the open transaction block (empty outside one).
+    pub txn: Mutex<WriteSet>,
+    /// Writes of the statement being executed.
+    pub stmt: Mutex<WriteSet>,
+    /// Snapshot of every table, taken at the first scan of a statement.
+    snapshots: Mutex<Option<HashMap<TableId, TableSnapshot>>>,
+    pub search_path: Arc<RwLock<Vec<String>>>,
+    /// Table write locks held until the end of the transaction.
+    locks: Mutex<HashMap<TableId, OwnedMutexGuard<()>>>,
+    /// The session's DataFusion state, for planning views.
+    state: RwLock<Weak<parking_lot::RwLock<SessionState>>>,
+}
+
+impl SessionShared {
+    pub fn new(search_path: Vec<String>) -> Self {
+        SessionShared {
+            txn: Mutex::new(WriteSet::default()),
+            stmt: Mutex::new(WriteSet::default()),
+            snapshots: Mutex::new(None),
+            search_path: Arc::new(RwLock::new(search_path)),
+            locks: Mutex::new(HashMap::new()),
+            state: RwLock::new(Weak::new()),
+        }
+    }
+
+    /// The statement's snapshot of `table` (all tables are snapshotted
+    /// together, so one statement sees one consistent state).
+    pub fn snapshot(&self, storage: &Storage, table: TableId) -> provdb_storage::Result<TableSnapshot> {
+        let mut cache = self.snapshots.lock();
+        if cache.is_none() {
+            let ids: Vec<TableId> = storage.tables().iter().map(|t| t.id).collect();
+            let snaps = storage.snapshot_many(&ids)?;
+            *cache = Some(ids.into_iter().zip(snaps).collect());
+        }
+        if let Some(s) = cache.as_ref().and_then(|c| c.get(&table)) {
+            return Ok(s.clone());
+        }
+        let s = storage.snapshot(table)?;
+        if let Some(c) = cache.as_mut() {
+            c.insert(table, s.clone());
+        }
+        Ok(s)
+    }
+
+    fn new_statement(&self) {
+        *self.snapshots.lock() = None;
+        *self.stmt.lock() = WriteSet::default();
+    }
+
+    /// Take `table`'s write lock for the rest of the transaction.
+    pub async fn lock_table(&self, storage: &Storage, table: TableId) -> SqlResult<()> {
+        if self.locks.lock().contains_key(&table) {
+            return Ok(());
+        }
+        let lock = storage.write_lock(table);
+        let guard = tokio::time::timeout(LOCK_TIMEOUT, lock.lock_owned())
+            .await
+            .map_err(|_| SqlError::new("55P03", "could not obtain lock on relation: another transaction is updating it"))?;
+        self.locks.lock().insert(table, guard);
+        Ok(())
+    }
+
+    fn release_locks(&self) {
+        self.locks.lock().clear();
+    }
+
+    /// Plan a stored view in the schema it was created in.
+    pub async fn plan_view(&self, view: &ViewDef) -> datafusion::error::Result<LogicalPlan> {
+        let Some(state) = self.state.read().upgrade() else {
+            return Err(DataFusionError::Internal("session is gone".into()));
+        };
+        let mut state = state.read().clone();
+        state.config_mut().options_mut().catalog.default_schema = view.schema.clone();
+        state.create_logical_plan(&view.sql).await
+    }
+}
+
+/// A statement to run: parsed text, or a prepared plan with its parameters bound.
+enum Work {
+    Statement(Statement),
+    Plan(LogicalPlan),
+}
+
+/// One client's session. Not shared between connections: a `SET` here never
+/// leaks into another session.
+pub struct Session {
+    pub(crate) db: Arc<Database>,
+    pub(crate) ctx: SessionContext,
+    pub(crate) shared: Arc<SessionShared>,
+    vars: BTreeMap<String, String>,
+    status: TxnStatus,
+}
+
+fn default_vars() -> BTreeMap<String, String> {
+    [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "read committed"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("search_path", "public"),
+        ("server_encoding", "UTF8"),
+        ("server_version", crate::SERVER_VERSION),
+        ("server_version_num", "160000"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+impl Session {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        let shared = Arc::new(SessionShared::new(vec!["public".into()]));
+        let config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG, "public")
+            .with_create_default_catalog_and_schema(false)
+            .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
+        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&db.shared.runtime));
+        let catalog = SessionCatalog { db: Arc::clone(&db.shared), session: Arc::clone(&shared), extra: RwLock::new(HashMap::new()) };
+        ctx.register_catalog(CATALOG, Arc::new(catalog));
+        if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider) {
+            tracing::warn!(error = %e, "pg_catalog setup failed");
+        }
+        for kind in [SeqFn::NextVal, SeqFn::SetVal] {
+            let udf = SequenceUdf::new(kind, db.shared.storage.clone(), Arc::clone(&db.shared.sequences), Arc::clone(&shared.search_path));
+            ctx.register_udf(ScalarUDF::new_from_impl(udf));
+        }
+        crate::functions::register(&ctx);
+        *shared.state.write() = Arc::downgrade(&ctx.state_ref());
+        Session { db, ctx, shared, vars: default_vars(), status: TxnStatus::Idle }
+    }
+
+    /// The session's DataFusion context (for embedding programs).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Run every statement of a simple-protocol query string, in order.
+    /// Returns the outputs of the statements that succeeded and, if one
+    /// failed, its error (later statements are not run).
+    pub async fn execute(&mut self, sql: &str) -> (Vec<QueryOutput>, Option<SqlError>) {
+        let statements = match parse(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                self.on_error();
+                return (vec![], Some(e));
+            }
+        };
+        if statements.is_empty() {
+            return (vec![QueryOutput::Empty], None);
+        }
+        let mut outputs = Vec::with_capacity(statements.len());
+        for stmt in statements {
+            match self.run(Work::Statement(stmt)).await {
+                Ok(out) => outputs.push(out),
+                Err(e) => return (outputs, Some(e)),
+            }
+        }
+        (outputs, None)
+    }
+
+    /// Parse and plan one statement (extended protocol Parse).
+    /// `param_types[i]` is the client's declared type for `$i+1`, if any.
+    pub async fn prepare(&mut self, sql: &str, param_types: &[Option<DataType>]) -> SqlResult<Prepared> {
+        let mut statements = parse(sql)?;
+        if statements.len() > 1 {
+            return Err(SqlError::syntax("cannot insert multiple commands into a prepared statement"));
+        }
+        let Some(stmt) = statements.pop() else {
+            return Ok(Prepared { sql: sql.to_string(), param_types: vec![], result_schema: None, plan: None });
+        };
+        if !is_datafusion_statement(&stmt) {
+            let result_schema = match &stmt {
+                Statement::ShowVariable { variable } => Some(show_schema(&variable_name(variable))),
+                _ => None,
+            };
+            return Ok(Prepared { sql: sql.to_string(), param_types: vec![], result_schema, plan: None });
+        }
+        self.shared.new_statement();
+        let plan = self.plan_statement(stmt).await?;
+        let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
+        let count = inferred.len().max(param_types.len());
+        let types = (0..count)
+            .map(|i| {
+                let declared = param_types.get(i).cloned().flatten();
+                let found = inferred.get(&format!("${}", i + 1)).cloned().flatten();
+                declared.or(found).unwrap_or(DataType::Utf8)
+            })
+            .collect();
+        let result_schema = if matches!(plan, LogicalPlan::Dml(_)) { None } else { Some(Arc::new(plan.schema().as_arrow().clone())) };
+        Ok(Prepared { sql: sql.to_string(), param_types: types, result_schema, plan: Some(plan) })
+    }
+
+    /// Execute a prepared statement with bound parameter values.
+    pub async fn execute_prepared(&mut self, prepared: &Prepared, params: Vec<ScalarValue>) -> SqlResult<QueryOutput> {
+        match &prepared.plan {
+            None => {
+                let mut statements = parse(&prepared.sql)?;
+                match statements.pop() {
+                    Some(stmt) => self.run(Work::Statement(stmt)).await,
+                    None => Ok(QueryOutput::Empty),
+                }
+            }
+            Some(plan) => {
+                let plan = plan.clone().with_param_values(ParamValues::from(params)).map_err(from_datafusion)?;
+                self.run(Work::Plan(plan)).await
+            }
+        }
+    }
+
+    /// Finish a COPY FROM STDIN after the client sent CopyDone: commit its rows
+    /// atomically (or add them to the open transaction). Returns `COPY n`.
+    pub async fn copy_finish(&mut self, mut copy: CopyIn) -> SqlResult<CommandTag> {
+        self.shared.new_statement();
+        let result = self.copy_stage(&mut copy).await;
+        let rows = copy.state.rows;
+        self.finish_statement(result.map(|_| QueryOutput::Command(CommandTag::with_rows("COPY", rows)))).await.map(|out| match out {
+            QueryOutput::Command(t) => t,
+            _ => CommandTag::with_rows("COPY", rows),
+        })
+    }
+
+    async fn copy_stage(&mut self, copy: &mut CopyIn) -> SqlResult<()> {
+        let batches = copy.finish()?;
+        let def = self
+            .db
+            .shared
+            .storage
+            .table(copy.target.table)
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{}\" does not exist", copy.target.qualified_name)))?;
+        if copy.target.columns.is_none() {
+            let mut stmt = self.shared.stmt.lock();
+            for b in batches {
+                stmt.insert(def.id, crate::table::conform(&def, &b).map_err(from_datafusion)?);
+            }
+            return Ok(());
+        }
+        // A column list: go through INSERT ... SELECT so defaults apply.
+        let src = datafusion::datasource::MemTable::try_new(Arc::clone(&copy.schema), vec![batches]).map_err(from_datafusion)?;
+        let name = "__provdb_copy_src";
+        self.ctx.register_table(name, Arc::new(src)).map_err(from_datafusion)?;
+        let cols = copy.target.columns.clone().unwrap_or_default().iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
+        let sql = format!("INSERT INTO \"{}\".\"{}\" ({cols}) SELECT * FROM {name}", def.namespace, def.name);
+        let result = async {
+            let df = self.ctx.sql(&sql).await?;
+            df.collect().await
+        }
+        .await;
+        let _ = self.ctx.deregister_table(name);
+        result.map(|_| ()).map_err(from_datafusion)
+    }
+
+    /// Abandon a COPY (CopyFail or a vanished client): nothing of it is stored.
+    /// Inside a transaction block the transaction becomes failed.
+    pub fn copy_abort(&mut self, copy: CopyIn) {
+        drop(copy);
+        *self.shared.stmt.lock() = WriteSet::default();
+        self.on_error();
+    }
+
+    /// Current transaction status for ReadyForQuery.
+    pub fn transaction_status(&self) -> TxnStatus {
+        self.status
+    }
+
+    /// Set a session variable from the startup packet or `SET`
+    /// (`search_path`, `application_name`, `DateStyle`, ...).
+    pub fn set_variable(&mut self, name: &str, value: &str) -> SqlResult<()> {
+        let name = name.to_ascii_lowercase();
+        match name.as_str() {
+            "search_path" | "schema" => {
+                let path = parse_search_path(value);
+                if path.is_empty() {
+                    return Err(SqlError::invalid_param("search_path must name at least one schema"));
+                }
+                *self.shared.search_path.write() = path.clone();
+                let current = self.current_schema();
+                self.ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = current;
+                self.vars.insert("search_path".into(), path.join(", "));
+            }
+            "transaction_isolation" | "default_transaction_isolation" => {
+                self.vars.insert(name, value.to_ascii_lowercase());
+            }
+            n if n.starts_with("datafusion.") => {
+                self.ctx
+                    .state_ref()
+                    .write()
+                    .config_mut()
+                    .options_mut()
+                    .set(n, value)
+                    .map_err(from_datafusion)?;
+                self.vars.insert(name, value.to_string());
+            }
+            _ => {
+                self.vars.insert(name, value.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of a session variable (`SHOW name`), if set.
+    pub fn variable(&self, name: &str) -> Option<String> {
+        self.vars.get(&name.to_ascii_lowercase()).cloned()
+    }
+
+    /// Called when the client disconnects: rolls back any open transaction.
+    pub fn close(&mut self) {
+        self.rollback();
+    }
+
+    fn rollback(&mut self) {
+        *self.shared.txn.lock() = WriteSet::default();
+        *self.shared.stmt.lock() = WriteSet::default();
+        self.shared.release_locks();
+        self.status = TxnStatus::Idle;
+    }
+
+    fn on_error(&mut self) {
+        *self.shared.stmt.lock() = WriteSet::default();
+        if self.status == TxnStatus::InBlock {
+            self.status = TxnStatus::Failed;
+        } else if self.status == TxnStatus::Idle {
+            self.shared.release_locks();
+        }
+    }
+
+    /// Run one statement in the statement frame.
+    async fn run(&mut self, work: Work) -> SqlResult<QueryOutput> {
+        let is_end = matches!(work, Work::Statement(Statement::Rollback { .. } | Statement::Commit { .. }));
+        if self.status == TxnStatus::Failed && !is_end {
+            return Err(SqlError::new(
+                "25P02",
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
+        self.shared.new_statement();
+        let result = match work {
+            Work::Plan(plan) => self.execute_plan(plan).await,
+            Work::Statement(stmt) => self.dispatch(stmt).await,
+        };
+        self.finish_statement(result).await
+    }
+
+    async fn finish_statement(&mut self, result: SqlResult<QueryOutput>) -> SqlResult<QueryOutput> {
+        let out = match result {
+            Ok(out) => out,
+            Err(e) => {
+                self.on_error();
+                return Err(e);
+            }
+        };
+        let stmt = std::mem::take(&mut *self.shared.stmt.lock());
+        let absorbed = self.shared.txn.lock().absorb(stmt);
+        if let Err(e) = absorbed {
+            self.on_error();
+            return Err(from_datafusion(e));
+        }
+        if self.status == TxnStatus::Idle {
+            if let Err(e) = self.commit_txn().await {
+                self.on_error();
+                return Err(e);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commit the transaction's writes as one storage commit.
+    async fn commit_txn(&mut self) -> SqlResult<()> {
+        let writes = std::mem::take(&mut *self.shared.txn.lock());
+        let result = if writes.is_empty() {
+            Ok(())
+        } else {
+            let storage = self.db.shared.storage.clone();
+            let ops = writes
+                .into_ops(|t| {
+                    storage.table(t).filter(|d| !d.primary_key.is_empty()).and_then(|d| d.schema.project(&d.primary_key).ok().map(Arc::new))
+                })
+                .map_err(from_datafusion)?;
+            storage.commit(ops).await.map(|_| ()).map_err(from_storage)
+        };
+        self.shared.release_locks();
+        result
+    }
+
+    async fn dispatch(&mut self, stmt: Statement) -> SqlResult<QueryOutput> {
+        use QueryOutput::Command as C;
+        match &stmt {
+            Statement::StartTransaction { .. } => {
+                if self.status != TxnStatus::Idle {
+                    return Ok(C(CommandTag::new("BEGIN"))); // PostgreSQL warns and carries on
+                }
+                self.status = TxnStatus::InBlock;
+                Ok(C(CommandTag::new("BEGIN")))
+            }
+            Statement::Commit { .. } => {
+                let failed = self.status == TxnStatus::Failed;
+                if failed {
+                    self.rollback();
+                    return Ok(C(CommandTag::new("ROLLBACK")));
+                }
+                self.status = TxnStatus::Idle;
+                self.commit_txn().await?;
+                Ok(C(CommandTag::new("COMMIT")))
+            }
+            Statement::Rollback { savepoint: Some(_), .. } => Err(SqlError::feature_not_supported("savepoints are not supported")),
+            Statement::Rollback { .. } => {
+                self.rollback();
+                Ok(C(CommandTag::new("ROLLBACK")))
+            }
+            Statement::Set(set) => self.set(set).map(C),
+            Statement::ShowVariable { variable } => self.show(&variable_name(variable)),
+            Statement::CreateSchema { schema_name, if_not_exists, .. } => {
+                let name = schema_name.to_string().trim_matches('"').to_string();
+                let name = if schema_name.to_string().starts_with('"') { name } else { name.to_ascii_lowercase() };
+                self.create_schema(&name, *if_not_exists).await.map(C)
+            }
+            Statement::CreateTable(ct) => self.create_table(ct).await.map(C),
+            Statement::CreateView(cv) => self.create_view(cv).await.map(C),
+            Statement::CreateSequence { name, if_not_exists, sequence_options, .. } => {
+                self.create_sequence(name, *if_not_exists, sequence_options).await.map(C)
+            }
+            Statement::CreateIndex(_) => Ok(C(CommandTag::new("CREATE INDEX"))),
+            Statement::Drop { object_type: ObjectType::Index, .. } => Ok(C(CommandTag::new("DROP INDEX"))),
+            Statement::Drop { .. } => self.drop_objects(&stmt).await.map(C),
+            Statement::AlterTable(at) => self.alter_table(&at.name, at.if_exists, &at.operations).await.map(C),
+            Statement::Copy { .. } => self.copy_start(&stmt).map(QueryOutput::CopyIn),
+            Statement::Truncate(t) => self.truncate(t).await,
+            Statement::Discard { .. } => Ok(C(CommandTag::new("DISCARD ALL"))),
+            Statement::Deallocate { .. } => Ok(C(CommandTag::new("DEALLOCATE"))),
+            Statement::Comment { .. } => Ok(C(CommandTag::new("COMMENT"))),
+            _ => {
+                let plan = self.plan_statement(stmt).await?;
+                self.execute_plan(plan).await
+            }
+        }
+    }
+
+    async fn plan_statement(&self, stmt: Statement) -> SqlResult<LogicalPlan> {
+        let state = self.ctx.state();
+        state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await.map_err(from_datafusion)
+    }
+
+    /// Execute a planned query or DML statement.
+    async fn execute_plan(&mut self, plan: LogicalPlan) -> SqlResult<QueryOutput> {
+        let dml = match &plan {
+            LogicalPlan::Dml(d) => Some(match d.op {
+                DfWriteOp::Insert(_) => "INSERT",
+                DfWriteOp::Update => "UPDATE",
+                DfWriteOp::Delete => "DELETE",
+                _ => "MERGE",
+            }),
+            _ => None,
+        };
+        if let LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) = &plan {
+            return Err(SqlError::feature_not_supported(format!("statement not supported: {}", plan.display())));
+        }
+        let df = self.ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
+        if let Some(tag) = dml {
+            let batches = df.collect().await.map_err(from_datafusion)?;
+            let rows = count_of(&batches);
+            let tag = if tag == "INSERT" { CommandTag::with_rows("INSERT 0", rows) } else { CommandTag::with_rows(tag, rows) };
+            return Ok(QueryOutput::Command(tag));
+        }
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let stream = df.execute_stream().await.map_err(from_datafusion)?;
+        Ok(QueryOutput::Rows { schema, stream })
+    }
+
+    async fn truncate(&mut self, t: &datafusion::sql::sqlparser::ast::Truncate) -> SqlResult<QueryOutput> {
+        for target in &t.table_names {
+            let sql = format!("DELETE FROM {}", target.name);
+            let plan = self.plan_statement(parse(&sql)?.remove(0)).await?;
+            let df = self.ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
+            df.collect().await.map_err(from_datafusion)?;
+        }
+        Ok(QueryOutput::Command(CommandTag::new("TRUNCATE TABLE")))
+    }
+
+    fn set(&mut self, set: &Set) -> SqlResult<CommandTag> {
+        match set {
+            Set::SingleAssignment { variable, values, .. } => {
+                let name = variable.to_string().to_ascii_lowercase();
+                let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
+                self.set_variable(&name, &value)?;
+            }
+            Set::SetTimeZone { value, .. } => {
+                self.vars.insert("timezone".into(), expr_text(value));
+            }
+            Set::SetNames { .. } | Set::SetNamesDefault {} | Set::SetTransaction { .. } => {}
+            Set::MultipleAssignments { assignments } => {
+                for a in assignments {
+                    self.set_variable(&a.name.to_string(), &expr_text(&a.value))?;
+                }
+            }
+            other => return Err(SqlError::feature_not_supported(format!("{other} is not supported"))),
+        }
+        Ok(CommandTag::new("SET"))
+    }
+
+    fn show(&self, name: &str) -> SqlResult<QueryOutput> {
+        let (schema, names, values): (SchemaRef, Vec<String>, Vec<String>) = if name == "all" {
+            let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false), Field::new("setting", DataType::Utf8, false)]));
+            (schema, self.vars.keys().cloned().collect(), self.vars.values().cloned().collect())
+        } else {
+            let value = self
+                .variable(name)
+                .ok_or_else(|| SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")))?;
+            (show_schema(name), vec![], vec![value])
+        };
+        let batch = if name == "all" {
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(names)), Arc::new(StringArray::from(values))])
+        } else {
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(values))])
+        }
+        .map_err(|e| SqlError::internal(e.to_string()))?;
+        let stream = RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter(vec![Ok(batch)]));
+        Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
+    }
+}
+
+fn show_schema(name: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(name, DataType::Utf8, false)]))
+}
+
+fn variable_name(parts: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
+    parts.iter().map(|p| p.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ").replace("time zone", "timezone")
+}
+
+/// The text of a SET value: identifiers and strings without quotes.
+fn expr_text(e: &SqlExpr) -> String {
+    match e {
+        SqlExpr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
+            other => other.to_string(),
+        },
+        SqlExpr::Identifier(i) => i.value.clone(),
+        other => other.to_string().trim_matches('\'').to_string(),
+    }
+}
+
+fn parse_search_path(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty() && *s != "\"$user\"" && *s != "$user")
+        .map(|s| if s.starts_with('"') { s.trim_matches('"').to_string() } else { s.trim_matches('\'').to_ascii_lowercase() })
+        .collect()
+}
+
+fn count_of(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .sum()
+}
+
+/// Statements planned and executed by DataFusion.
+fn is_datafusion_statement(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Explain { .. }
+            | Statement::ShowTables { .. } | Statement::ShowColumns { .. }
+    )
+}
+
+/// Parse a query string into statements (PostgreSQL dialect, with the
+/// rewrites client tools need, and MonetDB's `SET SCHEMA x`).
+pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
+    let sql = rewrite_set_schema(sql);
+    PostgresCompatibilityParser::new().parse(&sql).map_err(|e| SqlError::syntax(e.to_string()))
+}
+
+/// MonetDB's `SET SCHEMA x` (typed by DLProv users) → `SET search_path TO x`.
+fn rewrite_set_schema(sql: &str) -> String {
+    let trimmed = sql.trim_start();
+    let lower = trimmed.to_ascii_lowercase();
+    if let Some(rest) = lower.strip_prefix("set schema") {
+        if rest.starts_with(char::is_whitespace) && !sql.contains(';') || sql.trim_end().ends_with(';') && sql.matches(';').count() == 1 {
+            let value = trimmed["set schema".len()..].trim().trim_end_matches(';').trim();
+            return format!("SET search_path TO {value}");
+        }
+    }
+    sql.to_string()
+}
+
+impl Session {
+    fn copy_start(&self, stmt: &Statement) -> SqlResult<CopyIn> {
+        crate::copy_stmt::start(self, stmt)
+    }
+}

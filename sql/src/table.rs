@@ -1,0 +1,526 @@
+//! [`ProvTable`]: the DataFusion table provider over a storage table, as one
+//! session sees it (committed rows plus the session's uncommitted writes).
+//!
+//! - `scan` unions the Parquet segments (deletion vectors applied as row
+//!   selections, filters pushed into the Parquet reader for statistics
+//!   pruning) with the in-memory buffers.
+//! - `insert_into` returns a [`DataSinkExec`] whose sink stages rows in the
+//!   session's statement write set.
+//! - `delete_from` / `update` return a [`DmlExec`] that finds the matching
+//!   rows' addresses and stages deletes (and new row versions).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::compute::{and, cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use futures::StreamExt;
+use provdb_storage::{SourceId, Storage, TableDef, TableId, TableSnapshot};
+use roaring::RoaringBitmap;
+
+use crate::error::SqlError;
+use crate::session::SessionShared;
+use crate::txn::{PENDING_SOURCE, WriteSet};
+
+/// A stored table as seen by one session.
+#[derive(Debug)]
+pub struct ProvTable {
+    pub(crate) storage: Storage,
+    pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) def: TableDef,
+    pub(crate) defaults: HashMap<String, Expr>,
+    pub(crate) session: Arc<SessionShared>,
+}
+
+pub(crate) fn external(e: SqlError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl ProvTable {
+    fn id(&self) -> TableId {
+        self.def.id
+    }
+
+    /// Committed rows still live in memory buffers plus the open
+    /// transaction's inserts, with deleted rows removed.
+    fn memory_batches(&self, snap: &TableSnapshot, txn: &WriteSet) -> Result<Vec<RecordBatch>> {
+        let schema = self.def.schema_ref();
+        let mut out = Vec::new();
+        for m in &snap.memtables {
+            let extra = txn.deletes.get(&(self.id(), m.id)).map(|(p, _)| p);
+            let dv = merged_dv(&m.dv, extra);
+            let mut pos = 0u32;
+            for b in &m.batches {
+                let b = provdb_storage::maintenance::adapt_batch(b, &schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let n = b.num_rows();
+                out.push(match provdb_storage::dv::live_mask(&dv, pos, n) {
+                    Some(mask) => filter_record_batch(&b, &mask)?,
+                    None => b,
+                });
+                pos += n as u32;
+            }
+        }
+        out.extend(pending_rows(txn, self.id())?);
+        out.retain(|b| b.num_rows() > 0);
+        Ok(out)
+    }
+
+    fn parquet_scan(
+        &self,
+        state: &dyn Session,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        if snap.segments.is_empty() {
+            return Ok(None);
+        }
+        let schema = self.def.schema_ref();
+        let mut source = ParquetSource::new(Arc::clone(&schema));
+        if let Some(pred) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
+            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+            if let Ok(p) = state.create_physical_expr(pred, &df_schema) {
+                source = source.with_predicate(p);
+            }
+        }
+        let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_limit(limit)
+            .with_projection_indices(projection.cloned())?;
+        let mut any = false;
+        for seg in &snap.segments {
+            let meta = &seg.file.meta;
+            let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
+            let dv = merged_dv(&seg.dv, extra);
+            if dv.len() >= meta.rows {
+                continue;
+            }
+            let mut file = PartitionedFile::new(meta.path.clone(), meta.bytes);
+            if !dv.is_empty() {
+                file = file.with_extension(ParquetRowSelection::new(selection_from_dv(&dv, meta.rows)));
+            }
+            builder = builder.with_file(file);
+            any = true;
+        }
+        if !any {
+            return Ok(None);
+        }
+        Ok(Some(DataSourceExec::from_data_source(builder.build())))
+    }
+}
+
+/// The session's uncommitted inserts into `table` (minus rows it deleted again).
+pub(crate) fn pending_rows(txn: &WriteSet, table: TableId) -> Result<Vec<RecordBatch>> {
+    let Some(batches) = txn.inserts.get(&table) else { return Ok(Vec::new()) };
+    let Some(dels) = txn.pending_deletes.get(&table) else { return Ok(batches.clone()) };
+    let mut out = Vec::new();
+    let mut pos = 0u32;
+    for b in batches {
+        out.push(match provdb_storage::dv::live_mask(dels, pos, b.num_rows()) {
+            Some(mask) => filter_record_batch(b, &mask)?,
+            None => b.clone(),
+        });
+        pos += b.num_rows() as u32;
+    }
+    Ok(out)
+}
+
+fn merged_dv(dv: &Arc<RoaringBitmap>, extra: Option<&RoaringBitmap>) -> Arc<RoaringBitmap> {
+    match extra {
+        Some(e) if !e.is_empty() => Arc::new(dv.as_ref() | e),
+        _ => Arc::clone(dv),
+    }
+}
+
+/// Parquet row selection reading every row not in `dv`.
+fn selection_from_dv(dv: &RoaringBitmap, rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut next = 0u64;
+    for p in dv.iter().map(u64::from).filter(|p| *p < rows) {
+        if p > next {
+            selectors.push(RowSelector::select((p - next) as usize));
+        }
+        selectors.push(RowSelector::skip(1));
+        next = p + 1;
+    }
+    if next < rows {
+        selectors.push(RowSelector::select((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[async_trait]
+impl TableProvider for ProvTable {
+    fn schema(&self) -> SchemaRef {
+        self.def.schema_ref()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
+    }
+
+    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let snap = self.session.snapshot(&self.storage, self.id()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let txn = self.session.txn.lock().clone();
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if let Some(p) = self.parquet_scan(state, &snap, &txn, projection, filters, limit)? {
+            inputs.push(p);
+        }
+        let mem = self.memory_batches(&snap, &txn)?;
+        if !mem.is_empty() || inputs.is_empty() {
+            let src = MemorySourceConfig::try_new(&[mem], self.schema(), projection.cloned())?.with_limit(limit);
+            inputs.push(DataSourceExec::from_data_source(src));
+        }
+        if inputs.len() == 1 {
+            return Ok(inputs.remove(0));
+        }
+        UnionExec::try_new(inputs)
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(external(SqlError::feature_not_supported(format!("{insert_op} is not supported"))));
+        }
+        let sink = ProvSink { def: self.def.clone(), session: Arc::clone(&self.session) };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+
+    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+        let filter = self.physical_filter(state, filters)?;
+        Ok(Arc::new(DmlExec::new(self, filter, None)))
+    }
+
+    async fn update(
+        &self,
+        state: &dyn Session,
+        assignments: Vec<(String, Expr)>,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let filter = self.physical_filter(state, filters)?;
+        let df_schema = DFSchema::try_from(self.def.schema.as_ref().clone())?;
+        let mut exprs = HashMap::new();
+        for (col, e) in assignments {
+            exprs.insert(col, state.create_physical_expr(e, &df_schema).map_err(unsupported_subquery)?);
+        }
+        let values = self
+            .def
+            .schema
+            .fields()
+            .iter()
+            .map(|f| exprs.remove(f.name()))
+            .collect::<Vec<_>>();
+        Ok(Arc::new(DmlExec::new(self, filter, Some(values))))
+    }
+}
+
+fn unsupported_subquery(e: DataFusionError) -> DataFusionError {
+    if e.to_string().to_ascii_lowercase().contains("subquery") {
+        external(SqlError::feature_not_supported("subqueries in UPDATE/DELETE are not supported yet"))
+    } else {
+        e
+    }
+}
+
+impl ProvTable {
+    fn physical_filter(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(pred) = filters.into_iter().reduce(|a, b| a.and(b)) else { return Ok(None) };
+        let df_schema = DFSchema::try_from(self.def.schema.as_ref().clone())?;
+        Ok(Some(state.create_physical_expr(pred, &df_schema).map_err(unsupported_subquery)?))
+    }
+}
+
+/// Stages inserted rows in the session's statement write set.
+#[derive(Debug)]
+struct ProvSink {
+    def: TableDef,
+    session: Arc<SessionShared>,
+}
+
+impl DisplayAs for ProvSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "ProvSink: table={}", self.def.qualified_name())
+    }
+}
+
+/// Cast `batch` to the table schema and check NOT NULL columns.
+pub(crate) fn conform(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
+    let schema = def.schema_ref();
+    if batch.num_columns() != schema.fields().len() {
+        return Err(external(SqlError::new("42601", format!(
+            "INSERT has {} expressions but table {} has {} columns",
+            batch.num_columns(),
+            def.name,
+            schema.fields().len()
+        ))));
+    }
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, col) in schema.fields().iter().zip(batch.columns()) {
+        if !field.is_nullable() && col.null_count() > 0 {
+            return Err(external(SqlError::new(
+                "23502",
+                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", field.name(), def.name),
+            )));
+        }
+        cols.push(if col.data_type() == field.data_type() { Arc::clone(col) } else { cast_checked(col, field)? });
+    }
+    Ok(RecordBatch::try_new(schema, cols)?)
+}
+
+fn cast_checked(col: &ArrayRef, field: &Field) -> Result<ArrayRef> {
+    let opts = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+    datafusion::arrow::compute::cast_with_options(col, field.data_type(), &opts).map_err(|e| {
+        external(SqlError::new(
+            "22P02",
+            format!("column \"{}\" is of type {}: {e}", field.name(), crate::types::pg_type_name(field.data_type())),
+        ))
+    })
+}
+
+#[async_trait]
+impl DataSink for ProvSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.def.schema
+    }
+
+    async fn write_all(&self, mut data: SendableRecordBatchStream, _ctx: &Arc<TaskContext>) -> Result<u64> {
+        let mut staged = Vec::new();
+        let mut rows = 0u64;
+        while let Some(batch) = data.next().await {
+            let batch = conform(&self.def, &batch?)?;
+            rows += batch.num_rows() as u64;
+            staged.push(batch);
+        }
+        let mut stmt = self.session.stmt.lock();
+        for b in staged {
+            stmt.insert(self.def.id, b);
+        }
+        Ok(rows)
+    }
+}
+
+/// UPDATE / DELETE: evaluates the filter over every live row of the table
+/// (with its address), stages deletes and, for UPDATE, the new row versions.
+#[derive(Debug)]
+pub struct DmlExec {
+    storage: Storage,
+    def: TableDef,
+    session: Arc<SessionShared>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    /// For UPDATE: the new value of each column (`None` = unchanged).
+    values: Option<Vec<Option<Arc<dyn PhysicalExpr>>>>,
+    props: Arc<PlanProperties>,
+}
+
+fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+}
+
+impl DmlExec {
+    fn new(t: &ProvTable, filter: Option<Arc<dyn PhysicalExpr>>, values: Option<Vec<Option<Arc<dyn PhysicalExpr>>>>) -> Self {
+        let props = PlanProperties::new(
+            EquivalenceProperties::new(count_schema()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Final,
+            Boundedness::Bounded,
+        );
+        DmlExec {
+            storage: t.storage.clone(),
+            def: t.def.clone(),
+            session: Arc::clone(&t.session),
+            filter,
+            values,
+            props: Arc::new(props),
+        }
+    }
+}
+
+impl DisplayAs for DmlExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let kind = if self.values.is_some() { "Update" } else { "Delete" };
+        write!(f, "DmlExec: {kind} table={}", self.def.qualified_name())?;
+        if let Some(p) = &self.filter {
+            write!(f, " filter={p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for DmlExec {
+    fn name(&self) -> &str {
+        "DmlExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        for e in self.filter.iter().chain(self.values.iter().flatten().flatten()) {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(&self, _partition: usize, _ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+        let job = DmlJob {
+            storage: self.storage.clone(),
+            def: self.def.clone(),
+            session: Arc::clone(&self.session),
+            filter: self.filter.clone(),
+            values: self.values.clone(),
+        };
+        let fut = async move {
+            let n = job.run().await?;
+            Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![n]))])?)
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), futures::stream::once(fut))))
+    }
+}
+
+struct DmlJob {
+    storage: Storage,
+    def: TableDef,
+    session: Arc<SessionShared>,
+    filter: Option<Arc<dyn PhysicalExpr>>,
+    values: Option<Vec<Option<Arc<dyn PhysicalExpr>>>>,
+}
+
+impl DmlJob {
+    async fn run(self) -> Result<u64> {
+        // Positions must stay valid until commit: hold the table's write lock.
+        self.session.lock_table(&self.storage, self.def.id).await.map_err(external)?;
+        let snap = self.storage.snapshot(self.def.id).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let txn = self.session.txn.lock().clone();
+        let schema = self.def.schema_ref();
+        let mut staged = WriteSet::default();
+        let mut count = 0u64;
+        for seg in &snap.segments {
+            let batches = provdb_storage::segment::read_segment(&self.storage.object_store().0, &seg.file.meta, None)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let extra = txn.deletes.get(&(self.def.id, seg.file.meta.id)).map(|(p, _)| p);
+            count += self.process_source(seg.file.meta.id, &batches, &merged_dv(&seg.dv, extra), &mut staged)?;
+        }
+        for m in &snap.memtables {
+            let extra = txn.deletes.get(&(self.def.id, m.id)).map(|(p, _)| p);
+            count += self.process_source(m.id, &m.batches, &merged_dv(&m.dv, extra), &mut staged)?;
+        }
+        if let Some(pending) = txn.inserts.get(&self.def.id) {
+            let dv = txn.pending_deletes.get(&self.def.id).cloned().unwrap_or_default();
+            count += self.process_source(PENDING_SOURCE, pending, &Arc::new(dv), &mut staged)?;
+        }
+        let _ = schema;
+        self.session.stmt.lock().merge(staged);
+        Ok(count)
+    }
+
+    /// Match one source's rows; stage their deletion and new versions.
+    fn process_source(&self, source: SourceId, batches: &[RecordBatch], dv: &Arc<RoaringBitmap>, staged: &mut WriteSet) -> Result<u64> {
+        let schema = self.def.schema_ref();
+        let mut pos = 0u32;
+        let mut count = 0u64;
+        for b in batches {
+            let b = provdb_storage::maintenance::adapt_batch(b, &schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let n = b.num_rows();
+            let live: BooleanArray = (0..n as u32).map(|i| Some(!dv.contains(pos + i))).collect();
+            let mask = match &self.filter {
+                Some(f) => {
+                    let v = f.evaluate(&b)?.into_array(n)?;
+                    let v = v.as_any().downcast_ref::<BooleanArray>().cloned().ok_or_else(|| {
+                        external(SqlError::new("42804", "argument of WHERE must be type boolean"))
+                    })?;
+                    // NULL predicate = not matched.
+                    let v: BooleanArray = v.iter().map(|x| Some(x == Some(true))).collect();
+                    and(&live, &v)?
+                }
+                None => live,
+            };
+            let positions: RoaringBitmap =
+                mask.iter().enumerate().filter(|(_, m)| *m == Some(true)).map(|(i, _)| pos + i as u32).collect();
+            pos += n as u32;
+            if positions.is_empty() {
+                continue;
+            }
+            count += positions.len();
+            let matched = filter_record_batch(&b, &mask)?;
+            let keys = if self.def.primary_key.is_empty() {
+                None
+            } else {
+                Some(matched.project(&self.def.primary_key)?)
+            };
+            staged.delete(self.def.id, source, &positions, keys);
+            if let Some(values) = &self.values {
+                staged.insert(self.def.id, self.new_versions(&matched, values)?);
+            }
+        }
+        Ok(count)
+    }
+
+    fn new_versions(&self, matched: &RecordBatch, values: &[Option<Arc<dyn PhysicalExpr>>]) -> Result<RecordBatch> {
+        let schema = self.def.schema_ref();
+        let mut cols = Vec::with_capacity(values.len());
+        for (i, v) in values.iter().enumerate() {
+            let col = match v {
+                Some(e) => e.evaluate(matched)?.into_array(matched.num_rows())?,
+                None => Arc::clone(matched.column(i)),
+            };
+            let field = schema.field(i);
+            cols.push(if col.data_type() == field.data_type() { col } else { cast(&col, field.data_type())? });
+        }
+        conform(&self.def, &RecordBatch::try_new(schema, cols)?)
+    }
+}
