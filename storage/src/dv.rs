@@ -28,8 +28,9 @@ pub fn live_mask(dv: &RoaringBitmap, start: u32, len: usize) -> Option<arrow::ar
     if dv.range_cardinality(start..=last) == 0 {
         return None;
     }
-    let mask: arrow::array::BooleanArray =
-        (0..len).map(|i| Some(!dv.contains(start + i as u32))).collect();
+    let mask: arrow::array::BooleanArray = (0..len)
+        .map(|i| Some(!dv.contains(start + i as u32)))
+        .collect();
     Some(mask)
 }
 

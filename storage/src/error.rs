@@ -9,7 +9,10 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 
     #[error("object store error: {0}")]
     ObjectStore(#[from] object_store::Error),
@@ -29,10 +32,18 @@ pub enum StorageError {
     #[error("table \"{0}\" already exists")]
     TableExists(String),
 
-    #[error("duplicate key value violates unique constraint \"{constraint}\": key ({columns})=({key}) already exists")]
-    UniqueViolation { constraint: String, columns: String, key: String },
+    #[error(
+        "duplicate key value violates unique constraint \"{constraint}\": key ({columns})=({key}) already exists"
+    )]
+    UniqueViolation {
+        constraint: String,
+        columns: String,
+        key: String,
+    },
 
-    #[error("null value in column \"{column}\" of relation \"{table}\" violates not-null constraint")]
+    #[error(
+        "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+    )]
     NotNullViolation { table: String, column: String },
 
     #[error("row batch for table \"{table}\" does not match its schema: {detail}")]
@@ -51,11 +62,17 @@ pub enum StorageError {
 impl StorageError {
     /// Wrap an `io::Error` with the path it happened on.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        StorageError::Io { path: path.into(), source }
+        StorageError::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub fn corrupt(what: impl Into<String>, detail: impl Into<String>) -> Self {
-        StorageError::Corrupt { what: what.into(), detail: detail.into() }
+        StorageError::Corrupt {
+            what: what.into(),
+            detail: detail.into(),
+        }
     }
 }
 

@@ -33,7 +33,9 @@ pub mod writer;
 pub use error::{Result, StorageError};
 pub use pk::RowAddr;
 pub use record::WalOp;
-pub use storage::{MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot};
+pub use storage::{
+    MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
+};
 pub use table::{SourceId, TableDef, TableId};
 pub use writer::CommitInfo;
 

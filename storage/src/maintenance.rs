@@ -13,8 +13,8 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow::compute::filter_record_batch;
 use futures::StreamExt;
-use object_store::path::Path as ObjPath;
 use object_store::ObjectStoreExt;
+use object_store::path::Path as ObjPath;
 use roaring::RoaringBitmap;
 use tracing::{debug, info, warn};
 
@@ -48,15 +48,16 @@ pub fn spawn_background(storage: Storage) -> tokio::task::JoinHandle<()> {
                 _ = shutdown.changed() => break,
             }
             rounds += 1;
-            if needs_checkpoint(&storage) {
-                if let Err(e) = checkpoint(&storage).await {
-                    warn!(error = %e, "background checkpoint failed");
-                }
+            if needs_checkpoint(&storage)
+                && let Err(e) = checkpoint(&storage).await
+            {
+                warn!(error = %e, "background checkpoint failed");
             }
-            if storage.inner.opts.compaction && rounds % 10 == 0 {
-                if let Err(e) = compact_all(&storage).await {
-                    warn!(error = %e, "background compaction failed");
-                }
+            if storage.inner.opts.compaction
+                && rounds.is_multiple_of(10)
+                && let Err(e) = compact_all(&storage).await
+            {
+                warn!(error = %e, "background compaction failed");
             }
             if let Err(e) = collect_garbage(&storage).await {
                 warn!(error = %e, "garbage collection failed");
@@ -89,7 +90,11 @@ pub async fn checkpoint(storage: &Storage) -> Result<()> {
         let st = inner.state.read();
         st.tables
             .iter()
-            .flat_map(|(id, t)| t.frozen.iter().map(move |m| (*id, m.clone(), t.def.schema_ref())))
+            .flat_map(|(id, t)| {
+                t.frozen
+                    .iter()
+                    .map(move |m| (*id, m.clone(), t.def.schema_ref()))
+            })
             .collect()
     };
     let mut written = Vec::new();
@@ -114,12 +119,18 @@ pub async fn checkpoint(storage: &Storage) -> Result<()> {
 
 /// Batches written with an older schema (before columns were added) get NULL
 /// columns so the segment has the table's current schema.
-fn adapt_batches(batches: &[RecordBatch], schema: &arrow::datatypes::SchemaRef) -> Result<Vec<RecordBatch>> {
+fn adapt_batches(
+    batches: &[RecordBatch],
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<Vec<RecordBatch>> {
     batches.iter().map(|b| adapt_batch(b, schema)).collect()
 }
 
 /// Give `batch` the columns of `schema` (appended columns read NULL).
-pub fn adapt_batch(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) -> Result<RecordBatch> {
+pub fn adapt_batch(
+    batch: &RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> Result<RecordBatch> {
     if batch.schema() == *schema {
         return Ok(batch.clone());
     }
@@ -143,12 +154,20 @@ pub fn adapt_batch(batch: &RecordBatch, schema: &arrow::datatypes::SchemaRef) ->
 fn install_flushed(storage: &Storage, written: Vec<(TableId, SourceId, Option<SegmentMeta>)>) {
     let mut st = storage.inner.state.write();
     for (table, id, meta) in written {
-        let Some(t) = st.tables.get_mut(&table) else { continue };
-        let Some(idx) = t.frozen.iter().position(|m| m.id == id) else { continue };
+        let Some(t) = st.tables.get_mut(&table) else {
+            continue;
+        };
+        let Some(idx) = t.frozen.iter().position(|m| m.id == id) else {
+            continue;
+        };
         let mem = t.frozen.remove(idx);
         if let Some(meta) = meta {
             let dirty = !mem.dv.is_empty();
-            t.segments.push(SegmentState { file: storage.new_segment_file(meta), dv: mem.dv, dv_dirty: dirty });
+            t.segments.push(SegmentState {
+                file: storage.new_segment_file(meta),
+                dv: mem.dv,
+                dv_dirty: dirty,
+            });
         }
     }
 }
@@ -162,15 +181,27 @@ async fn persist_dirty_dvs(storage: &Storage) -> Result<Vec<(TableId, SourceId, 
         let st = inner.state.read();
         st.tables
             .iter()
-            .flat_map(|(id, t)| t.segments.iter().filter(|s| s.dv_dirty).map(move |s| (*id, s.file.meta.id, Arc::clone(&s.dv))))
+            .flat_map(|(id, t)| {
+                t.segments
+                    .iter()
+                    .filter(|s| s.dv_dirty)
+                    .map(move |s| (*id, s.file.meta.id, Arc::clone(&s.dv)))
+            })
             .collect()
     };
     let mut out = Vec::new();
     for (table, seg, dv) in dirty {
         let path = segment::dv_path(&inner.prefix, table, seg, version);
-        inner.store.put(&path, crate::dv::encode(&dv).into()).await?;
+        inner
+            .store
+            .put(&path, crate::dv::encode(&dv).into())
+            .await?;
         let mut st = inner.state.write();
-        if let Some(s) = st.tables.get_mut(&table).and_then(|t| t.segments.iter_mut().find(|s| s.file.meta.id == seg)) {
+        if let Some(s) = st
+            .tables
+            .get_mut(&table)
+            .and_then(|t| t.segments.iter_mut().find(|s| s.file.meta.id == seg))
+        {
             // Still dirty if deletes arrived while writing (the WAL has them).
             s.dv_dirty = s.dv.len() != dv.len();
         }
@@ -181,7 +212,11 @@ async fn persist_dirty_dvs(storage: &Storage) -> Result<Vec<(TableId, SourceId, 
 
 /// The manifest after a checkpoint at `lsn`: tables that existed at `lsn`,
 /// their buffers' ids at `lsn`, their segments and latest persisted DVs.
-fn build_checkpoint_manifest(storage: &Storage, lsn: u64, dvs: &[(TableId, SourceId, String)]) -> Manifest {
+fn build_checkpoint_manifest(
+    storage: &Storage,
+    lsn: u64,
+    dvs: &[(TableId, SourceId, String)],
+) -> Manifest {
     let inner = &storage.inner;
     let old = inner.manifest.lock().clone();
     let st = inner.state.read();
@@ -203,12 +238,20 @@ fn build_checkpoint_manifest(storage: &Storage, lsn: u64, dvs: &[(TableId, Sourc
                     .iter()
                     .find(|(tid, sid, _)| tid == id && *sid == meta.id)
                     .map(|(_, _, p)| p.clone())
-                    .or_else(|| old_t.and_then(|ot| ot.segments.iter().find(|os| os.id == meta.id)).and_then(|os| os.dv_path.clone()))
+                    .or_else(|| {
+                        old_t
+                            .and_then(|ot| ot.segments.iter().find(|os| os.id == meta.id))
+                            .and_then(|os| os.dv_path.clone())
+                    })
                     .or(meta.dv_path);
                 meta
             })
             .collect();
-        tables.push(ManifestTable { def: t.def.clone(), active: t.active.id, segments });
+        tables.push(ManifestTable {
+            def: t.def.clone(),
+            active: t.active.id,
+            segments,
+        });
     }
     Manifest {
         format: old.format,
@@ -229,13 +272,18 @@ async fn save_manifest(storage: &Storage, new: Manifest) -> Result<()> {
     let to_save = new.clone();
     tokio::task::spawn_blocking(move || to_save.save(&dir))
         .await
-        .map_err(|e| crate::error::StorageError::Invalid(format!("manifest writer panicked: {e}")))??;
+        .map_err(|e| {
+            crate::error::StorageError::Invalid(format!("manifest writer panicked: {e}"))
+        })??;
     let old = std::mem::replace(&mut *inner.manifest.lock(), new.clone());
     let keep = manifest_files(&new);
     let mut garbage = inner.garbage.lock();
     for path in manifest_files(&old).difference(&keep) {
         let holder = find_holder(storage, path);
-        garbage.push(Garbage { path: ObjPath::from(path.as_str()), holder });
+        garbage.push(Garbage {
+            path: ObjPath::from(path.as_str()),
+            holder,
+        });
     }
     Ok(())
 }
@@ -258,14 +306,17 @@ fn find_holder(storage: &Storage, path: &str) -> Option<Weak<SegmentFile>> {
 pub async fn collect_garbage(storage: &Storage) -> Result<()> {
     let ready: Vec<ObjPath> = {
         let mut g = storage.inner.garbage.lock();
-        let (ready, wait): (Vec<Garbage>, Vec<Garbage>) =
-            g.drain(..).partition(|x| x.holder.as_ref().is_none_or(|w| w.strong_count() == 0));
+        let (ready, wait): (Vec<Garbage>, Vec<Garbage>) = g
+            .drain(..)
+            .partition(|x| x.holder.as_ref().is_none_or(|w| w.strong_count() == 0));
         *g = wait;
         ready.into_iter().map(|x| x.path).collect()
     };
     for path in ready {
         match storage.inner.store.delete(&path).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => debug!(%path, "deleted unreferenced file"),
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                debug!(%path, "deleted unreferenced file")
+            }
             Err(e) => warn!(%path, error = %e, "could not delete unreferenced file"),
         }
     }
@@ -310,12 +361,23 @@ pub async fn compact_all(storage: &Storage) -> Result<usize> {
 fn pick_inputs(storage: &Storage, table: TableId) -> Vec<SegmentState> {
     let target = storage.inner.opts.compaction_target_rows;
     let st = storage.inner.state.read();
-    let Some(t) = st.tables.get(&table) else { return Vec::new() };
-    let small: Vec<SegmentState> = t.segments.iter().filter(|s| s.file.meta.rows < target).cloned().collect();
+    let Some(t) = st.tables.get(&table) else {
+        return Vec::new();
+    };
+    let small: Vec<SegmentState> = t
+        .segments
+        .iter()
+        .filter(|s| s.file.meta.rows < target)
+        .cloned()
+        .collect();
     if small.len() >= 4 {
         return small;
     }
-    t.segments.iter().filter(|s| s.dv.len() * 5 > s.file.meta.rows).cloned().collect()
+    t.segments
+        .iter()
+        .filter(|s| s.dv.len() * 5 > s.file.meta.rows)
+        .cloned()
+        .collect()
 }
 
 async fn compact_table(storage: &Storage, table: TableId) -> Result<bool> {
@@ -325,7 +387,9 @@ async fn compact_table(storage: &Storage, table: TableId) -> Result<bool> {
     if inputs.is_empty() {
         return Ok(false);
     }
-    let Some(def) = storage.table(table) else { return Ok(false) };
+    let Some(def) = storage.table(table) else {
+        return Ok(false);
+    };
     let schema = def.schema_ref();
     // Read surviving rows and remember where each input row went.
     let mut out_batches = Vec::new();
@@ -392,14 +456,23 @@ fn install_compacted(
     out_batches: &[RecordBatch],
 ) -> Result<bool> {
     let mut st = storage.inner.state.write();
-    let Some(t) = st.tables.get_mut(&table) else { return Ok(false) };
+    let Some(t) = st.tables.get_mut(&table) else {
+        return Ok(false);
+    };
     let input_ids: Vec<SourceId> = inputs.iter().map(|s| s.file.meta.id).collect();
-    if !input_ids.iter().all(|id| t.segments.iter().any(|s| s.file.meta.id == *id)) {
+    if !input_ids
+        .iter()
+        .all(|id| t.segments.iter().any(|s| s.file.meta.id == *id))
+    {
         return Ok(false);
     }
     let mut dv = RoaringBitmap::new();
     for (input, map) in inputs.iter().zip(new_pos_of) {
-        let now = t.segments.iter().find(|s| s.file.meta.id == input.file.meta.id).map(|s| Arc::clone(&s.dv));
+        let now = t
+            .segments
+            .iter()
+            .find(|s| s.file.meta.id == input.file.meta.id)
+            .map(|s| Arc::clone(&s.dv));
         if let Some(now) = now {
             for p in now.iter().filter(|p| !input.dv.contains(*p)) {
                 if let Some(Some(np)) = map.get(p as usize) {
@@ -408,7 +481,11 @@ fn install_compacted(
             }
         }
     }
-    let first_idx = t.segments.iter().position(|s| input_ids.contains(&s.file.meta.id)).unwrap_or(0);
+    let first_idx = t
+        .segments
+        .iter()
+        .position(|s| input_ids.contains(&s.file.meta.id))
+        .unwrap_or(0);
     t.segments.retain(|s| !input_ids.contains(&s.file.meta.id));
     if let Some(meta) = meta {
         let new_id = meta.id;
@@ -418,14 +495,24 @@ fn install_compacted(
                 for (i, k) in pk.keys(b, false)?.into_iter().enumerate() {
                     let p = pos + i as u32;
                     if !dv.contains(p) {
-                        pk.insert(k, RowAddr { source: new_id, pos: p });
+                        pk.insert(
+                            k,
+                            RowAddr {
+                                source: new_id,
+                                pos: p,
+                            },
+                        );
                     }
                 }
                 pos += b.num_rows() as u32;
             }
         }
         let dirty = !dv.is_empty();
-        let seg = SegmentState { file: storage.new_segment_file(meta), dv: Arc::new(dv), dv_dirty: dirty };
+        let seg = SegmentState {
+            file: storage.new_segment_file(meta),
+            dv: Arc::new(dv),
+            dv_dirty: dirty,
+        };
         t.segments.insert(first_idx.min(t.segments.len()), seg);
     }
     Ok(true)
@@ -433,13 +520,20 @@ fn install_compacted(
 
 /// The last manifest with this table's segment list replaced (checkpoint
 /// position and buffer ids unchanged: replay still starts where it did).
-fn compaction_manifest(storage: &Storage, table: TableId, dvs: &[(TableId, SourceId, String)]) -> Manifest {
+fn compaction_manifest(
+    storage: &Storage,
+    table: TableId,
+    dvs: &[(TableId, SourceId, String)],
+) -> Manifest {
     let inner = &storage.inner;
     let mut m = inner.manifest.lock().clone();
     let st = inner.state.read();
     m.version += 1;
     m.next_source_id = m.next_source_id.max(st.next_source_id);
-    if let (Some(mt), Some(t)) = (m.tables.iter_mut().find(|mt| mt.def.id == table), st.tables.get(&table)) {
+    if let (Some(mt), Some(t)) = (
+        m.tables.iter_mut().find(|mt| mt.def.id == table),
+        st.tables.get(&table),
+    ) {
         let old = std::mem::take(&mut mt.segments);
         // Serialized with checkpoints: the state's segments are the last
         // manifest's, minus the inputs, plus the compacted one.
@@ -452,7 +546,11 @@ fn compaction_manifest(storage: &Storage, table: TableId, dvs: &[(TableId, Sourc
                     .iter()
                     .find(|(tid, sid, _)| *tid == table && *sid == meta.id)
                     .map(|(_, _, p)| p.clone())
-                    .or_else(|| old.iter().find(|o| o.id == meta.id).and_then(|o| o.dv_path.clone()));
+                    .or_else(|| {
+                        old.iter()
+                            .find(|o| o.id == meta.id)
+                            .and_then(|o| o.dv_path.clone())
+                    });
                 meta
             })
             .collect();
@@ -461,7 +559,12 @@ fn compaction_manifest(storage: &Storage, table: TableId, dvs: &[(TableId, Sourc
         if *tid == table {
             continue;
         }
-        if let Some(seg) = m.tables.iter_mut().find(|t| t.def.id == *tid).and_then(|t| t.segments.iter_mut().find(|s| s.id == *sid)) {
+        if let Some(seg) = m
+            .tables
+            .iter_mut()
+            .find(|t| t.def.id == *tid)
+            .and_then(|t| t.segments.iter_mut().find(|s| s.id == *sid))
+        {
             seg.dv_path = Some(path.clone());
         }
     }

@@ -40,7 +40,12 @@ pub struct ManifestTable {
 
 impl Manifest {
     pub fn empty() -> Self {
-        Manifest { format: FORMAT_VERSION, next_source_id: 1, next_table_id: 1, ..Default::default() }
+        Manifest {
+            format: FORMAT_VERSION,
+            next_source_id: 1,
+            next_table_id: 1,
+            ..Default::default()
+        }
     }
 
     /// Load the manifest of `dir`, or `None` for a new database.
@@ -51,10 +56,14 @@ impl Manifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StorageError::io(path, e)),
         };
-        let m: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| StorageError::corrupt(format!("manifest {}", path.display()), e.to_string()))?;
+        let m: Manifest = serde_json::from_slice(&bytes).map_err(|e| {
+            StorageError::corrupt(format!("manifest {}", path.display()), e.to_string())
+        })?;
         if m.format != FORMAT_VERSION {
-            return Err(StorageError::corrupt("manifest", format!("unsupported format {}", m.format)));
+            return Err(StorageError::corrupt(
+                "manifest",
+                format!("unsupported format {}", m.format),
+            ));
         }
         Ok(Some(m))
     }

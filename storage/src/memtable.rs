@@ -28,7 +28,13 @@ pub struct Memtable {
 
 impl Memtable {
     pub fn new(id: SourceId) -> Self {
-        Memtable { id, batches: Vec::new(), rows: 0, bytes: 0, dv: Arc::new(RoaringBitmap::new()) }
+        Memtable {
+            id,
+            batches: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            dv: Arc::new(RoaringBitmap::new()),
+        }
     }
 
     pub fn rows(&self) -> u64 {

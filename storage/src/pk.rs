@@ -30,9 +30,15 @@ pub struct PkIndex {
 
 impl PkIndex {
     pub fn new(schema: &SchemaRef, columns: &[usize]) -> Result<Self> {
-        let fields =
-            columns.iter().map(|&i| SortField::new(schema.field(i).data_type().clone())).collect();
-        Ok(PkIndex { columns: columns.to_vec(), converter: Arc::new(RowConverter::new(fields)?), map: HashMap::new() })
+        let fields = columns
+            .iter()
+            .map(|&i| SortField::new(schema.field(i).data_type().clone()))
+            .collect();
+        Ok(PkIndex {
+            columns: columns.to_vec(),
+            converter: Arc::new(RowConverter::new(fields)?),
+            map: HashMap::new(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -49,10 +55,16 @@ impl PkIndex {
         let cols: Vec<ArrayRef> = if key_only {
             batch.columns().to_vec()
         } else {
-            self.columns.iter().map(|&i| Arc::clone(batch.column(i))).collect()
+            self.columns
+                .iter()
+                .map(|&i| Arc::clone(batch.column(i)))
+                .collect()
         };
         let rows = self.converter.convert_columns(&cols)?;
-        Ok(rows.iter().map(|r| r.as_ref().to_vec().into_boxed_slice()).collect())
+        Ok(rows
+            .iter()
+            .map(|r| r.as_ref().to_vec().into_boxed_slice())
+            .collect())
     }
 
     pub fn get(&self, key: &[u8]) -> Option<RowAddr> {
@@ -70,7 +82,11 @@ impl PkIndex {
     /// Human-readable rendering of row `i`'s key, for error messages.
     pub fn render_key(&self, batch: &RecordBatch, i: usize, key_only: bool) -> String {
         let opts = FormatOptions::default();
-        let idx: Vec<usize> = if key_only { (0..batch.num_columns()).collect() } else { self.columns.clone() };
+        let idx: Vec<usize> = if key_only {
+            (0..batch.num_columns()).collect()
+        } else {
+            self.columns.clone()
+        };
         idx.iter()
             .map(|&c| {
                 ArrayFormatter::try_new(batch.column(c).as_ref(), &opts)

@@ -20,20 +20,42 @@ use crate::table::{SourceId, TableDef, TableId};
 #[derive(Debug, Clone)]
 pub enum WalOp {
     /// Create a table; `source` is the id of its first in-memory buffer.
-    CreateTable { def: TableDef, source: SourceId },
-    DropTable { table: TableId },
+    CreateTable {
+        def: TableDef,
+        source: SourceId,
+    },
+    DropTable {
+        table: TableId,
+    },
     /// Replace a table's definition (e.g. columns appended). Existing rows
     /// read NULL in new columns.
-    AlterTable { def: TableDef },
-    Insert { table: TableId, batch: RecordBatch },
+    AlterTable {
+        def: TableDef,
+    },
+    Insert {
+        table: TableId,
+        batch: RecordBatch,
+    },
     /// Delete rows by position. `keys` holds the deleted rows' primary-key
     /// columns (any order) when the table has a primary key.
-    Delete { table: TableId, source: SourceId, positions: RoaringBitmap, keys: Option<RecordBatch> },
-    PutMeta { key: String, value: serde_json::Value },
-    DeleteMeta { key: String },
+    Delete {
+        table: TableId,
+        source: SourceId,
+        positions: RoaringBitmap,
+        keys: Option<RecordBatch>,
+    },
+    PutMeta {
+        key: String,
+        value: serde_json::Value,
+    },
+    DeleteMeta {
+        key: String,
+    },
     /// Freeze buffers: for each table, the active buffer becomes immutable and
     /// a new one with the given id starts. Replay reproduces the same ids.
-    Checkpoint { freezes: Vec<Freeze> },
+    Checkpoint {
+        freezes: Vec<Freeze>,
+    },
 }
 
 /// One buffer freeze of a checkpoint.
@@ -63,9 +85,13 @@ impl WalOp {
     /// Append this op's encoding to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         let (tag, body) = match self {
-            WalOp::CreateTable { def, source } => {
-                (TAG_CREATE, json(&CreateBody { def: def.clone(), source: *source })?)
-            }
+            WalOp::CreateTable { def, source } => (
+                TAG_CREATE,
+                json(&CreateBody {
+                    def: def.clone(),
+                    source: *source,
+                })?,
+            ),
             WalOp::DropTable { table } => (TAG_DROP, table.0.to_le_bytes().to_vec()),
             WalOp::AlterTable { def } => (TAG_ALTER, json(def)?),
             WalOp::Insert { table, batch } => {
@@ -73,7 +99,12 @@ impl WalOp {
                 write_ipc(batch, &mut body)?;
                 (TAG_INSERT, body)
             }
-            WalOp::Delete { table, source, positions, keys } => {
+            WalOp::Delete {
+                table,
+                source,
+                positions,
+                keys,
+            } => {
                 let mut body = table.0.to_le_bytes().to_vec();
                 body.extend_from_slice(&source.0.to_le_bytes());
                 let dv = crate::dv::encode(positions);
@@ -103,7 +134,9 @@ impl WalOp {
             }
             let tag = buf[0];
             let len = u32::from_le_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
-            let body = buf.get(5..5 + len).ok_or_else(|| corrupt("truncated op body"))?;
+            let body = buf
+                .get(5..5 + len)
+                .ok_or_else(|| corrupt("truncated op body"))?;
             ops.push(Self::decode_one(tag, body)?);
             buf = &buf[5 + len..];
         }
@@ -114,9 +147,14 @@ impl WalOp {
         Ok(match tag {
             TAG_CREATE => {
                 let b: CreateBody = unjson(body)?;
-                WalOp::CreateTable { def: b.def, source: b.source }
+                WalOp::CreateTable {
+                    def: b.def,
+                    source: b.source,
+                }
             }
-            TAG_DROP => WalOp::DropTable { table: TableId(read_u64(body, 0)?) },
+            TAG_DROP => WalOp::DropTable {
+                table: TableId(read_u64(body, 0)?),
+            },
             TAG_ALTER => WalOp::AlterTable { def: unjson(body)? },
             TAG_INSERT => WalOp::Insert {
                 table: TableId(read_u64(body, 0)?),
@@ -126,11 +164,22 @@ impl WalOp {
                 let table = TableId(read_u64(body, 0)?);
                 let source = SourceId(read_u64(body, 8)?);
                 let dv_len = read_u32(body, 16)? as usize;
-                let dv_bytes = body.get(20..20 + dv_len).ok_or_else(|| corrupt("truncated delete"))?;
+                let dv_bytes = body
+                    .get(20..20 + dv_len)
+                    .ok_or_else(|| corrupt("truncated delete"))?;
                 let positions = crate::dv::decode(dv_bytes)?;
                 let rest = &body[20 + dv_len..];
-                let keys = if rest.is_empty() { None } else { read_ipc(rest)? };
-                WalOp::Delete { table, source, positions, keys }
+                let keys = if rest.is_empty() {
+                    None
+                } else {
+                    read_ipc(rest)?
+                };
+                WalOp::Delete {
+                    table,
+                    source,
+                    positions,
+                    keys,
+                }
             }
             TAG_PUT_META => {
                 let (key, value): (String, serde_json::Value) = unjson(body)?;
@@ -139,7 +188,9 @@ impl WalOp {
             TAG_DEL_META => WalOp::DeleteMeta {
                 key: String::from_utf8(body.to_vec()).map_err(|e| corrupt(e.to_string()))?,
             },
-            TAG_CHECKPOINT => WalOp::Checkpoint { freezes: unjson(body)? },
+            TAG_CHECKPOINT => WalOp::Checkpoint {
+                freezes: unjson(body)?,
+            },
             other => return Err(corrupt(format!("unknown op tag {other}"))),
         })
     }
@@ -158,14 +209,18 @@ fn unjson<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T> {
 }
 
 fn read_u64(b: &[u8], at: usize) -> Result<u64> {
-    let s = b.get(at..at + 8).ok_or_else(|| corrupt("truncated integer"))?;
+    let s = b
+        .get(at..at + 8)
+        .ok_or_else(|| corrupt("truncated integer"))?;
     let mut a = [0u8; 8];
     a.copy_from_slice(s);
     Ok(u64::from_le_bytes(a))
 }
 
 fn read_u32(b: &[u8], at: usize) -> Result<u32> {
-    let s = b.get(at..at + 4).ok_or_else(|| corrupt("truncated integer"))?;
+    let s = b
+        .get(at..at + 4)
+        .ok_or_else(|| corrupt("truncated integer"))?;
     let mut a = [0u8; 4];
     a.copy_from_slice(s);
     Ok(u32::from_le_bytes(a))

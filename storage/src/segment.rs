@@ -8,9 +8,9 @@ use arrow::datatypes::SchemaRef;
 use object_store::buffered::BufWriter;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, ObjectStoreExt};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::async_writer::AsyncArrowWriter;
-use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use serde::{Deserialize, Serialize};
@@ -45,12 +45,20 @@ pub struct SegmentFile {
 
 /// Path of a table's segment.
 pub fn segment_path(prefix: &ObjPath, table: TableId, id: SourceId) -> ObjPath {
-    prefix.clone().join("tables").join(table.0.to_string()).join(format!("{:020}.parquet", id.0))
+    prefix
+        .clone()
+        .join("tables")
+        .join(table.0.to_string())
+        .join(format!("{:020}.parquet", id.0))
 }
 
 /// Path of a deletion vector version.
 pub fn dv_path(prefix: &ObjPath, table: TableId, id: SourceId, version: u64) -> ObjPath {
-    prefix.clone().join("tables").join(table.0.to_string()).join(format!("{:020}.{version}.dv", id.0))
+    prefix
+        .clone()
+        .join("tables")
+        .join(table.0.to_string())
+        .join(format!("{:020}.{version}.dv", id.0))
 }
 
 fn writer_props() -> WriterProperties {
@@ -77,9 +85,20 @@ pub async fn write_segment(
         w.write(b).await?;
     }
     let meta = w.close().await?;
-    let row_groups: Vec<u64> = meta.row_groups().iter().map(|rg| rg.num_rows() as u64).collect();
+    let row_groups: Vec<u64> = meta
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows() as u64)
+        .collect();
     let bytes = store.head(path).await?.size;
-    Ok(SegmentMeta { id, path: path.to_string(), rows, bytes, row_groups, dv_path: None })
+    Ok(SegmentMeta {
+        id,
+        path: path.to_string(),
+        rows,
+        bytes,
+        row_groups,
+        dv_path: None,
+    })
 }
 
 /// Read a segment's rows (optionally only some columns, returned in file
@@ -89,7 +108,11 @@ pub async fn read_segment(
     meta: &SegmentMeta,
     columns: Option<&[usize]>,
 ) -> Result<Vec<RecordBatch>> {
-    let bytes = store.get(&ObjPath::from(meta.path.as_str())).await?.bytes().await?;
+    let bytes = store
+        .get(&ObjPath::from(meta.path.as_str()))
+        .await?
+        .bytes()
+        .await?;
     let columns = columns.map(<[usize]>::to_vec);
     tokio::task::spawn_blocking(move || {
         let mut builder = ParquetRecordBatchReaderBuilder::try_new(bytes)?;
@@ -98,7 +121,9 @@ pub async fn read_segment(
             builder = builder.with_projection(mask);
         }
         let reader = builder.with_batch_size(8192).build()?;
-        reader.collect::<Result<Vec<_>, _>>().map_err(crate::StorageError::from)
+        reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(crate::StorageError::from)
     })
     .await
     .map_err(|e| crate::StorageError::Invalid(format!("segment reader panicked: {e}")))?

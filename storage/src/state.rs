@@ -47,7 +47,14 @@ impl TableState {
         } else {
             Some(PkIndex::new(&def.schema_ref(), &def.primary_key)?)
         };
-        Ok(TableState { def, created_lsn, active: Memtable::new(source), frozen: Vec::new(), segments: Vec::new(), pk })
+        Ok(TableState {
+            def,
+            created_lsn,
+            active: Memtable::new(source),
+            frozen: Vec::new(),
+            segments: Vec::new(),
+            pk,
+        })
     }
 
     /// Bytes held in memory by this table's buffers.
@@ -87,7 +94,11 @@ impl TableState {
     pub fn live_rows(&self) -> u64 {
         self.active.live_rows()
             + self.frozen.iter().map(Memtable::live_rows).sum::<u64>()
-            + self.segments.iter().map(|s| s.file.meta.rows - s.dv.len()).sum::<u64>()
+            + self
+                .segments
+                .iter()
+                .map(|s| s.file.meta.rows - s.dv.len())
+                .sum::<u64>()
     }
 }
 
@@ -107,7 +118,9 @@ pub struct State {
 
 impl State {
     pub fn table(&self, id: TableId) -> Result<&TableState> {
-        self.tables.get(&id).ok_or_else(|| StorageError::NoSuchTable(id.to_string()))
+        self.tables
+            .get(&id)
+            .ok_or_else(|| StorageError::NoSuchTable(id.to_string()))
     }
 
     pub fn alloc_source(&mut self) -> SourceId {
@@ -127,7 +140,8 @@ impl State {
             WalOp::CreateTable { def, source } => self.apply_create(lsn, def, source)?,
             WalOp::DropTable { table } => {
                 if let Some(t) = self.tables.remove(&table) {
-                    self.by_name.remove(&(t.def.namespace.clone(), t.def.name.clone()));
+                    self.by_name
+                        .remove(&(t.def.namespace.clone(), t.def.name.clone()));
                 }
                 self.ddl_version += 1;
             }
@@ -135,15 +149,19 @@ impl State {
                 if let Some(t) = self.tables.get_mut(&def.id) {
                     let key = (t.def.namespace.clone(), t.def.name.clone());
                     self.by_name.remove(&key);
-                    self.by_name.insert((def.namespace.clone(), def.name.clone()), def.id);
+                    self.by_name
+                        .insert((def.namespace.clone(), def.name.clone()), def.id);
                     t.def = def;
                 }
                 self.ddl_version += 1;
             }
             WalOp::Insert { table, batch } => self.apply_insert(table, batch)?,
-            WalOp::Delete { table, source, positions, keys } => {
-                self.apply_delete(table, source, &positions, keys.as_ref())?
-            }
+            WalOp::Delete {
+                table,
+                source,
+                positions,
+                keys,
+            } => self.apply_delete(table, source, &positions, keys.as_ref())?,
             WalOp::PutMeta { key, value } => {
                 self.meta.insert(key, value);
             }
@@ -162,7 +180,8 @@ impl State {
         if self.tables.contains_key(&def.id) {
             return Ok(()); // already in the manifest
         }
-        self.by_name.insert((def.namespace.clone(), def.name.clone()), def.id);
+        self.by_name
+            .insert((def.namespace.clone(), def.name.clone()), def.id);
         let id = def.id;
         self.tables.insert(id, TableState::new(def, source, lsn)?);
         self.ddl_version += 1;
@@ -182,7 +201,13 @@ impl State {
         if let (Some(pk), Some(keys)) = (t.pk.as_mut(), keys) {
             let source = t.active.id;
             for (i, k) in keys.into_iter().enumerate() {
-                pk.insert(k, RowAddr { source, pos: first + i as u32 });
+                pk.insert(
+                    k,
+                    RowAddr {
+                        source,
+                        pos: first + i as u32,
+                    },
+                );
             }
         }
         Ok(())
@@ -206,7 +231,10 @@ impl State {
             // Keys may come in any order: remove each one whose entry points
             // at a deleted position of this source.
             for k in pk.keys(keys, true)? {
-                if pk.get(&k).is_some_and(|a: RowAddr| a.source == source && positions.contains(a.pos)) {
+                if pk
+                    .get(&k)
+                    .is_some_and(|a: RowAddr| a.source == source && positions.contains(a.pos))
+                {
                     pk.remove(&k);
                 }
             }
@@ -231,14 +259,22 @@ impl State {
 
     /// Freezes for a checkpoint now: every non-empty active buffer.
     pub fn plan_freezes(&mut self) -> Vec<Freeze> {
-        let mut ids: Vec<TableId> =
-            self.tables.iter().filter(|(_, t)| !t.active.is_empty()).map(|(id, _)| *id).collect();
+        let mut ids: Vec<TableId> = self
+            .tables
+            .iter()
+            .filter(|(_, t)| !t.active.is_empty())
+            .map(|(id, _)| *id)
+            .collect();
         ids.sort();
         ids.into_iter()
             .map(|table| {
                 let next = self.alloc_source();
                 let frozen = self.tables[&table].active.id;
-                Freeze { table, frozen, next }
+                Freeze {
+                    table,
+                    frozen,
+                    next,
+                }
             })
             .collect()
     }
@@ -277,17 +313,28 @@ impl State {
         Ok(())
     }
 
-    fn validate_op(&self, op: &WalOp, group: &GroupOverlay, local: &mut GroupOverlay) -> Result<()> {
+    fn validate_op(
+        &self,
+        op: &WalOp,
+        group: &GroupOverlay,
+        local: &mut GroupOverlay,
+    ) -> Result<()> {
         match op {
             WalOp::CreateTable { def, .. } => {
                 let key = (def.namespace.clone(), def.name.clone());
-                let exists = self.by_name.get(&key).is_some_and(|id| !group.dropped.contains(id) && !local.dropped.contains(id));
+                let exists = self
+                    .by_name
+                    .get(&key)
+                    .is_some_and(|id| !group.dropped.contains(id) && !local.dropped.contains(id));
                 if exists || group.created.contains_key(&key) || local.created.contains_key(&key) {
                     return Err(StorageError::TableExists(def.qualified_name()));
                 }
                 local.created.insert(key, def.id);
             }
-            WalOp::DropTable { table } | WalOp::AlterTable { def: TableDef { id: table, .. } } => {
+            WalOp::DropTable { table }
+            | WalOp::AlterTable {
+                def: TableDef { id: table, .. },
+            } => {
                 if !self.tables.contains_key(table) || group.dropped.contains(table) {
                     return Err(StorageError::NoSuchTable(table.to_string()));
                 }
@@ -296,7 +343,12 @@ impl State {
                 }
             }
             WalOp::Insert { table, batch } => self.validate_insert(*table, batch, group, local)?,
-            WalOp::Delete { table, source, positions, keys } => {
+            WalOp::Delete {
+                table,
+                source,
+                positions,
+                keys,
+            } => {
                 let t = self.table(*table)?;
                 if !t.has_source(*source) {
                     return Err(StorageError::Invalid(format!(
@@ -307,9 +359,15 @@ impl State {
                 if let (Some(pk), Some(keys)) = (&t.pk, keys) {
                     let encoded = pk.keys(keys, true)?;
                     if encoded.len() as u64 != positions.len() {
-                        return Err(StorageError::Invalid("delete keys do not match positions".into()));
+                        return Err(StorageError::Invalid(
+                            "delete keys do not match positions".into(),
+                        ));
                     }
-                    local.keys_removed.entry(*table).or_default().extend(encoded);
+                    local
+                        .keys_removed
+                        .entry(*table)
+                        .or_default()
+                        .extend(encoded);
                 }
             }
             WalOp::PutMeta { .. } | WalOp::DeleteMeta { .. } | WalOp::Checkpoint { .. } => {}
@@ -317,14 +375,24 @@ impl State {
         Ok(())
     }
 
-    fn validate_insert(&self, table: TableId, batch: &RecordBatch, group: &GroupOverlay, local: &mut GroupOverlay) -> Result<()> {
+    fn validate_insert(
+        &self,
+        table: TableId,
+        batch: &RecordBatch,
+        group: &GroupOverlay,
+        local: &mut GroupOverlay,
+    ) -> Result<()> {
         let t = self.table(table)?;
         let schema = t.def.schema_ref();
         let name = t.def.qualified_name();
         if batch.num_columns() != schema.fields().len() {
             return Err(StorageError::SchemaMismatch {
                 table: name,
-                detail: format!("{} columns given, table has {}", batch.num_columns(), schema.fields().len()),
+                detail: format!(
+                    "{} columns given, table has {}",
+                    batch.num_columns(),
+                    schema.fields().len()
+                ),
             });
         }
         for (i, field) in schema.fields().iter().enumerate() {
@@ -332,11 +400,19 @@ impl State {
             if col.data_type() != field.data_type() {
                 return Err(StorageError::SchemaMismatch {
                     table: name,
-                    detail: format!("column {} is {}, got {}", field.name(), field.data_type(), col.data_type()),
+                    detail: format!(
+                        "column {} is {}, got {}",
+                        field.name(),
+                        field.data_type(),
+                        col.data_type()
+                    ),
                 });
             }
             if !field.is_nullable() && col.null_count() > 0 {
-                return Err(StorageError::NotNullViolation { table: t.def.name.clone(), column: field.name().clone() });
+                return Err(StorageError::NotNullViolation {
+                    table: t.def.name.clone(),
+                    column: field.name().clone(),
+                });
             }
         }
         let Some(pk) = &t.pk else { return Ok(()) };
@@ -345,12 +421,18 @@ impl State {
         let removed_l = local.keys_removed.get(&table);
         let added_g = group.keys_added.get(&table);
         for (i, k) in keys.into_iter().enumerate() {
-            let removed = removed_g.is_some_and(|s| s.contains(&k)) || removed_l.is_some_and(|s| s.contains(&k));
+            let removed = removed_g.is_some_and(|s| s.contains(&k))
+                || removed_l.is_some_and(|s| s.contains(&k));
             let in_index = pk.get(&k).is_some() && !removed;
             let dup_group = added_g.is_some_and(|s| s.contains(&k));
             let local_added = local.keys_added.entry(table).or_default();
             if in_index || dup_group || local_added.contains(&k) {
-                let cols = pk.columns.iter().map(|&c| schema.field(c).name().clone()).collect::<Vec<_>>().join(", ");
+                let cols = pk
+                    .columns
+                    .iter()
+                    .map(|&c| schema.field(c).name().clone())
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 return Err(StorageError::UniqueViolation {
                     constraint: t.def.pk_constraint_name(),
                     columns: cols,

@@ -11,9 +11,9 @@ use std::sync::mpsc::{self, SyncSender};
 
 use arrow::array::RecordBatch;
 use object_store::ObjectStore;
+use object_store::ObjectStoreExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjPath;
-use object_store::ObjectStoreExt;
 use parking_lot::{Mutex, RwLock};
 use roaring::RoaringBitmap;
 use tokio::sync::oneshot;
@@ -93,7 +93,11 @@ pub struct MemSnapshot {
 
 impl TableSnapshot {
     pub fn live_rows(&self) -> u64 {
-        let seg: u64 = self.segments.iter().map(|s| s.file.meta.rows - s.dv.len()).sum();
+        let seg: u64 = self
+            .segments
+            .iter()
+            .map(|s| s.file.meta.rows - s.dv.len())
+            .sum();
         let mem: u64 = self.memtables.iter().map(|m| m.rows - m.dv.len()).sum();
         seg + mem
     }
@@ -145,7 +149,9 @@ pub struct Storage {
 
 impl std::fmt::Debug for Storage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage").field("data_dir", &self.inner.opts.data_dir).finish()
+        f.debug_struct("Storage")
+            .field("data_dir", &self.inner.opts.data_dir)
+            .finish()
     }
 }
 
@@ -155,15 +161,20 @@ fn open_store(opts: &StorageOptions) -> Result<(Arc<dyn ObjectStore>, Url, ObjPa
             let dir = opts.data_dir.join("segments");
             fs::create_dir_all(&dir).at(&dir)?;
             let store = LocalFileSystem::new_with_prefix(&dir)?;
-            let url = Url::parse("provdb://segments/").map_err(|e| StorageError::Invalid(e.to_string()))?;
+            let url = Url::parse("provdb://segments/")
+                .map_err(|e| StorageError::Invalid(e.to_string()))?;
             Ok((Arc::new(store), url, ObjPath::default()))
         }
         Some(raw) => {
-            let url = Url::parse(raw).map_err(|e| StorageError::InvalidUrl { url: raw.clone(), detail: e.to_string() })?;
-            let (store, prefix) = object_store::parse_url(&url).map_err(|e| StorageError::InvalidUrl {
+            let url = Url::parse(raw).map_err(|e| StorageError::InvalidUrl {
                 url: raw.clone(),
-                detail: format!("{e} (this build supports file:// and memory://)"),
+                detail: e.to_string(),
             })?;
+            let (store, prefix) =
+                object_store::parse_url(&url).map_err(|e| StorageError::InvalidUrl {
+                    url: raw.clone(),
+                    detail: format!("{e} (this build supports file:// and memory://)"),
+                })?;
             let mut root = url.clone();
             root.set_path("/");
             Ok((Arc::from(store), root, prefix))
@@ -211,7 +222,11 @@ impl Storage {
         let wal = WalWriter::open(&wal_dir, stats.next_lsn, opts.fsync)?;
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = mpsc::sync_channel(4096);
-        let writer = Writer { wal, state: Arc::clone(&state), poisoned: None };
+        let writer = Writer {
+            wal,
+            state: Arc::clone(&state),
+            poisoned: None,
+        };
         let handle = std::thread::Builder::new()
             .name("provdb-wal".into())
             .spawn(move || writer.run(rx))
@@ -304,12 +319,24 @@ impl Storage {
     }
 
     pub fn table(&self, id: TableId) -> Option<TableDef> {
-        self.inner.state.read().tables.get(&id).map(|t| t.def.clone())
+        self.inner
+            .state
+            .read()
+            .tables
+            .get(&id)
+            .map(|t| t.def.clone())
     }
 
     /// Every table's definition.
     pub fn tables(&self) -> Vec<TableDef> {
-        let mut v: Vec<TableDef> = self.inner.state.read().tables.values().map(|t| t.def.clone()).collect();
+        let mut v: Vec<TableDef> = self
+            .inner
+            .state
+            .read()
+            .tables
+            .values()
+            .map(|t| t.def.clone())
+            .collect();
         v.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         v
     }
@@ -326,7 +353,11 @@ impl Storage {
     /// Metadata entries whose key starts with `prefix`, in key order.
     pub fn meta_scan(&self, prefix: &str) -> Vec<(String, serde_json::Value)> {
         let st = self.inner.state.read();
-        st.meta.range(prefix.to_string()..).take_while(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.clone())).collect()
+        st.meta
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// A snapshot of one table.
@@ -338,7 +369,9 @@ impl Storage {
     /// Snapshots of several tables taken at one instant (one consistent state).
     pub fn snapshot_many(&self, ids: &[TableId]) -> Result<Vec<TableSnapshot>> {
         let st = self.inner.state.read();
-        ids.iter().map(|id| Ok(snapshot_of(st.table(*id)?))).collect()
+        ids.iter()
+            .map(|id| Ok(snapshot_of(st.table(*id)?)))
+            .collect()
     }
 
     /// Look up a row address by primary key (`key` holds the key columns of
@@ -349,6 +382,21 @@ impl Storage {
         let Some(pk) = &t.pk else { return Ok(None) };
         let keys = pk.keys(key, true)?;
         Ok(keys.first().and_then(|k| pk.get(k)))
+    }
+
+    /// For each row of `keys` (the key columns), whether a committed live row
+    /// has that primary key.
+    pub fn keys_present(&self, table: TableId, keys: &RecordBatch) -> Result<Vec<bool>> {
+        let st = self.inner.state.read();
+        let t = st.table(table)?;
+        let Some(pk) = &t.pk else {
+            return Ok(vec![false; keys.num_rows()]);
+        };
+        Ok(pk
+            .keys(keys, true)?
+            .iter()
+            .map(|k| pk.get(k).is_some())
+            .collect())
     }
 
     /// The lock UPDATE/DELETE statements hold on a table from computing row
@@ -366,7 +414,9 @@ impl Storage {
             frozen_memtables: st.tables.values().map(|t| t.frozen.len()).sum(),
             applied_lsn: st.applied_lsn,
             checkpoint_lsn: self.inner.manifest.lock().checkpoint_lsn,
-            wal_files: wal::list_files(&self.inner.opts.data_dir.join("wal")).map(|f| f.len()).unwrap_or(0),
+            wal_files: wal::list_files(&self.inner.opts.data_dir.join("wal"))
+                .map(|f| f.len())
+                .unwrap_or(0),
         }
     }
 
@@ -421,12 +471,24 @@ impl Storage {
 }
 
 fn snapshot_of(t: &TableState) -> TableSnapshot {
-    let mem = |m: &Memtable| MemSnapshot { id: m.id, batches: m.batches().to_vec(), rows: m.rows(), dv: Arc::clone(&m.dv) };
+    let mem = |m: &Memtable| MemSnapshot {
+        id: m.id,
+        batches: m.batches().to_vec(),
+        rows: m.rows(),
+        dv: Arc::clone(&m.dv),
+    };
     let mut memtables: Vec<MemSnapshot> = t.frozen.iter().map(mem).collect();
     memtables.push(mem(&t.active));
     TableSnapshot {
         def: t.def.clone(),
-        segments: t.segments.iter().map(|s| SegmentSnapshot { file: Arc::clone(&s.file), dv: Arc::clone(&s.dv) }).collect(),
+        segments: t
+            .segments
+            .iter()
+            .map(|s| SegmentSnapshot {
+                file: Arc::clone(&s.file),
+                dv: Arc::clone(&s.dv),
+            })
+            .collect(),
         memtables,
     }
 }
@@ -454,21 +516,38 @@ async fn recover_from_manifest(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Re
             if t.pk.is_some() {
                 rebuild_pk(store, &mut t, seg, &dv).await?;
             }
-            t.segments.push(SegmentState { file: Arc::new(SegmentFile { meta: seg.clone() }), dv: Arc::new(dv), dv_dirty: false });
+            t.segments.push(SegmentState {
+                file: Arc::new(SegmentFile { meta: seg.clone() }),
+                dv: Arc::new(dv),
+                dv_dirty: false,
+            });
         }
-        state.by_name.insert((mt.def.namespace.clone(), mt.def.name.clone()), mt.def.id);
+        state
+            .by_name
+            .insert((mt.def.namespace.clone(), mt.def.name.clone()), mt.def.id);
         state.next_source_id = state.next_source_id.max(mt.active.0 + 1);
         state.tables.insert(mt.def.id, t);
     }
     Ok(state)
 }
 
-async fn rebuild_pk(store: &Arc<dyn ObjectStore>, t: &mut TableState, seg: &SegmentMeta, dv: &RoaringBitmap) -> Result<()> {
-    let Some(pk) = t.pk.as_mut() else { return Ok(()) };
+async fn rebuild_pk(
+    store: &Arc<dyn ObjectStore>,
+    t: &mut TableState,
+    seg: &SegmentMeta,
+    dv: &RoaringBitmap,
+) -> Result<()> {
+    let Some(pk) = t.pk.as_mut() else {
+        return Ok(());
+    };
     let mut sorted = pk.columns.clone();
     sorted.sort_unstable();
     // The reader returns projected columns in file order; put them in key order.
-    let order: Vec<usize> = pk.columns.iter().filter_map(|c| sorted.iter().position(|s| s == c)).collect();
+    let order: Vec<usize> = pk
+        .columns
+        .iter()
+        .filter_map(|c| sorted.iter().position(|s| s == c))
+        .collect();
     let batches = segment::read_segment(store, seg, Some(&sorted)).await?;
     let mut pos = 0u32;
     for b in batches {
@@ -476,7 +555,13 @@ async fn rebuild_pk(store: &Arc<dyn ObjectStore>, t: &mut TableState, seg: &Segm
         for (i, k) in pk.keys(&b, true)?.into_iter().enumerate() {
             let p = pos + i as u32;
             if !dv.contains(p) {
-                pk.insert(k, RowAddr { source: seg.id, pos: p });
+                pk.insert(
+                    k,
+                    RowAddr {
+                        source: seg.id,
+                        pos: p,
+                    },
+                );
             }
         }
         pos += b.num_rows() as u32;

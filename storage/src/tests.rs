@@ -22,7 +22,10 @@ fn rows(ids: &[i64]) -> RecordBatch {
     let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
     RecordBatch::try_new(
         schema(),
-        vec![Arc::new(Int64Array::from(ids.to_vec())), Arc::new(StringArray::from(names))],
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names)),
+        ],
     )
     .unwrap()
 }
@@ -43,7 +46,9 @@ async fn create(s: &Storage, name: &str, pk: bool) -> TableId {
         primary_key: if pk { vec![0] } else { vec![] },
         properties: serde_json::Value::Null,
     };
-    s.commit(vec![WalOp::CreateTable { def, source }]).await.unwrap();
+    s.commit(vec![WalOp::CreateTable { def, source }])
+        .await
+        .unwrap();
     id
 }
 
@@ -51,7 +56,9 @@ async fn create(s: &Storage, name: &str, pk: bool) -> TableId {
 async fn live_ids(s: &Storage, snap: &TableSnapshot) -> Vec<i64> {
     let mut out = Vec::new();
     for seg in &snap.segments {
-        let batches = crate::segment::read_segment(&s.inner.store, &seg.file.meta, None).await.unwrap();
+        let batches = crate::segment::read_segment(&s.inner.store, &seg.file.meta, None)
+            .await
+            .unwrap();
         collect(&batches, &seg.dv, &mut out);
     }
     for m in &snap.memtables {
@@ -79,7 +86,12 @@ async fn committed_rows_are_visible_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", false).await;
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[1, 2, 3]) }]).await.unwrap();
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[1, 2, 3]),
+    }])
+    .await
+    .unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![1, 2, 3]);
     drop(s); // no clean close: recovery replays the WAL
     let s = Storage::open(opts(dir.path())).await.unwrap();
@@ -93,19 +105,38 @@ async fn checkpoint_writes_segments_and_truncates_wal() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", true).await;
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[1, 2, 3]) }]).await.unwrap();
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[1, 2, 3]),
+    }])
+    .await
+    .unwrap();
     s.checkpoint().await.unwrap();
     let st = s.stats();
     assert_eq!(st.segments, 1);
-    assert_eq!(st.wal_files, 1, "old WAL files are removed after the manifest is saved");
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[4]) }]).await.unwrap();
+    assert_eq!(
+        st.wal_files, 1,
+        "old WAL files are removed after the manifest is saved"
+    );
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[4]),
+    }])
+    .await
+    .unwrap();
     drop(s);
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let snap = s.snapshot(t).unwrap();
     assert_eq!(snap.segments.len(), 1);
     assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 3, 4]);
     // The key index was rebuilt from the segment: a duplicate is refused.
-    let err = s.commit(vec![WalOp::Insert { table: t, batch: rows(&[2]) }]).await.unwrap_err();
+    let err = s
+        .commit(vec![WalOp::Insert {
+            table: t,
+            batch: rows(&[2]),
+        }])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::UniqueViolation { .. }), "{err}");
 }
 
@@ -114,7 +145,12 @@ fn delete_op(t: TableId, source: SourceId, pos: &[u32], keys: Option<&[i64]>) ->
         let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
         RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(k.to_vec()))]).unwrap()
     });
-    WalOp::Delete { table: t, source, positions: pos.iter().copied().collect(), keys }
+    WalOp::Delete {
+        table: t,
+        source,
+        positions: pos.iter().copied().collect(),
+        keys,
+    }
 }
 
 #[tokio::test]
@@ -122,12 +158,21 @@ async fn deletes_survive_flush_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", true).await;
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[10, 11, 12, 13]) }]).await.unwrap();
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[10, 11, 12, 13]),
+    }])
+    .await
+    .unwrap();
     let src = s.snapshot(t).unwrap().memtables[0].id;
-    s.commit(vec![delete_op(t, src, &[1], Some(&[11]))]).await.unwrap();
+    s.commit(vec![delete_op(t, src, &[1], Some(&[11]))])
+        .await
+        .unwrap();
     s.checkpoint().await.unwrap();
     // Delete on the segment (same id and positions as the buffer it came from).
-    s.commit(vec![delete_op(t, src, &[3], Some(&[13]))]).await.unwrap();
+    s.commit(vec![delete_op(t, src, &[3], Some(&[13]))])
+        .await
+        .unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
     drop(s);
     let s = Storage::open(opts(dir.path())).await.unwrap();
@@ -137,7 +182,12 @@ async fn deletes_survive_flush_and_reopen() {
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
     // Deleted keys can be inserted again.
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[11]) }]).await.unwrap();
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[11]),
+    }])
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -147,13 +197,20 @@ async fn compaction_merges_segments_and_drops_deleted_rows() {
     let t = create(&s, "t", true).await;
     let mut first_src = None;
     for i in 0..5 {
-        s.commit(vec![WalOp::Insert { table: t, batch: rows(&[i * 10, i * 10 + 1]) }]).await.unwrap();
+        s.commit(vec![WalOp::Insert {
+            table: t,
+            batch: rows(&[i * 10, i * 10 + 1]),
+        }])
+        .await
+        .unwrap();
         if first_src.is_none() {
             first_src = Some(s.snapshot(t).unwrap().memtables[0].id);
         }
         s.checkpoint().await.unwrap();
     }
-    s.commit(vec![delete_op(t, first_src.unwrap(), &[0], Some(&[0]))]).await.unwrap();
+    s.commit(vec![delete_op(t, first_src.unwrap(), &[0], Some(&[0]))])
+        .await
+        .unwrap();
     assert_eq!(s.snapshot(t).unwrap().segments.len(), 5);
     let old = s.snapshot(t).unwrap(); // a reader holding the old segments
     assert_eq!(s.compact().await.unwrap(), 1);
@@ -170,9 +227,20 @@ async fn compaction_merges_segments_and_drops_deleted_rows() {
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, expect);
     // The key index points into the compacted segment.
-    let err = s.commit(vec![WalOp::Insert { table: t, batch: rows(&[41]) }]).await.unwrap_err();
+    let err = s
+        .commit(vec![WalOp::Insert {
+            table: t,
+            batch: rows(&[41]),
+        }])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::UniqueViolation { .. }));
-    s.commit(vec![WalOp::Insert { table: t, batch: rows(&[0]) }]).await.unwrap();
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[0]),
+    }])
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -183,7 +251,13 @@ async fn concurrent_duplicate_keys_one_wins() {
     let mut handles = Vec::new();
     for _ in 0..16 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move { s.commit(vec![WalOp::Insert { table: t, batch: rows(&[7]) }]).await }));
+        handles.push(tokio::spawn(async move {
+            s.commit(vec![WalOp::Insert {
+                table: t,
+                batch: rows(&[7]),
+            }])
+            .await
+        }));
     }
     let mut ok = 0;
     for h in handles {
@@ -202,7 +276,16 @@ async fn failed_commit_changes_nothing() {
     let t = create(&s, "t", true).await;
     // Second op violates the key: the first op must not be applied either.
     let err = s
-        .commit(vec![WalOp::Insert { table: t, batch: rows(&[1]) }, WalOp::Insert { table: t, batch: rows(&[1]) }])
+        .commit(vec![
+            WalOp::Insert {
+                table: t,
+                batch: rows(&[1]),
+            },
+            WalOp::Insert {
+                table: t,
+                batch: rows(&[1]),
+            },
+        ])
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::UniqueViolation { .. }));
@@ -210,9 +293,15 @@ async fn failed_commit_changes_nothing() {
     // NOT NULL.
     let bad = RecordBatch::try_new(
         schema(),
-        vec![Arc::new(Int64Array::from(vec![Some(1), None])), Arc::new(StringArray::from(vec!["a", "b"]))],
+        vec![
+            Arc::new(Int64Array::from(vec![Some(1), None])),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        ],
     );
-    assert!(bad.is_err(), "arrow itself refuses nulls in a non-nullable field");
+    assert!(
+        bad.is_err(),
+        "arrow itself refuses nulls in a non-nullable field"
+    );
     drop(s);
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert!(live_ids(&s, &s.snapshot(t).unwrap()).await.is_empty());
@@ -231,10 +320,19 @@ async fn drop_and_meta_replay() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", false).await;
-    s.commit(vec![WalOp::PutMeta { key: "view/public/v".into(), value: serde_json::json!("select 1") }]).await.unwrap();
+    s.commit(vec![WalOp::PutMeta {
+        key: "view/public/v".into(),
+        value: serde_json::json!("select 1"),
+    }])
+    .await
+    .unwrap();
     s.checkpoint().await.unwrap();
     s.commit(vec![WalOp::DropTable { table: t }]).await.unwrap();
-    s.commit(vec![WalOp::DeleteMeta { key: "view/public/v".into() }]).await.unwrap();
+    s.commit(vec![WalOp::DeleteMeta {
+        key: "view/public/v".into(),
+    }])
+    .await
+    .unwrap();
     drop(s);
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert!(s.table_by_name("public", "t").is_none());

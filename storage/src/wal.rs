@@ -54,10 +54,10 @@ pub fn list_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
         let entry = entry.at(dir)?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(stem) = name.strip_suffix(".wal") {
-            if let Ok(lsn) = stem.parse::<u64>() {
-                files.push((lsn, entry.path()));
-            }
+        if let Some(stem) = name.strip_suffix(".wal")
+            && let Ok(lsn) = stem.parse::<u64>()
+        {
+            files.push((lsn, entry.path()));
         }
     }
     files.sort();
@@ -73,10 +73,22 @@ impl WalWriter {
     pub fn open(dir: &Path, next_lsn: u64, fsync: bool) -> Result<Self> {
         fs::create_dir_all(dir).at(dir)?;
         let path = dir.join(file_name(next_lsn));
-        let file = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
         let file_len = file.metadata().at(&path)?.len();
         sync_dir(dir)?;
-        Ok(WalWriter { dir: dir.to_path_buf(), file, path, file_len, next_lsn, fsync, scratch: Vec::new() })
+        Ok(WalWriter {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            file_len,
+            next_lsn,
+            fsync,
+            scratch: Vec::new(),
+        })
     }
 
     /// The LSN the next commit will get.
@@ -154,7 +166,11 @@ impl WalWriter {
         if path == self.path {
             return Ok(());
         }
-        self.file = OpenOptions::new().create(true).append(true).open(&path).at(&path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .at(&path)?;
         self.path = path;
         self.file_len = 0;
         sync_dir(&self.dir)
@@ -196,7 +212,10 @@ pub fn replay(
     mut apply: impl FnMut(u64, Vec<WalOp>) -> Result<()>,
 ) -> Result<ReplayStats> {
     let files = list_files(dir)?;
-    let mut stats = ReplayStats { next_lsn: after_lsn + 1, ..Default::default() };
+    let mut stats = ReplayStats {
+        next_lsn: after_lsn + 1,
+        ..Default::default()
+    };
     for (i, (_, path)) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
         let outcome = replay_file(path, after_lsn, &mut stats, &mut apply)?;
@@ -204,7 +223,9 @@ pub fn replay(
             if !is_last {
                 return Err(StorageError::corrupt(
                     format!("WAL file {}", path.display()),
-                    format!("{reason} at byte {good_len}, and later WAL files exist; refusing to skip acknowledged commits"),
+                    format!(
+                        "{reason} at byte {good_len}, and later WAL files exist; refusing to skip acknowledged commits"
+                    ),
                 ));
             }
             warn!(file = %path.display(), at = good_len, %reason, "dropping torn WAL tail");
@@ -215,7 +236,11 @@ pub fn replay(
         }
     }
     if stats.commits_applied > 0 {
-        info!(commits = stats.commits_applied, next_lsn = stats.next_lsn, "WAL replayed");
+        info!(
+            commits = stats.commits_applied,
+            next_lsn = stats.next_lsn,
+            "WAL replayed"
+        );
     }
     Ok(stats)
 }
@@ -243,7 +268,11 @@ fn replay_file(
         }
         let mut header = [0u8; HEADER_LEN];
         if total_len - offset < HEADER_LEN as u64 {
-            return Ok(Some((pending_start_or(offset, pending_lsn, pending_start), total_len, "torn frame header".into())));
+            return Ok(Some((
+                pending_start_or(offset, pending_lsn, pending_start),
+                total_len,
+                "torn frame header".into(),
+            )));
         }
         reader.read_exact(&mut header).at(path)?;
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
@@ -253,7 +282,11 @@ fn replay_file(
         let lsn = u64::from_le_bytes(lsn_b);
         let flags = header[16];
         if total_len - offset - (HEADER_LEN as u64) < len {
-            return Ok(Some((pending_start_or(offset, pending_lsn, pending_start), total_len, "torn frame".into())));
+            return Ok(Some((
+                pending_start_or(offset, pending_lsn, pending_start),
+                total_len,
+                "torn frame".into(),
+            )));
         }
         let mut payload = vec![0u8; len as usize];
         reader.read_exact(&mut payload).at(path)?;
@@ -262,7 +295,11 @@ fn replay_file(
         hasher.update(&[flags]);
         hasher.update(&payload);
         if hasher.finalize() != crc || pending_lsn.is_some_and(|p| p != lsn) {
-            return Ok(Some((pending_start_or(offset, pending_lsn, pending_start), total_len, "checksum mismatch".into())));
+            return Ok(Some((
+                pending_start_or(offset, pending_lsn, pending_start),
+                total_len,
+                "checksum mismatch".into(),
+            )));
         }
         if pending_lsn.is_none() {
             pending_start = offset;
@@ -282,13 +319,21 @@ fn replay_file(
         }
     }
     if pending_lsn.is_some() {
-        return Ok(Some((pending_start, total_len, "commit without its final frame".into())));
+        return Ok(Some((
+            pending_start,
+            total_len,
+            "commit without its final frame".into(),
+        )));
     }
     Ok(None)
 }
 
 fn pending_start_or(offset: u64, pending_lsn: Option<u64>, pending_start: u64) -> u64 {
-    if pending_lsn.is_some() { pending_start } else { offset }
+    if pending_lsn.is_some() {
+        pending_start
+    } else {
+        offset
+    }
 }
 
 #[cfg(test)]
@@ -297,7 +342,10 @@ mod tests {
     use crate::table::TableId;
 
     fn meta(k: &str) -> WalOp {
-        WalOp::PutMeta { key: k.into(), value: serde_json::json!(1) }
+        WalOp::PutMeta {
+            key: k.into(),
+            value: serde_json::json!(1),
+        }
     }
 
     fn replay_keys(dir: &Path, after: u64) -> (Vec<String>, ReplayStats) {
@@ -339,7 +387,12 @@ mod tests {
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         let len = fs::metadata(&path).unwrap().len();
         // Cut the last frame in half.
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 5).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
         let (keys, stats) = replay_keys(dir.path(), 0);
         assert_eq!(keys, vec!["a".to_string()]);
         assert!(stats.dropped_tail_bytes > 0);
@@ -369,16 +422,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::open(dir.path(), 1, true).unwrap();
         let big = "x".repeat(MAX_FRAME_PAYLOAD);
-        w.append(&[WalOp::PutMeta { key: "big".into(), value: serde_json::json!(big) }, meta("tail")])
-            .unwrap();
+        w.append(&[
+            WalOp::PutMeta {
+                key: "big".into(),
+                value: serde_json::json!(big),
+            },
+            meta("tail"),
+        ])
+        .unwrap();
         w.sync().unwrap();
         let (keys, _) = replay_keys(dir.path(), 0);
         assert_eq!(keys, vec!["big".to_string(), "tail".to_string()]);
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         let len = fs::metadata(&path).unwrap().len();
-        OpenOptions::new().write(true).open(&path).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let (keys, _) = replay_keys(dir.path(), 0);
-        assert!(keys.is_empty(), "a commit missing its last frame must not apply");
+        assert!(
+            keys.is_empty(),
+            "a commit missing its last frame must not apply"
+        );
         let _ = TableId(0);
     }
 

@@ -27,11 +27,19 @@ pub struct CommitInfo {
 }
 
 pub(crate) enum Request {
-    Commit { ops: Vec<WalOp>, reply: oneshot::Sender<Result<CommitInfo>> },
+    Commit {
+        ops: Vec<WalOp>,
+        reply: oneshot::Sender<Result<CommitInfo>>,
+    },
     /// Freeze every non-empty buffer; logged like a commit.
-    Checkpoint { reply: oneshot::Sender<Result<(u64, Vec<Freeze>)>> },
+    Checkpoint {
+        reply: oneshot::Sender<Result<(u64, Vec<Freeze>)>>,
+    },
     /// Delete WAL files covered by a durable manifest.
-    Truncate { through_lsn: u64, reply: oneshot::Sender<Result<usize>> },
+    Truncate {
+        through_lsn: u64,
+        reply: oneshot::Sender<Result<usize>>,
+    },
     Shutdown,
 }
 
@@ -95,7 +103,9 @@ impl Writer {
         }
         if let Some(reason) = &self.poisoned {
             for (_, reply) in commits {
-                let _ = reply.send(Err(StorageError::Invalid(format!("writes are disabled: {reason}"))));
+                let _ = reply.send(Err(StorageError::Invalid(format!(
+                    "writes are disabled: {reason}"
+                ))));
             }
             return;
         }
@@ -146,10 +156,14 @@ impl Writer {
 
     fn checkpoint(&mut self) -> Result<(u64, Vec<Freeze>)> {
         if let Some(reason) = &self.poisoned {
-            return Err(StorageError::Invalid(format!("writes are disabled: {reason}")));
+            return Err(StorageError::Invalid(format!(
+                "writes are disabled: {reason}"
+            )));
         }
         let freezes = self.state.write().plan_freezes();
-        let op = WalOp::Checkpoint { freezes: freezes.clone() };
+        let op = WalOp::Checkpoint {
+            freezes: freezes.clone(),
+        };
         let lsn = self.wal.append(std::slice::from_ref(&op))?;
         self.wal.sync()?;
         self.wal.rotate()?;
