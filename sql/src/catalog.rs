@@ -52,7 +52,12 @@ impl SessionCatalog {
     /// Every user schema: `public`, created ones, and those holding tables.
     pub fn user_schemas(db: &DbShared) -> Vec<String> {
         let mut names: Vec<String> = vec![DEFAULT_SCHEMA.to_string()];
-        names.extend(db.storage.meta_scan(SCHEMA_PREFIX).into_iter().map(|(k, _)| k[SCHEMA_PREFIX.len()..].to_string()));
+        names.extend(
+            db.storage
+                .meta_scan(SCHEMA_PREFIX)
+                .into_iter()
+                .map(|(k, _)| k[SCHEMA_PREFIX.len()..].to_string()),
+        );
         names.extend(db.storage.tables().into_iter().map(|t| t.namespace));
         names.sort();
         names.dedup();
@@ -75,13 +80,19 @@ impl CatalogProvider for SessionCatalog {
         if let Some(s) = self.extra.read().get(name) {
             return Some(Arc::clone(s));
         }
-        if !Self::schema_exists(&self.db, name) && !self.db.storage.tables().iter().any(|t| t.namespace == name) {
+        if !Self::schema_exists(&self.db, name)
+            && !self.db.storage.tables().iter().any(|t| t.namespace == name)
+        {
             return None;
         }
         let path = self.session.search_path.read().clone();
         // The first schema of the search path also resolves names found only
         // in the later ones (see docs/sql.md, "search_path").
-        let fallback = if path.first().map(String::as_str) == Some(name) { path[1..].to_vec() } else { Vec::new() };
+        let fallback = if path.first().map(String::as_str) == Some(name) {
+            path[1..].to_vec()
+        } else {
+            Vec::new()
+        };
         Some(Arc::new(ProvSchema {
             name: name.to_string(),
             fallback,
@@ -90,7 +101,11 @@ impl CatalogProvider for SessionCatalog {
         }))
     }
 
-    fn register_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) -> Result<Option<Arc<dyn SchemaProvider>>> {
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         Ok(self.extra.write().insert(name.to_string(), schema))
     }
 }
@@ -106,19 +121,37 @@ pub struct ProvSchema {
 
 impl ProvSchema {
     fn own_table_names(&self, schema: &str) -> Vec<String> {
-        let mut names: Vec<String> =
-            self.db.storage.tables().into_iter().filter(|t| t.namespace == schema).map(|t| t.name).collect();
+        let mut names: Vec<String> = self
+            .db
+            .storage
+            .tables()
+            .into_iter()
+            .filter(|t| t.namespace == schema)
+            .map(|t| t.name)
+            .collect();
         let prefix = format!("{VIEW_PREFIX}{schema}/");
-        names.extend(self.db.storage.meta_scan(&prefix).into_iter().map(|(k, _)| k[prefix.len()..].to_string()));
+        names.extend(
+            self.db
+                .storage
+                .meta_scan(&prefix)
+                .into_iter()
+                .map(|(k, _)| k[prefix.len()..].to_string()),
+        );
         names
     }
 
     async fn resolve(&self, schema: &str, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.session.temp.lock().get(name) {
+            return Ok(Some(Arc::clone(t)));
+        }
         if let Some(def) = self.db.storage.table_by_name(schema, name) {
             return Ok(Some(self.db.table_provider(def, &self.session)?));
         }
-        let Some(v) = self.db.storage.meta_get(&view_key(schema, name)) else { return Ok(None) };
-        let view: ViewDef = serde_json::from_value(v).map_err(|e| DataFusionError::Internal(format!("bad view metadata: {e}")))?;
+        let Some(v) = self.db.storage.meta_get(&view_key(schema, name)) else {
+            return Ok(None);
+        };
+        let view: ViewDef = serde_json::from_value(v)
+            .map_err(|e| DataFusionError::Internal(format!("bad view metadata: {e}")))?;
         let plan = self.session.plan_view(&view).await?;
         Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))))
     }
@@ -144,6 +177,10 @@ impl SchemaProvider for ProvSchema {
 
     fn table_exist(&self, name: &str) -> bool {
         self.db.storage.table_by_name(&self.name, name).is_some()
-            || self.db.storage.meta_get(&view_key(&self.name, name)).is_some()
+            || self
+                .db
+                .storage
+                .meta_get(&view_key(&self.name, name))
+                .is_some()
     }
 }

@@ -21,15 +21,30 @@ pub enum CopyFormat {
     /// PostgreSQL text format: tab-delimited, `\N` is NULL, backslash escapes.
     Text { delimiter: u8, null: String },
     /// CSV: `,` by default, double-quote quoting, empty unquoted field is NULL.
-    Csv { delimiter: u8, quote: u8, escape: u8, null: String, header: bool },
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        escape: u8,
+        null: String,
+        header: bool,
+    },
 }
 
 impl CopyFormat {
     pub fn text() -> Self {
-        CopyFormat::Text { delimiter: b'\t', null: "\\N".into() }
+        CopyFormat::Text {
+            delimiter: b'\t',
+            null: "\\N".into(),
+        }
     }
     pub fn csv() -> Self {
-        CopyFormat::Csv { delimiter: b',', quote: b'"', escape: b'"', null: String::new(), header: false }
+        CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'"',
+            null: String::new(),
+            header: false,
+        }
     }
 }
 
@@ -68,7 +83,12 @@ pub(crate) struct CopyState {
 
 impl CopyIn {
     pub(crate) fn new(format: CopyFormat, schema: SchemaRef, target: CopyTarget) -> Self {
-        CopyIn { format, schema, state: CopyState::default(), target }
+        CopyIn {
+            format,
+            schema,
+            state: CopyState::default(),
+            target,
+        }
     }
 
     /// Number of columns each data row must carry.
@@ -97,8 +117,7 @@ impl CopyIn {
 
     fn drain_records(&mut self, at_end: bool) -> SqlResult<()> {
         let mut start = 0;
-        loop {
-            let Some((fields, next)) = self.next_record(start, at_end)? else { break };
+        while let Some((fields, next)) = self.next_record(start, at_end)? {
             start = next;
             let Some(fields) = fields else { continue };
             self.add_row(fields)?;
@@ -110,28 +129,48 @@ impl CopyIn {
     /// Parse one record starting at `start`. Returns `None` when no complete
     /// record is buffered; `Some((None, next))` for a skipped line.
     #[allow(clippy::type_complexity)]
-    fn next_record(&mut self, start: usize, at_end: bool) -> SqlResult<Option<(Option<Vec<Option<String>>>, usize)>> {
+    fn next_record(
+        &mut self,
+        start: usize,
+        at_end: bool,
+    ) -> SqlResult<Option<(Option<Vec<Option<String>>>, usize)>> {
         if self.state.done || start >= self.state.buf.len() {
             return Ok(None);
         }
         let parsed = match &self.format {
-            CopyFormat::Text { delimiter, null } => parse_text(&self.state.buf[start..], *delimiter, null, at_end)?,
-            CopyFormat::Csv { delimiter, quote, escape, null, .. } => {
-                parse_csv(&self.state.buf[start..], *delimiter, *quote, *escape, null, at_end)?
+            CopyFormat::Text { delimiter, null } => {
+                parse_text(&self.state.buf[start..], *delimiter, null, at_end)?
             }
+            CopyFormat::Csv {
+                delimiter,
+                quote,
+                escape,
+                null,
+                ..
+            } => parse_csv(
+                &self.state.buf[start..],
+                *delimiter,
+                *quote,
+                *escape,
+                null,
+                at_end,
+            )?,
         };
-        let Some((fields, used)) = parsed else { return Ok(None) };
+        let Some((fields, used)) = parsed else {
+            return Ok(None);
+        };
         self.state.line += 1;
         let next = start + used;
-        if matches!(self.format, CopyFormat::Text { .. }) && fields.len() == 1 && fields[0].as_deref() == Some("\\.") {
+        // `\.` alone on a line ends the data, in text and CSV alike.
+        if fields.len() == 1 && fields[0].as_deref() == Some("\\.") {
             self.state.done = true;
             return Ok(Some((None, next)));
         }
-        if let CopyFormat::Csv { header: true, .. } = self.format {
-            if !self.state.header_skipped {
-                self.state.header_skipped = true;
-                return Ok(Some((None, next)));
-            }
+        if let CopyFormat::Csv { header: true, .. } = self.format
+            && !self.state.header_skipped
+        {
+            self.state.header_skipped = true;
+            return Ok(Some((None, next)));
         }
         Ok(Some((Some(fields), next)))
     }
@@ -139,11 +178,23 @@ impl CopyIn {
     fn add_row(&mut self, fields: Vec<Option<String>>) -> SqlResult<()> {
         let n = self.column_count();
         if fields.len() > n {
-            return Err(SqlError::new("22P04", format!("extra data after last expected column (line {})", self.state.line)));
+            return Err(SqlError::new(
+                "22P04",
+                format!(
+                    "extra data after last expected column (line {})",
+                    self.state.line
+                ),
+            ));
         }
         if fields.len() < n {
             let missing = self.schema.field(fields.len()).name();
-            return Err(SqlError::new("22P04", format!("missing data for column \"{missing}\" (line {})", self.state.line)));
+            return Err(SqlError::new(
+                "22P04",
+                format!(
+                    "missing data for column \"{missing}\" (line {})",
+                    self.state.line
+                ),
+            ));
         }
         if self.state.builders.is_empty() {
             self.state.builders = (0..n).map(|_| StringBuilder::new()).collect();
@@ -169,29 +220,51 @@ impl CopyIn {
         for (i, b) in self.state.builders.iter_mut().enumerate() {
             let text: ArrayRef = Arc::new(b.finish());
             let field = self.schema.field(i);
-            cols.push(convert_column(&text, field.data_type(), field.name(), first_line)?);
+            cols.push(convert_column(
+                &text,
+                field.data_type(),
+                field.name(),
+                first_line,
+            )?);
         }
         self.state.rows_in_builders = 0;
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), cols).map_err(|e| SqlError::new("23502", e.to_string()))?;
+        let batch = RecordBatch::try_new(Arc::clone(&self.schema), cols)
+            .map_err(|e| SqlError::new("23502", e.to_string()))?;
         self.state.batches.push(batch);
         Ok(())
     }
 }
 
 /// Cast a column of text fields to `to`; on failure, name the bad value.
-fn convert_column(text: &ArrayRef, to: &DataType, column: &str, first_line: u64) -> SqlResult<ArrayRef> {
+fn convert_column(
+    text: &ArrayRef,
+    to: &DataType,
+    column: &str,
+    first_line: u64,
+) -> SqlResult<ArrayRef> {
     if to == &DataType::Utf8 {
         return Ok(Arc::clone(text));
     }
-    let opts = CastOptions { safe: false, format_options: FormatOptions::default() };
-    let source = if to == &DataType::Boolean { normalize_bools(text) } else { Arc::clone(text) };
+    let opts = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let source = if to == &DataType::Boolean {
+        normalize_bools(text)
+    } else {
+        Arc::clone(text)
+    };
     cast_with_options(&source, to, &opts).map_err(|_| {
-        let strings = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>();
+        let strings = text
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>();
         let (row, value) = strings
             .and_then(|s| {
                 (0..s.len()).find_map(|i| {
                     let one = s.slice(i, 1);
-                    cast_with_options(&one, to, &opts).is_err().then(|| (i, s.value(i).to_string()))
+                    cast_with_options(&one, to, &opts)
+                        .is_err()
+                        .then(|| (i, s.value(i).to_string()))
                 })
             })
             .unwrap_or((0, String::new()));
@@ -208,7 +281,10 @@ fn convert_column(text: &ArrayRef, to: &DataType, column: &str, first_line: u64)
 
 /// PostgreSQL spellings of booleans Arrow does not accept as-is.
 fn normalize_bools(text: &ArrayRef) -> ArrayRef {
-    let Some(s) = text.as_any().downcast_ref::<datafusion::arrow::array::StringArray>() else {
+    let Some(s) = text
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+    else {
         return Arc::clone(text);
     };
     let out: datafusion::arrow::array::StringArray = s
@@ -234,6 +310,10 @@ fn parse_text(buf: &[u8], delim: u8, null: &str, at_end: bool) -> SqlResult<Reco
         None => return Ok(None),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line == b"\\." {
+        // The end-of-data marker, before any unescaping.
+        return Ok(Some((vec![Some("\\.".to_string())], used)));
+    }
     let mut fields = Vec::new();
     for raw in line.split(|&b| b == delim) {
         if raw == null.as_bytes() {
@@ -294,11 +374,23 @@ fn unescape_text(raw: &[u8]) -> SqlResult<String> {
 }
 
 fn utf8(bytes: Vec<u8>) -> SqlResult<String> {
-    String::from_utf8(bytes).map_err(|_| SqlError::new("22021", "invalid byte sequence for encoding \"UTF8\" in COPY data"))
+    String::from_utf8(bytes).map_err(|_| {
+        SqlError::new(
+            "22021",
+            "invalid byte sequence for encoding \"UTF8\" in COPY data",
+        )
+    })
 }
 
 /// One CSV record (quoted fields may contain newlines).
-fn parse_csv(buf: &[u8], delim: u8, quote: u8, escape: u8, null: &str, at_end: bool) -> SqlResult<Record> {
+fn parse_csv(
+    buf: &[u8],
+    delim: u8,
+    quote: u8,
+    escape: u8,
+    null: &str,
+    at_end: bool,
+) -> SqlResult<Record> {
     let mut fields = Vec::new();
     let mut field = Vec::new();
     let mut quoted = false;
@@ -367,7 +459,15 @@ mod tests {
             Field::new("a", DataType::Int64, true),
             Field::new("b", DataType::Utf8, true),
         ]));
-        CopyIn::new(format, schema, CopyTarget { table: TableId(1), qualified_name: "t".into(), columns: None })
+        CopyIn::new(
+            format,
+            schema,
+            CopyTarget {
+                table: TableId(1),
+                qualified_name: "t".into(),
+                columns: None,
+            },
+        )
     }
 
     #[test]
@@ -377,17 +477,31 @@ mod tests {
         c.push(b"ld\\ttab\n").unwrap();
         let b = c.finish().unwrap();
         assert_eq!(b[0].num_rows(), 3);
-        let s = b[0].column(1).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+        let s = b[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "world\ttab");
     }
 
     #[test]
     fn csv_quotes_and_nulls() {
-        let mut c = copy(CopyFormat::Csv { delimiter: b',', quote: b'"', escape: b'"', null: String::new(), header: true });
+        let mut c = copy(CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'"',
+            null: String::new(),
+            header: true,
+        });
         c.push(b"a,b\n1,\"x,\"\"y\"\"\nz\"\n2,\n3,\"\"\n").unwrap();
         let b = c.finish().unwrap();
-        let s = b[0].column(1).as_any().downcast_ref::<datafusion::arrow::array::StringArray>().unwrap();
+        let s = b[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
         assert_eq!(s.value(0), "x,\"y\"\nz");
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "");
@@ -399,7 +513,18 @@ mod tests {
         c.push(b"1\ta\nnope\tb\n").unwrap();
         let err = c.finish().unwrap_err();
         assert_eq!(err.code, "22P02");
-        assert!(err.message.contains("line 2") && err.message.contains("nope"), "{}", err.message);
+        assert!(
+            err.message.contains("line 2") && err.message.contains("nope"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn end_marker_stops_the_data() {
+        let mut c = copy(CopyFormat::text());
+        c.push(b"1\ta\n\\.\n").unwrap();
+        assert_eq!(c.finish().unwrap()[0].num_rows(), 1);
     }
 
     #[test]

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::Schema;
-use datafusion::sql::sqlparser::ast::{CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget as SqlCopyTarget, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CopyLegacyCsvOption, CopyLegacyOption, CopyOption, CopySource, CopyTarget as SqlCopyTarget,
+    Statement,
+};
 
 use crate::copy::{CopyFormat, CopyIn, CopyTarget};
 use crate::ddl::{ident, split_name};
@@ -11,16 +14,33 @@ use crate::error::{SqlError, SqlResult};
 use crate::session::Session;
 
 pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
-    let Statement::Copy { source, to, target, options, legacy_options, .. } = stmt else {
+    let Statement::Copy {
+        source,
+        to,
+        target,
+        options,
+        legacy_options,
+        ..
+    } = stmt
+    else {
         return Err(SqlError::internal("not a COPY"));
     };
     if *to {
-        return Err(SqlError::feature_not_supported("COPY ... TO is not supported yet; use SELECT"));
+        return Err(SqlError::feature_not_supported(
+            "COPY ... TO is not supported yet; use SELECT",
+        ));
     }
     if !matches!(target, SqlCopyTarget::Stdin) {
-        return Err(SqlError::new("42501", "COPY FROM a server file is not allowed; use COPY ... FROM STDIN (psql: \\copy)"));
+        return Err(SqlError::new(
+            "42501",
+            "COPY FROM a server file is not allowed; use COPY ... FROM STDIN (psql: \\copy)",
+        ));
     }
-    let CopySource::Table { table_name, columns } = source else {
+    let CopySource::Table {
+        table_name,
+        columns,
+    } = source
+    else {
         return Err(SqlError::syntax("COPY FROM needs a table"));
     };
     let (schema, name) = split_name(table_name, &session.current_schema())?;
@@ -38,16 +58,22 @@ pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
         let mut names = Vec::new();
         for c in columns {
             let n = ident(c);
-            let f = def
-                .schema
-                .field_with_name(&n)
-                .map_err(|_| SqlError::new("42703", format!("column \"{n}\" of relation \"{name}\" does not exist")))?;
+            let f = def.schema.field_with_name(&n).map_err(|_| {
+                SqlError::new(
+                    "42703",
+                    format!("column \"{n}\" of relation \"{name}\" does not exist"),
+                )
+            })?;
             fields.push(f.clone().with_nullable(true));
             names.push(n);
         }
         (Arc::new(Schema::new(fields)), Some(names))
     };
-    let target = CopyTarget { table: def.id, qualified_name: def.qualified_name(), columns: cols };
+    let target = CopyTarget {
+        table: def.id,
+        qualified_name: def.qualified_name(),
+        columns: cols,
+    };
     Ok(CopyIn::new(format, copy_schema, target))
 }
 
@@ -63,15 +89,24 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> SqlResult
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
                 "csv" => csv = true,
                 "text" => csv = false,
-                other => return Err(SqlError::feature_not_supported(format!("COPY format \"{other}\" is not supported"))),
+                other => {
+                    return Err(SqlError::feature_not_supported(format!(
+                        "COPY format \"{other}\" is not supported"
+                    )));
+                }
             },
             CopyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
             CopyOption::Null(s) => null = Some(s.clone()),
             CopyOption::Header(h) => header = *h,
             CopyOption::Quote(c) => quote = byte(*c)?,
             CopyOption::Escape(c) => escape = Some(byte(*c)?),
-            CopyOption::Encoding(e) if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
-            other => return Err(SqlError::feature_not_supported(format!("COPY option {other} is not supported"))),
+            CopyOption::Encoding(e)
+                if e.eq_ignore_ascii_case("utf8") || e.eq_ignore_ascii_case("utf-8") => {}
+            other => {
+                return Err(SqlError::feature_not_supported(format!(
+                    "COPY option {other} is not supported"
+                )));
+            }
         }
     }
     for o in legacy {
@@ -89,19 +124,40 @@ fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> SqlResult
             }
             CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c)?),
             CopyLegacyOption::Null(s) => null = Some(s.clone()),
-            other => return Err(SqlError::feature_not_supported(format!("COPY option {other} is not supported"))),
+            other => {
+                return Err(SqlError::feature_not_supported(format!(
+                    "COPY option {other} is not supported"
+                )));
+            }
         }
     }
     Ok(if csv {
-        CopyFormat::Csv { delimiter: delimiter.unwrap_or(b','), quote, escape: escape.unwrap_or(quote), null: null.unwrap_or_default(), header }
+        CopyFormat::Csv {
+            delimiter: delimiter.unwrap_or(b','),
+            quote,
+            escape: escape.unwrap_or(quote),
+            null: null.unwrap_or_default(),
+            header,
+        }
     } else {
         if header {
-            return Err(SqlError::feature_not_supported("HEADER is only supported with FORMAT csv"));
+            return Err(SqlError::feature_not_supported(
+                "HEADER is only supported with FORMAT csv",
+            ));
         }
-        CopyFormat::Text { delimiter: delimiter.unwrap_or(b'\t'), null: null.unwrap_or_else(|| "\\N".into()) }
+        CopyFormat::Text {
+            delimiter: delimiter.unwrap_or(b'\t'),
+            null: null.unwrap_or_else(|| "\\N".into()),
+        }
     })
 }
 
 fn byte(c: char) -> SqlResult<u8> {
-    if c.is_ascii() { Ok(c as u8) } else { Err(SqlError::invalid_param("COPY delimiter and quote must be one ASCII character")) }
+    if c.is_ascii() {
+        Ok(c as u8)
+    } else {
+        Err(SqlError::invalid_param(
+            "COPY delimiter and quote must be one ASCII character",
+        ))
+    }
 }

@@ -49,6 +49,9 @@ impl Default for DatabaseOptions {
     }
 }
 
+/// Parsed column defaults of a table, tagged with the DDL version they match.
+type DefaultsEntry = (u64, HashMap<String, Expr>);
+
 /// State shared by every session of a database.
 pub struct DbShared {
     pub storage: Storage,
@@ -56,20 +59,27 @@ pub struct DbShared {
     pub runtime: Arc<RuntimeEnv>,
     pub sequences: Arc<Sequences>,
     /// Parsed column defaults per (table, DDL version).
-    defaults: Mutex<HashMap<TableId, (u64, HashMap<String, Expr>)>>,
+    defaults: Mutex<HashMap<TableId, DefaultsEntry>>,
     /// A bare context used to parse default expressions.
     expr_ctx: SessionContext,
 }
 
 impl std::fmt::Debug for DbShared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DbShared").field("storage", &self.storage).field("store_url", &self.store_url).finish()
+        f.debug_struct("DbShared")
+            .field("storage", &self.storage)
+            .field("store_url", &self.store_url)
+            .finish()
     }
 }
 
 impl DbShared {
     /// The provider for a stored table, as `session` sees it.
-    pub fn table_provider(&self, def: TableDef, session: &Arc<SessionShared>) -> Result<Arc<dyn TableProvider>> {
+    pub fn table_provider(
+        &self,
+        def: TableDef,
+        session: &Arc<SessionShared>,
+    ) -> Result<Arc<dyn TableProvider>> {
         let defaults = self.defaults_of(&def)?;
         Ok(Arc::new(ProvTable {
             storage: self.storage.clone(),
@@ -82,10 +92,10 @@ impl DbShared {
 
     fn defaults_of(&self, def: &TableDef) -> Result<HashMap<String, Expr>> {
         let version = self.storage.ddl_version();
-        if let Some((v, d)) = self.defaults.lock().get(&def.id) {
-            if *v == version {
-                return Ok(d.clone());
-            }
+        if let Some((v, d)) = self.defaults.lock().get(&def.id)
+            && *v == version
+        {
+            return Ok(d.clone());
         }
         let mut out = HashMap::new();
         if let Some(map) = def.properties.get("defaults").and_then(|d| d.as_object()) {
@@ -119,13 +129,21 @@ impl Database {
         so.compaction = options.compaction;
         let storage = Storage::open(so).await.map_err(from_storage)?;
         let (store, url) = storage.object_store();
-        let runtime = RuntimeEnvBuilder::new().build_arc().map_err(crate::error::from_datafusion)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(crate::error::from_datafusion)?;
         runtime.register_object_store(&url, store);
-        let store_url = ObjectStoreUrl::parse(url.as_str()).map_err(crate::error::from_datafusion)?;
+        let store_url =
+            ObjectStoreUrl::parse(url.as_str()).map_err(crate::error::from_datafusion)?;
         let sequences = Arc::new(Sequences::default());
         let expr_ctx = SessionContext::new();
         let public = Arc::new(parking_lot::RwLock::new(vec!["public".to_string()]));
-        expr_ctx.register_udf(ScalarUDF::new_from_impl(SequenceUdf::new(SeqFn::NextVal, storage.clone(), Arc::clone(&sequences), public)));
+        expr_ctx.register_udf(ScalarUDF::new_from_impl(SequenceUdf::new(
+            SeqFn::NextVal,
+            storage.clone(),
+            Arc::clone(&sequences),
+            public,
+        )));
         Ok(Arc::new(Database {
             shared: Arc::new(DbShared {
                 storage,

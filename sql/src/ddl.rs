@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateView, GeneratedAs, Ident, ObjectName,
-    ObjectNamePart, ObjectType, SequenceOptions, Statement, TableConstraint,
+    AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateView, GeneratedAs, Ident,
+    ObjectName, ObjectNamePart, ObjectType, SequenceOptions, Statement, TableConstraint,
 };
 use provdb_storage::{TableDef, WalOp};
 use serde_json::json;
@@ -21,7 +21,11 @@ use crate::types::{arrow_type, is_serial};
 
 /// An identifier as PostgreSQL folds it: unquoted → lower case.
 pub fn ident(i: &Ident) -> String {
-    if i.quote_style.is_some() { i.value.clone() } else { i.value.to_ascii_lowercase() }
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_ascii_lowercase()
+    }
 }
 
 /// Split `[schema.]name`, resolving an unqualified name to the session's
@@ -53,7 +57,13 @@ struct ColumnSpec {
 
 impl Session {
     pub(crate) fn current_schema(&self) -> String {
-        self.shared.search_path.read().iter().find(|s| SessionCatalog::schema_exists(&self.db.shared, s)).cloned().unwrap_or_else(|| "public".into())
+        self.shared
+            .search_path
+            .read()
+            .iter()
+            .find(|s| SessionCatalog::schema_exists(&self.db.shared, s))
+            .cloned()
+            .unwrap_or_else(|| "public".into())
     }
 
     fn relation_exists(&self, schema: &str, name: &str) -> bool {
@@ -64,37 +74,68 @@ impl Session {
     }
 
     async fn commit_ddl(&self, ops: Vec<WalOp>) -> SqlResult<()> {
-        self.db.shared.storage.commit(ops).await.map_err(from_storage)?;
+        self.db
+            .shared
+            .storage
+            .commit(ops)
+            .await
+            .map_err(from_storage)?;
         Ok(())
     }
 
-    pub(crate) async fn create_schema(&self, name: &str, if_not_exists: bool) -> SqlResult<CommandTag> {
+    pub(crate) async fn create_schema(
+        &self,
+        name: &str,
+        if_not_exists: bool,
+    ) -> SqlResult<CommandTag> {
         if SessionCatalog::schema_exists(&self.db.shared, name) {
             if if_not_exists {
                 return Ok(CommandTag::new("CREATE SCHEMA"));
             }
-            return Err(SqlError::new("42P06", format!("schema \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P06",
+                format!("schema \"{name}\" already exists"),
+            ));
         }
-        self.commit_ddl(vec![WalOp::PutMeta { key: schema_key(name), value: json!({}) }]).await?;
+        self.commit_ddl(vec![WalOp::PutMeta {
+            key: schema_key(name),
+            value: json!({}),
+        }])
+        .await?;
         Ok(CommandTag::new("CREATE SCHEMA"))
     }
 
     pub(crate) async fn create_table(&self, ct: &CreateTable) -> SqlResult<CommandTag> {
         let (schema, name) = split_name(&ct.name, &self.current_schema())?;
         if !SessionCatalog::schema_exists(&self.db.shared, &schema) {
-            return Err(SqlError::new("3F000", format!("schema \"{schema}\" does not exist")));
+            return Err(SqlError::new(
+                "3F000",
+                format!("schema \"{schema}\" does not exist"),
+            ));
         }
         if self.relation_exists(&schema, &name) {
             if ct.if_not_exists {
                 return Ok(CommandTag::new("CREATE TABLE"));
             }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         if let Some(query) = &ct.query {
             return self.create_table_as(&schema, &name, query).await;
         }
-        let mut specs = ct.columns.iter().map(column_spec).collect::<SqlResult<Vec<_>>>()?;
-        let mut pk: Vec<usize> = specs.iter().enumerate().filter(|(_, c)| c.primary).map(|(i, _)| i).collect();
+        let mut specs = ct
+            .columns
+            .iter()
+            .map(column_spec)
+            .collect::<SqlResult<Vec<_>>>()?;
+        let mut pk: Vec<usize> = specs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.primary)
+            .map(|(i, _)| i)
+            .collect();
         for c in &ct.constraints {
             pk.extend(table_constraint_pk(c, &specs)?);
         }
@@ -106,14 +147,24 @@ impl Session {
             }
             if spec.serial {
                 let seq = format!("{name}_{}_seq", spec.field.name());
-                let def = SequenceDef { start: 1, increment: 1, reserved: None };
-                let value = serde_json::to_value(def).map_err(|e| SqlError::internal(e.to_string()))?;
-                ops.push(WalOp::PutMeta { key: sequence_key(&schema, &seq), value });
+                let def = SequenceDef {
+                    start: 1,
+                    increment: 1,
+                    reserved: None,
+                };
+                let value =
+                    serde_json::to_value(def).map_err(|e| SqlError::internal(e.to_string()))?;
+                ops.push(WalOp::PutMeta {
+                    key: sequence_key(&schema, &seq),
+                    value,
+                });
                 spec.default = Some(format!("nextval('{schema}.{seq}')"));
             }
         }
-        let defaults: BTreeMap<String, String> =
-            specs.iter().filter_map(|s| s.default.clone().map(|d| (s.field.name().clone(), d))).collect();
+        let defaults: BTreeMap<String, String> = specs
+            .iter()
+            .filter_map(|s| s.default.clone().map(|d| (s.field.name().clone(), d)))
+            .collect();
         let fields: Vec<Field> = specs.into_iter().map(|s| s.field).collect();
         check_unique_names(&fields)?;
         let (id, source) = self.db.shared.storage.allocate_table_ids();
@@ -134,12 +185,24 @@ impl Session {
     fn validate_defaults(&self, def: &TableDef) -> SqlResult<()> {
         // Parsing them now turns a bad DEFAULT into an error at CREATE time.
         let probe = Arc::new(crate::session::SessionShared::new(vec!["public".into()]));
-        self.db.shared.table_provider(def.clone(), &probe).map_err(from_datafusion)?;
+        self.db
+            .shared
+            .table_provider(def.clone(), &probe)
+            .map_err(from_datafusion)?;
         Ok(())
     }
 
-    async fn create_table_as(&self, schema: &str, name: &str, query: &datafusion::sql::sqlparser::ast::Query) -> SqlResult<CommandTag> {
-        let df = self.ctx.sql(&query.to_string()).await.map_err(from_datafusion)?;
+    async fn create_table_as(
+        &self,
+        schema: &str,
+        name: &str,
+        query: &datafusion::sql::sqlparser::ast::Query,
+    ) -> SqlResult<CommandTag> {
+        let df = self
+            .ctx
+            .sql(&query.to_string())
+            .await
+            .map_err(from_datafusion)?;
         let batches = df.collect().await.map_err(from_datafusion)?;
         let fields: Vec<Field> = self
             .ctx
@@ -162,13 +225,19 @@ impl Session {
             primary_key: vec![],
             properties: json!({}),
         };
-        let mut ops = vec![WalOp::CreateTable { def: def.clone(), source }];
+        let mut ops = vec![WalOp::CreateTable {
+            def: def.clone(),
+            source,
+        }];
         let mut rows = 0u64;
         for b in batches {
             let b = crate::table::conform(&def, &b).map_err(from_datafusion)?;
             rows += b.num_rows() as u64;
             if b.num_rows() > 0 {
-                ops.push(WalOp::Insert { table: id, batch: b });
+                ops.push(WalOp::Insert {
+                    table: id,
+                    batch: b,
+                });
             }
         }
         self.commit_ddl(ops).await?;
@@ -177,39 +246,76 @@ impl Session {
 
     pub(crate) async fn create_view(&self, cv: &CreateView) -> SqlResult<CommandTag> {
         if cv.materialized {
-            return Err(SqlError::feature_not_supported("materialized views are not supported"));
+            return Err(SqlError::feature_not_supported(
+                "materialized views are not supported",
+            ));
         }
         let current = self.current_schema();
         let (schema, name) = split_name(&cv.name, &current)?;
-        let exists_as_view = self.db.shared.storage.meta_get(&view_key(&schema, &name)).is_some();
+        let exists_as_view = self
+            .db
+            .shared
+            .storage
+            .meta_get(&view_key(&schema, &name))
+            .is_some();
         if self.relation_exists(&schema, &name) && !(cv.or_replace && exists_as_view) {
             if cv.if_not_exists {
                 return Ok(CommandTag::new("CREATE VIEW"));
             }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
         }
         let mut sql = cv.query.to_string();
         if !cv.columns.is_empty() {
-            let cols = cv.columns.iter().map(|c| format!("\"{}\"", ident(&c.name))).collect::<Vec<_>>().join(", ");
+            let cols = cv
+                .columns
+                .iter()
+                .map(|c| format!("\"{}\"", ident(&c.name)))
+                .collect::<Vec<_>>()
+                .join(", ");
             sql = format!("SELECT * FROM ({sql}) AS __provdb_view({cols})");
         }
-        let view = ViewDef { sql, schema: current };
+        let view = ViewDef {
+            sql,
+            schema: current,
+        };
         // Plan it now: an invalid view is an error at CREATE time.
-        self.shared.plan_view(&view).await.map_err(from_datafusion)?;
+        self.shared
+            .plan_view(&view)
+            .await
+            .map_err(from_datafusion)?;
         let value = serde_json::to_value(&view).map_err(|e| SqlError::internal(e.to_string()))?;
-        self.commit_ddl(vec![WalOp::PutMeta { key: view_key(&schema, &name), value }]).await?;
+        self.commit_ddl(vec![WalOp::PutMeta {
+            key: view_key(&schema, &name),
+            value,
+        }])
+        .await?;
         Ok(CommandTag::new("CREATE VIEW"))
     }
 
-    pub(crate) async fn create_sequence(&self, name: &ObjectName, if_not_exists: bool, options: &[SequenceOptions]) -> SqlResult<CommandTag> {
+    pub(crate) async fn create_sequence(
+        &self,
+        name: &ObjectName,
+        if_not_exists: bool,
+        options: &[SequenceOptions],
+    ) -> SqlResult<CommandTag> {
         let (schema, name) = split_name(name, &self.current_schema())?;
         if self.relation_exists(&schema, &name) {
             if if_not_exists {
                 return Ok(CommandTag::new("CREATE SEQUENCE"));
             }
-            return Err(SqlError::new("42P07", format!("relation \"{name}\" already exists")));
+            return Err(SqlError::new(
+                "42P07",
+                format!("relation \"{name}\" already exists"),
+            ));
         }
-        let mut def = SequenceDef { start: 1, increment: 1, reserved: None };
+        let mut def = SequenceDef {
+            start: 1,
+            increment: 1,
+            reserved: None,
+        };
         for o in options {
             match o {
                 SequenceOptions::StartWith(e, _) => def.start = int_literal(e)?,
@@ -221,12 +327,23 @@ impl Session {
             return Err(SqlError::invalid_param("INCREMENT must not be zero"));
         }
         let value = serde_json::to_value(def).map_err(|e| SqlError::internal(e.to_string()))?;
-        self.commit_ddl(vec![WalOp::PutMeta { key: sequence_key(&schema, &name), value }]).await?;
+        self.commit_ddl(vec![WalOp::PutMeta {
+            key: sequence_key(&schema, &name),
+            value,
+        }])
+        .await?;
         Ok(CommandTag::new("CREATE SEQUENCE"))
     }
 
     pub(crate) async fn drop_objects(&self, stmt: &Statement) -> SqlResult<CommandTag> {
-        let Statement::Drop { object_type, if_exists, names, cascade, .. } = stmt else {
+        let Statement::Drop {
+            object_type,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } = stmt
+        else {
             return Err(SqlError::internal("not a DROP"));
         };
         let current = self.current_schema();
@@ -251,10 +368,19 @@ impl Session {
                 self.db.shared.sequences.forget(&sequence_key(&s, &name));
             }
         }
-        Ok(CommandTag::new(format!("DROP {}", object_type.to_string().to_ascii_uppercase())))
+        Ok(CommandTag::new(format!(
+            "DROP {}",
+            object_type.to_string().to_ascii_uppercase()
+        )))
     }
 
-    fn drop_relation_op(&self, kind: &ObjectType, schema: &str, name: &str, if_exists: bool) -> SqlResult<Vec<WalOp>> {
+    fn drop_relation_op(
+        &self,
+        kind: &ObjectType,
+        schema: &str,
+        name: &str,
+        if_exists: bool,
+    ) -> SqlResult<Vec<WalOp>> {
         let st = &self.db.shared.storage;
         let found = match kind {
             ObjectType::Table => st.table_by_name(schema, name).map(|t| {
@@ -267,19 +393,32 @@ impl Session {
                 }
                 ops
             }),
-            ObjectType::View => st.meta_get(&view_key(schema, name)).map(|_| vec![WalOp::DeleteMeta { key: view_key(schema, name) }]),
-            ObjectType::Sequence => st
-                .meta_get(&sequence_key(schema, name))
-                .map(|_| vec![WalOp::DeleteMeta { key: sequence_key(schema, name) }]),
+            ObjectType::View => st.meta_get(&view_key(schema, name)).map(|_| {
+                vec![WalOp::DeleteMeta {
+                    key: view_key(schema, name),
+                }]
+            }),
+            ObjectType::Sequence => st.meta_get(&sequence_key(schema, name)).map(|_| {
+                vec![WalOp::DeleteMeta {
+                    key: sequence_key(schema, name),
+                }]
+            }),
             ObjectType::Index => return Ok(vec![]),
-            other => return Err(SqlError::feature_not_supported(format!("DROP {other} is not supported"))),
+            other => {
+                return Err(SqlError::feature_not_supported(format!(
+                    "DROP {other} is not supported"
+                )));
+            }
         };
         match found {
             Some(ops) => Ok(ops),
             None if if_exists => Ok(vec![]),
             None => {
                 let what = kind.to_string().to_ascii_lowercase();
-                Err(SqlError::new("42P01", format!("{what} \"{name}\" does not exist")))
+                Err(SqlError::new(
+                    "42P01",
+                    format!("{what} \"{name}\" does not exist"),
+                ))
             }
         }
     }
@@ -290,55 +429,112 @@ impl Session {
             if if_exists {
                 return Ok(vec![]);
             }
-            return Err(SqlError::new("3F000", format!("schema \"{name}\" does not exist")));
+            return Err(SqlError::new(
+                "3F000",
+                format!("schema \"{name}\" does not exist"),
+            ));
         }
-        let mut ops: Vec<WalOp> =
-            st.tables().into_iter().filter(|t| t.namespace == name).map(|t| WalOp::DropTable { table: t.id }).collect();
+        let mut ops: Vec<WalOp> = st
+            .tables()
+            .into_iter()
+            .filter(|t| t.namespace == name)
+            .map(|t| WalOp::DropTable { table: t.id })
+            .collect();
         for prefix in [format!("view/{name}/"), format!("seq/{name}/")] {
-            ops.extend(st.meta_scan(&prefix).into_iter().map(|(key, _)| WalOp::DeleteMeta { key }));
+            ops.extend(
+                st.meta_scan(&prefix)
+                    .into_iter()
+                    .map(|(key, _)| WalOp::DeleteMeta { key }),
+            );
         }
         if !ops.is_empty() && !cascade {
-            return Err(SqlError::new("2BP01", format!("cannot drop schema {name} because other objects depend on it"))
-                .with_hint("Use DROP ... CASCADE to drop the dependent objects too."));
+            return Err(SqlError::new(
+                "2BP01",
+                format!("cannot drop schema {name} because other objects depend on it"),
+            )
+            .with_hint("Use DROP ... CASCADE to drop the dependent objects too."));
         }
-        ops.push(WalOp::DeleteMeta { key: schema_key(name) });
+        ops.push(WalOp::DeleteMeta {
+            key: schema_key(name),
+        });
         Ok(ops)
     }
 
-    pub(crate) async fn alter_table(&self, name: &ObjectName, if_exists: bool, operations: &[AlterTableOperation]) -> SqlResult<CommandTag> {
+    pub(crate) async fn alter_table(
+        &self,
+        name: &ObjectName,
+        if_exists: bool,
+        operations: &[AlterTableOperation],
+    ) -> SqlResult<CommandTag> {
         let (schema, tname) = split_name(name, &self.current_schema())?;
         let Some(mut def) = self.db.shared.storage.table_by_name(&schema, &tname) else {
             if if_exists {
                 return Ok(CommandTag::new("ALTER TABLE"));
             }
-            return Err(SqlError::new("42P01", format!("relation \"{tname}\" does not exist")));
+            return Err(SqlError::new(
+                "42P01",
+                format!("relation \"{tname}\" does not exist"),
+            ));
         };
         for op in operations {
             match op {
-                AlterTableOperation::AddColumn { if_not_exists, column_def, .. } => {
+                AlterTableOperation::AddColumn {
+                    if_not_exists,
+                    column_def,
+                    ..
+                } => {
                     let spec = column_spec(column_def)?;
                     if def.schema.field_with_name(spec.field.name()).is_ok() {
                         if *if_not_exists {
                             continue;
                         }
-                        return Err(SqlError::new("42701", format!("column \"{}\" of relation \"{tname}\" already exists", spec.field.name())));
+                        return Err(SqlError::new(
+                            "42701",
+                            format!(
+                                "column \"{}\" of relation \"{tname}\" already exists",
+                                spec.field.name()
+                            ),
+                        ));
                     }
-                    if spec.default.is_some() || spec.primary || !spec.field.is_nullable() || spec.serial {
-                        return Err(SqlError::feature_not_supported("ADD COLUMN supports nullable columns without DEFAULT only"));
+                    if spec.default.is_some()
+                        || spec.primary
+                        || !spec.field.is_nullable()
+                        || spec.serial
+                    {
+                        return Err(SqlError::feature_not_supported(
+                            "ADD COLUMN supports nullable columns without DEFAULT only",
+                        ));
                     }
-                    let mut fields: Vec<Field> = def.schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+                    let mut fields: Vec<Field> = def
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone())
+                        .collect();
                     fields.push(spec.field);
                     def.schema = Arc::new(Schema::new(fields));
                 }
                 AlterTableOperation::RenameTable { table_name } => {
                     let new = table_name.to_string();
-                    let new = new.trim_start_matches("TO ").trim_start_matches("AS ").trim().trim_matches('"').to_string();
+                    let new = new
+                        .trim_start_matches("TO ")
+                        .trim_start_matches("AS ")
+                        .trim()
+                        .trim_matches('"')
+                        .to_string();
                     if self.relation_exists(&schema, &new) {
-                        return Err(SqlError::new("42P07", format!("relation \"{new}\" already exists")));
+                        return Err(SqlError::new(
+                            "42P07",
+                            format!("relation \"{new}\" already exists"),
+                        ));
                     }
                     def.name = new;
                 }
-                other => return Err(SqlError::feature_not_supported(format!("ALTER TABLE {other} is not supported"))),
+                other => {
+                    return Err(SqlError::feature_not_supported(format!(
+                        "ALTER TABLE {other} is not supported"
+                    )));
+                }
             }
         }
         self.commit_ddl(vec![WalOp::AlterTable { def }]).await?;
@@ -349,14 +545,19 @@ impl Session {
 fn check_unique_names(fields: &[Field]) -> SqlResult<()> {
     for (i, f) in fields.iter().enumerate() {
         if fields[..i].iter().any(|g| g.name() == f.name()) {
-            return Err(SqlError::new("42701", format!("column \"{}\" specified more than once", f.name())));
+            return Err(SqlError::new(
+                "42701",
+                format!("column \"{}\" specified more than once", f.name()),
+            ));
         }
     }
     Ok(())
 }
 
 /// The type a query result column is stored as.
-fn storage_type(t: &datafusion::arrow::datatypes::DataType) -> datafusion::arrow::datatypes::DataType {
+fn storage_type(
+    t: &datafusion::arrow::datatypes::DataType,
+) -> datafusion::arrow::datatypes::DataType {
     use datafusion::arrow::datatypes::DataType as D;
     match t {
         D::Utf8View | D::LargeUtf8 => D::Utf8,
@@ -367,14 +568,22 @@ fn storage_type(t: &datafusion::arrow::datatypes::DataType) -> datafusion::arrow
 }
 
 fn int_literal(e: &datafusion::sql::sqlparser::ast::Expr) -> SqlResult<i64> {
-    e.to_string().trim().parse::<i64>().map_err(|_| SqlError::invalid_param(format!("expected an integer, got {e}")))
+    e.to_string()
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| SqlError::invalid_param(format!("expected an integer, got {e}")))
 }
 
 fn column_spec(c: &ColumnDef) -> SqlResult<ColumnSpec> {
     let name = ident(&c.name);
     let serial = is_serial(&c.data_type);
     let mut field = Field::new(&name, arrow_type(&c.data_type)?, true);
-    let mut spec = ColumnSpec { field: field.clone(), default: None, primary: false, serial };
+    let mut spec = ColumnSpec {
+        field: field.clone(),
+        default: None,
+        primary: false,
+        serial,
+    };
     for opt in &c.options {
         match &opt.option {
             ColumnOption::Null => {}
@@ -389,20 +598,34 @@ fn column_spec(c: &ColumnDef) -> SqlResult<ColumnSpec> {
                     "UNIQUE on column \"{name}\": only PRIMARY KEY uniqueness is enforced in this version"
                 )));
             }
-            ColumnOption::ForeignKey(_) | ColumnOption::Comment(_) | ColumnOption::Collation(_) => {}
-            ColumnOption::Check(_) => return Err(SqlError::feature_not_supported("CHECK constraints are not supported yet")),
-            ColumnOption::Generated { generated_as, generation_expr: None, .. }
-                if matches!(generated_as, GeneratedAs::Always | GeneratedAs::ByDefault) =>
-            {
+            ColumnOption::ForeignKey(_) | ColumnOption::Comment(_) | ColumnOption::Collation(_) => {
+            }
+            ColumnOption::Check(_) => {
+                return Err(SqlError::feature_not_supported(
+                    "CHECK constraints are not supported yet",
+                ));
+            }
+            ColumnOption::Generated {
+                generated_as: GeneratedAs::Always | GeneratedAs::ByDefault,
+                generation_expr: None,
+                ..
+            } => {
                 spec.serial = true;
             }
             ColumnOption::Identity(_) => spec.serial = true,
-            other => return Err(SqlError::feature_not_supported(format!("column option {other} is not supported"))),
+            other => {
+                return Err(SqlError::feature_not_supported(format!(
+                    "column option {other} is not supported"
+                )));
+            }
         }
     }
     if spec.serial {
         if !field.data_type().is_integer() {
-            return Err(SqlError::new("42804", format!("identity column \"{name}\" must be an integer type")));
+            return Err(SqlError::new(
+                "42804",
+                format!("identity column \"{name}\" must be an integer type"),
+            ));
         }
         field = field.with_nullable(false);
     }
@@ -416,17 +639,29 @@ fn table_constraint_pk(c: &TableConstraint, specs: &[ColumnSpec]) -> SqlResult<V
             .columns
             .iter()
             .map(|ic| {
-                let col = ic.column.expr.to_string().trim_matches('"').to_ascii_lowercase();
+                let col = ic
+                    .column
+                    .expr
+                    .to_string()
+                    .trim_matches('"')
+                    .to_ascii_lowercase();
                 specs
                     .iter()
                     .position(|s| s.field.name().eq_ignore_ascii_case(&col))
-                    .ok_or_else(|| SqlError::new("42703", format!("column \"{col}\" named in key does not exist")))
+                    .ok_or_else(|| {
+                        SqlError::new(
+                            "42703",
+                            format!("column \"{col}\" named in key does not exist"),
+                        )
+                    })
             })
             .collect(),
-        TableConstraint::Unique(_) => {
-            Err(SqlError::feature_not_supported("UNIQUE constraints other than the primary key are not enforced yet"))
-        }
-        TableConstraint::Check(_) => Err(SqlError::feature_not_supported("CHECK constraints are not supported yet")),
+        TableConstraint::Unique(_) => Err(SqlError::feature_not_supported(
+            "UNIQUE constraints other than the primary key are not enforced yet",
+        )),
+        TableConstraint::Check(_) => Err(SqlError::feature_not_supported(
+            "CHECK constraints are not supported yet",
+        )),
         // Foreign keys are accepted and not enforced (documented in docs/sql.md).
         _ => Ok(vec![]),
     }

@@ -17,7 +17,12 @@ pub type SqlResult<T> = Result<T, SqlError>;
 
 impl SqlError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        SqlError { code, message: message.into(), detail: None, hint: None }
+        SqlError {
+            code,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
@@ -51,8 +56,12 @@ impl std::error::Error for SqlError {}
 
 /// Map a storage error to the SQLSTATE a PostgreSQL client expects.
 pub fn from_storage(e: provdb_storage::StorageError) -> SqlError {
+    SqlError::new(from_storage_code(&e), e.to_string())
+}
+
+fn from_storage_code(e: &provdb_storage::StorageError) -> &'static str {
     use provdb_storage::StorageError as S;
-    let code = match &e {
+    match e {
         S::UniqueViolation { .. } => "23505",
         S::NotNullViolation { .. } => "23502",
         S::TableExists(_) => "42P07",
@@ -63,13 +72,22 @@ pub fn from_storage(e: provdb_storage::StorageError) -> SqlError {
         S::Io { .. } => "58030",
         S::Corrupt { .. } => "XX001",
         _ => "XX000",
-    };
-    SqlError::new(code, e.to_string())
+    }
 }
 
 /// Map a DataFusion error (possibly wrapping ours) to a [`SqlError`].
 pub fn from_datafusion(e: datafusion::error::DataFusionError) -> SqlError {
     use datafusion::error::DataFusionError as D;
+    // Errors raised inside execution (a UDF, a sink) arrive wrapped in
+    // Arrow/stream/context layers: look for ours at the root first.
+    if let D::External(inner) = e.find_root() {
+        if let Some(s) = inner.downcast_ref::<SqlError>() {
+            return s.clone();
+        }
+        if let Some(s) = inner.downcast_ref::<provdb_storage::StorageError>() {
+            return SqlError::new(from_storage_code(s), s.to_string());
+        }
+    }
     match e {
         D::External(inner) => {
             let inner = match inner.downcast::<SqlError>() {
@@ -105,10 +123,16 @@ impl std::error::Error for SharedError {}
 fn arrow_error(msg: &str) -> SqlError {
     let lower = msg.to_ascii_lowercase();
     if lower.contains("non-nullable") {
-        SqlError::new("23502", "null value violates not-null constraint").with_detail(msg.to_string())
+        SqlError::new("23502", "null value violates not-null constraint")
+            .with_detail(msg.to_string())
     } else if lower.contains("divide by zero") {
         SqlError::new("22012", "division by zero")
-    } else if lower.contains("cast error") || lower.contains("cannot cast") || lower.contains("parser error") {
+    } else if out_of_range(&lower) {
+        SqlError::new("22003", msg.to_string())
+    } else if lower.contains("cast error")
+        || lower.contains("cannot cast")
+        || lower.contains("parser error")
+    {
         SqlError::new("22P02", msg.to_string())
     } else if lower.contains("overflow") {
         SqlError::new("22003", msg.to_string())
@@ -121,29 +145,56 @@ fn arrow_error(msg: &str) -> SqlError {
 fn classify_message(msg: String) -> SqlError {
     let lower = msg.to_ascii_lowercase();
     if lower.contains("has null but schema specifies non-nullable") {
-        return SqlError::new("23502", "null value violates not-null constraint")
-            .with_detail(msg);
+        return SqlError::new("23502", "null value violates not-null constraint").with_detail(msg);
     }
-    let code = if lower.contains("table") && (lower.contains("not found") || lower.contains("doesn't exist") || lower.contains("does not exist")) {
+    let code = if lower.contains("table")
+        && (lower.contains("not found")
+            || lower.contains("doesn't exist")
+            || lower.contains("does not exist"))
+    {
         "42P01"
-    } else if lower.contains("no field named") || lower.contains("column") && lower.contains("not found") {
+    } else if lower.contains("no field named")
+        || lower.contains("column") && lower.contains("not found")
+    {
         "42703"
-    } else if lower.contains("invalid function") || lower.contains("function") && lower.contains("not found") {
+    } else if lower.contains("cannot infer common argument type")
+        || lower.contains("operator") && lower.contains("not")
+        || lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+    {
         "42883"
     } else if lower.contains("divide by zero") {
         "22012"
-    } else if lower.contains("cannot be cast") || lower.contains("cast error") || lower.contains("cannot coerce")
-        || lower.contains("type coercion") || lower.contains("no function matches") || lower.contains("failed to coerce")
+    } else if lower.contains("cannot be cast")
+        || lower.contains("cast error")
+        || lower.contains("cannot coerce")
+        || lower.contains("type coercion")
+        || lower.contains("no function matches")
+        || lower.contains("failed to coerce")
     {
         "42804"
     } else if lower.contains("ambiguous") {
         "42702"
     } else if lower.contains("schema") && lower.contains("not found") {
         "3F000"
-    } else if lower.contains("sql error") || lower.contains("parsererror") || lower.contains("expected") {
+    } else if lower.contains("sql error")
+        || lower.contains("parsererror")
+        || lower.contains("expected")
+    {
         "42601"
     } else {
         "XX000"
     };
     SqlError::new(code, msg)
+}
+
+/// "Can't cast value 99999999999 to type Int32": a number too large for the
+/// type, which PostgreSQL reports as numeric_value_out_of_range.
+fn out_of_range(lower: &str) -> bool {
+    lower.contains("out of range")
+        || lower
+            .split("cast value ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .is_some_and(|v| v.parse::<f64>().is_ok())
 }

@@ -11,20 +11,30 @@ use datafusion::prelude::SessionContext;
 
 /// Register provdb's extra functions in a session.
 pub fn register(ctx: &SessionContext) {
-    let version = format!("PostgreSQL {} (provdb {}) on Rust/DataFusion", crate::SERVER_VERSION, env!("CARGO_PKG_VERSION"));
+    let version = format!(
+        "PostgreSQL {} (provdb {}) on Rust/DataFusion",
+        crate::SERVER_VERSION,
+        env!("CARGO_PKG_VERSION")
+    );
     ctx.register_udf(create_udf(
         "version",
         vec![],
         DataType::Utf8,
         Volatility::Stable,
-        Arc::new(move |_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(version.clone()))))),
+        Arc::new(move |_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
     ));
     ctx.register_udf(create_udf(
         "pg_is_in_recovery",
         vec![],
         DataType::Boolean,
         Volatility::Stable,
-        Arc::new(|_args: &[ColumnarValue]| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))))),
+        Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(false))))
+        }),
     ));
     ctx.register_udf(create_udf(
         "current_setting",

@@ -6,17 +6,18 @@
 //! Rust program) talk only to these two types and get Arrow batches back.
 //!
 //! Module map:
-//! - [`database`]: open/close, state shared by sessions.
-//! - [`session`]: per-connection state, statement dispatch, transactions.
-//! - [`catalog`]: schemas, tables and views as DataFusion sees them.
-//! - [`table`]: the table provider (scan, insert sink, UPDATE/DELETE).
-//! - [`txn`]: uncommitted writes of a statement and of a transaction.
-//! - [`ddl`]: CREATE/DROP/ALTER.
-//! - [`sequence`]: sequences and `nextval`.
-//! - [`copy`] / [`copy_stmt`]: `COPY ... FROM STDIN`.
-//! - [`types`]: SQL types to Arrow types.
-//! - [`functions`]: PostgreSQL functions clients expect.
-//! - [`error`]: [`SqlError`] with its SQLSTATE.
+//! - [`database`] — open/close, state shared by sessions.
+//! - [`session`] — per-connection state, statement dispatch, transactions.
+//! - [`catalog`] — schemas, tables and views as DataFusion sees them.
+//! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
+//! - [`txn`] — uncommitted writes of a statement and of a transaction.
+//! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
+//! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.
+//! - [`sequence`] — sequences and `nextval`.
+//! - [`copy`] / [`copy_stmt`] — `COPY ... FROM STDIN`.
+//! - [`types`] — SQL types to Arrow types.
+//! - [`functions`] — PostgreSQL functions clients expect.
+//! - [`error`] — [`SqlError`] with its SQLSTATE.
 
 pub mod catalog;
 pub mod copy;
@@ -25,6 +26,7 @@ pub mod database;
 pub mod ddl;
 pub mod error;
 pub mod functions;
+pub mod rewrite;
 pub mod sequence;
 pub mod session;
 pub mod table;

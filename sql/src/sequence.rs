@@ -11,7 +11,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
 use parking_lot::Mutex;
 use provdb_storage::{Storage, WalOp};
 use serde::{Deserialize, Serialize};
@@ -62,7 +64,9 @@ impl Sequences {
             let next = def.reserved.map(|r| r + def.increment).unwrap_or(def.start);
             cache.insert(key.to_string(), SeqState { def, next });
         }
-        let st = cache.get_mut(key).ok_or_else(|| SqlError::internal("sequence cache"))?;
+        let st = cache
+            .get_mut(key)
+            .ok_or_else(|| SqlError::internal("sequence cache"))?;
         let value = st.next;
         let reserved = st.def.reserved;
         let exhausted = match reserved {
@@ -88,21 +92,36 @@ impl Sequences {
         };
         def.reserved = Some(value);
         persist(storage, key, &def)?;
-        cache.insert(key.to_string(), SeqState { next: value + def.increment, def });
+        cache.insert(
+            key.to_string(),
+            SeqState {
+                next: value + def.increment,
+                def,
+            },
+        );
         Ok(value)
     }
 }
 
 fn load(storage: &Storage, key: &str) -> SqlResult<SequenceDef> {
     let v = storage.meta_get(key).ok_or_else(|| {
-        SqlError::new("42P01", format!("relation \"{}\" does not exist", &key[SEQUENCE_PREFIX.len()..].replace('/', ".")))
+        SqlError::new(
+            "42P01",
+            format!(
+                "relation \"{}\" does not exist",
+                &key[SEQUENCE_PREFIX.len()..].replace('/', ".")
+            ),
+        )
     })?;
     serde_json::from_value(v).map_err(|e| SqlError::internal(format!("bad sequence metadata: {e}")))
 }
 
 fn persist(storage: &Storage, key: &str, def: &SequenceDef) -> SqlResult<()> {
     let value = serde_json::to_value(def).map_err(|e| SqlError::internal(e.to_string()))?;
-    let op = WalOp::PutMeta { key: key.to_string(), value };
+    let op = WalOp::PutMeta {
+        key: key.to_string(),
+        value,
+    };
     // Called from inside query execution; the WAL writer is its own thread.
     futures::executor::block_on(storage.commit(vec![op])).map_err(crate::error::from_storage)?;
     Ok(())
@@ -111,10 +130,17 @@ fn persist(storage: &Storage, key: &str, def: &SequenceDef) -> SqlResult<()> {
 /// Resolve a sequence name as written in SQL (`s`, `schema.s`, `"S"`).
 pub fn resolve_name(name: &str, search_path: &[String], storage: &Storage) -> String {
     let name = name.trim();
-    let parts: Vec<String> = name.split('.').map(|p| {
-        let p = p.trim();
-        if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 { p[1..p.len() - 1].to_string() } else { p.to_ascii_lowercase() }
-    }).collect();
+    let parts: Vec<String> = name
+        .split('.')
+        .map(|p| {
+            let p = p.trim();
+            if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 {
+                p[1..p.len() - 1].to_string()
+            } else {
+                p.to_ascii_lowercase()
+            }
+        })
+        .collect();
     if parts.len() >= 2 {
         return sequence_key(&parts[parts.len() - 2], &parts[parts.len() - 1]);
     }
@@ -124,7 +150,10 @@ pub fn resolve_name(name: &str, search_path: &[String], storage: &Storage) -> St
             return key;
         }
     }
-    sequence_key(search_path.first().map(String::as_str).unwrap_or("public"), &parts[0])
+    sequence_key(
+        search_path.first().map(String::as_str).unwrap_or("public"),
+        &parts[0],
+    )
 }
 
 /// Which sequence function.
@@ -146,7 +175,9 @@ pub struct SequenceUdf {
 
 impl PartialEq for SequenceUdf {
     fn eq(&self, other: &Self) -> bool {
-        self.kind == other.kind && Arc::ptr_eq(&self.sequences, &other.sequences) && Arc::ptr_eq(&self.search_path, &other.search_path)
+        self.kind == other.kind
+            && Arc::ptr_eq(&self.sequences, &other.sequences)
+            && Arc::ptr_eq(&self.search_path, &other.search_path)
     }
 }
 impl Eq for SequenceUdf {}
@@ -157,12 +188,25 @@ impl std::hash::Hash for SequenceUdf {
 }
 
 impl SequenceUdf {
-    pub fn new(kind: SeqFn, storage: Storage, sequences: Arc<Sequences>, search_path: Arc<parking_lot::RwLock<Vec<String>>>) -> Self {
+    pub fn new(
+        kind: SeqFn,
+        storage: Storage,
+        sequences: Arc<Sequences>,
+        search_path: Arc<parking_lot::RwLock<Vec<String>>>,
+    ) -> Self {
         let signature = match kind {
             SeqFn::NextVal => Signature::exact(vec![DataType::Utf8], Volatility::Volatile),
-            SeqFn::SetVal => Signature::exact(vec![DataType::Utf8, DataType::Int64], Volatility::Volatile),
+            SeqFn::SetVal => {
+                Signature::exact(vec![DataType::Utf8, DataType::Int64], Volatility::Volatile)
+            }
         };
-        SequenceUdf { kind, storage, sequences, search_path, signature }
+        SequenceUdf {
+            kind,
+            storage,
+            sequences,
+            search_path,
+            signature,
+        }
     }
 }
 
@@ -185,7 +229,10 @@ impl ScalarUDFImpl for SequenceUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows.max(1);
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let names = arrays[0].as_any().downcast_ref::<StringArray>().ok_or_else(|| DataFusionError::Internal("nextval argument".into()))?;
+        let names = arrays[0]
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| DataFusionError::Internal("nextval argument".into()))?;
         let path = self.search_path.read().clone();
         let mut out = Vec::with_capacity(n);
         for i in 0..n {
@@ -198,7 +245,10 @@ impl ScalarUDFImpl for SequenceUdf {
             let v = match self.kind {
                 SeqFn::NextVal => self.sequences.next(&self.storage, &key),
                 SeqFn::SetVal => {
-                    let vals = arrays[1].as_any().downcast_ref::<Int64Array>().ok_or_else(|| DataFusionError::Internal("setval argument".into()))?;
+                    let vals = arrays[1]
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .ok_or_else(|| DataFusionError::Internal("setval argument".into()))?;
                     let j = if vals.len() == 1 { 0 } else { i };
                     self.sequences.set(&self.storage, &key, vals.value(j))
                 }

@@ -61,17 +61,26 @@ pub struct CommandTag {
 
 impl CommandTag {
     pub fn new(command: impl Into<String>) -> Self {
-        CommandTag { command: command.into(), rows: None }
+        CommandTag {
+            command: command.into(),
+            rows: None,
+        }
     }
     pub fn with_rows(command: impl Into<String>, rows: u64) -> Self {
-        CommandTag { command: command.into(), rows: Some(rows) }
+        CommandTag {
+            command: command.into(),
+            rows: Some(rows),
+        }
     }
 }
 
 /// What a statement produced.
 pub enum QueryOutput {
     /// A result set, streamed.
-    Rows { schema: SchemaRef, stream: SendableRecordBatchStream },
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
     /// A command that returns no rows.
     Command(CommandTag),
     /// `COPY ... FROM STDIN`: the server must now run the COPY sub-protocol.
@@ -118,6 +127,8 @@ pub struct SessionShared {
     locks: Mutex<HashMap<TableId, OwnedMutexGuard<()>>>,
     /// The session's DataFusion state, for planning views.
     state: RwLock<Weak<parking_lot::RwLock<SessionState>>>,
+    /// Session-private tables (resolved before stored ones).
+    pub temp: Mutex<HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>>,
 }
 
 impl SessionShared {
@@ -129,12 +140,17 @@ impl SessionShared {
             search_path: Arc::new(RwLock::new(search_path)),
             locks: Mutex::new(HashMap::new()),
             state: RwLock::new(Weak::new()),
+            temp: Mutex::new(HashMap::new()),
         }
     }
 
     /// The statement's snapshot of `table` (all tables are snapshotted
     /// together, so one statement sees one consistent state).
-    pub fn snapshot(&self, storage: &Storage, table: TableId) -> provdb_storage::Result<TableSnapshot> {
+    pub fn snapshot(
+        &self,
+        storage: &Storage,
+        table: TableId,
+    ) -> provdb_storage::Result<TableSnapshot> {
         let mut cache = self.snapshots.lock();
         if cache.is_none() {
             let ids: Vec<TableId> = storage.tables().iter().map(|t| t.id).collect();
@@ -164,7 +180,12 @@ impl SessionShared {
         let lock = storage.write_lock(table);
         let guard = tokio::time::timeout(LOCK_TIMEOUT, lock.lock_owned())
             .await
-            .map_err(|_| SqlError::new("55P03", "could not obtain lock on relation: another transaction is updating it"))?;
+            .map_err(|_| {
+                SqlError::new(
+                    "55P03",
+                    "could not obtain lock on relation: another transaction is updating it",
+                )
+            })?;
         self.locks.lock().insert(table, guard);
         Ok(())
     }
@@ -186,8 +207,8 @@ impl SessionShared {
 
 /// A statement to run: parsed text, or a prepared plan with its parameters bound.
 enum Work {
-    Statement(Statement),
-    Plan(LogicalPlan),
+    Statement(Box<Statement>),
+    Plan(Box<LogicalPlan>),
 }
 
 /// One client's session. Not shared between connections: a `SET` here never
@@ -198,6 +219,8 @@ pub struct Session {
     pub(crate) shared: Arc<SessionShared>,
     vars: BTreeMap<String, String>,
     status: TxnStatus,
+    /// The open block is the implicit one of a multi-statement query string.
+    implicit: bool,
 }
 
 fn default_vars() -> BTreeMap<String, String> {
@@ -233,18 +256,35 @@ impl Session {
             .with_create_default_catalog_and_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&db.shared.runtime));
-        let catalog = SessionCatalog { db: Arc::clone(&db.shared), session: Arc::clone(&shared), extra: RwLock::new(HashMap::new()) };
+        let catalog = SessionCatalog {
+            db: Arc::clone(&db.shared),
+            session: Arc::clone(&shared),
+            extra: RwLock::new(HashMap::new()),
+        };
         ctx.register_catalog(CATALOG, Arc::new(catalog));
-        if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider) {
+        if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
+        {
             tracing::warn!(error = %e, "pg_catalog setup failed");
         }
         for kind in [SeqFn::NextVal, SeqFn::SetVal] {
-            let udf = SequenceUdf::new(kind, db.shared.storage.clone(), Arc::clone(&db.shared.sequences), Arc::clone(&shared.search_path));
+            let udf = SequenceUdf::new(
+                kind,
+                db.shared.storage.clone(),
+                Arc::clone(&db.shared.sequences),
+                Arc::clone(&shared.search_path),
+            );
             ctx.register_udf(ScalarUDF::new_from_impl(udf));
         }
         crate::functions::register(&ctx);
         *shared.state.write() = Arc::downgrade(&ctx.state_ref());
-        Session { db, ctx, shared, vars: default_vars(), status: TxnStatus::Idle }
+        Session {
+            db,
+            ctx,
+            shared,
+            vars: default_vars(),
+            status: TxnStatus::Idle,
+            implicit: false,
+        }
     }
 
     /// The session's DataFusion context (for embedding programs).
@@ -267,10 +307,33 @@ impl Session {
             return (vec![QueryOutput::Empty], None);
         }
         let mut outputs = Vec::with_capacity(statements.len());
-        for stmt in statements {
-            match self.run(Work::Statement(stmt)).await {
+        let count = statements.len();
+        for (i, stmt) in statements.into_iter().enumerate() {
+            // Several statements in one query string run as one implicit
+            // transaction, as in PostgreSQL.
+            if count > 1 && self.status == TxnStatus::Idle {
+                self.status = TxnStatus::InBlock;
+                self.implicit = true;
+            }
+            if matches!(stmt, Statement::StartTransaction { .. }) {
+                self.implicit = false;
+            }
+            match self.run(Work::Statement(Box::new(stmt))).await {
                 Ok(out) => outputs.push(out),
-                Err(e) => return (outputs, Some(e)),
+                Err(e) => {
+                    if self.implicit {
+                        self.rollback();
+                    }
+                    return (outputs, Some(e));
+                }
+            }
+            if self.implicit && (i + 1 == count) && self.status == TxnStatus::InBlock {
+                self.implicit = false;
+                self.status = TxnStatus::Idle;
+                if let Err(e) = self.commit_txn().await {
+                    self.rollback();
+                    return (outputs, Some(e));
+                }
             }
         }
         (outputs, None)
@@ -278,20 +341,40 @@ impl Session {
 
     /// Parse and plan one statement (extended protocol Parse).
     /// `param_types[i]` is the client's declared type for `$i+1`, if any.
-    pub async fn prepare(&mut self, sql: &str, param_types: &[Option<DataType>]) -> SqlResult<Prepared> {
+    pub async fn prepare(
+        &mut self,
+        sql: &str,
+        param_types: &[Option<DataType>],
+    ) -> SqlResult<Prepared> {
         let mut statements = parse(sql)?;
         if statements.len() > 1 {
-            return Err(SqlError::syntax("cannot insert multiple commands into a prepared statement"));
+            return Err(SqlError::syntax(
+                "cannot insert multiple commands into a prepared statement",
+            ));
         }
         let Some(stmt) = statements.pop() else {
-            return Ok(Prepared { sql: sql.to_string(), param_types: vec![], result_schema: None, plan: None });
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                param_types: vec![],
+                result_schema: None,
+                plan: None,
+            });
         };
         if !is_datafusion_statement(&stmt) {
+            if matches!(stmt, Statement::Copy { .. }) {
+                // Resolve the target now, as PostgreSQL does at Parse.
+                drop(self.copy_start(&stmt)?);
+            }
             let result_schema = match &stmt {
                 Statement::ShowVariable { variable } => Some(show_schema(&variable_name(variable))),
                 _ => None,
             };
-            return Ok(Prepared { sql: sql.to_string(), param_types: vec![], result_schema, plan: None });
+            return Ok(Prepared {
+                sql: sql.to_string(),
+                param_types: vec![],
+                result_schema,
+                plan: None,
+            });
         }
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
@@ -304,23 +387,39 @@ impl Session {
                 declared.or(found).unwrap_or(DataType::Utf8)
             })
             .collect();
-        let result_schema = if matches!(plan, LogicalPlan::Dml(_)) { None } else { Some(Arc::new(plan.schema().as_arrow().clone())) };
-        Ok(Prepared { sql: sql.to_string(), param_types: types, result_schema, plan: Some(plan) })
+        let result_schema = if matches!(plan, LogicalPlan::Dml(_)) {
+            None
+        } else {
+            Some(Arc::new(plan.schema().as_arrow().clone()))
+        };
+        Ok(Prepared {
+            sql: sql.to_string(),
+            param_types: types,
+            result_schema,
+            plan: Some(plan),
+        })
     }
 
     /// Execute a prepared statement with bound parameter values.
-    pub async fn execute_prepared(&mut self, prepared: &Prepared, params: Vec<ScalarValue>) -> SqlResult<QueryOutput> {
+    pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> SqlResult<QueryOutput> {
         match &prepared.plan {
             None => {
                 let mut statements = parse(&prepared.sql)?;
                 match statements.pop() {
-                    Some(stmt) => self.run(Work::Statement(stmt)).await,
+                    Some(stmt) => self.run(Work::Statement(Box::new(stmt))).await,
                     None => Ok(QueryOutput::Empty),
                 }
             }
             Some(plan) => {
-                let plan = plan.clone().with_param_values(ParamValues::from(params)).map_err(from_datafusion)?;
-                self.run(Work::Plan(plan)).await
+                let plan = plan
+                    .clone()
+                    .with_param_values(ParamValues::from(params))
+                    .map_err(from_datafusion)?;
+                self.run(Work::Plan(Box::new(plan))).await
             }
         }
     }
@@ -331,7 +430,11 @@ impl Session {
         self.shared.new_statement();
         let result = self.copy_stage(&mut copy).await;
         let rows = copy.state.rows;
-        self.finish_statement(result.map(|_| QueryOutput::Command(CommandTag::with_rows("COPY", rows)))).await.map(|out| match out {
+        self.finish_statement(
+            result.map(|_| QueryOutput::Command(CommandTag::with_rows("COPY", rows))),
+        )
+        .await
+        .map(|out| match out {
             QueryOutput::Command(t) => t,
             _ => CommandTag::with_rows("COPY", rows),
         })
@@ -344,26 +447,50 @@ impl Session {
             .shared
             .storage
             .table(copy.target.table)
-            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{}\" does not exist", copy.target.qualified_name)))?;
+            .ok_or_else(|| {
+                SqlError::new(
+                    "42P01",
+                    format!("relation \"{}\" does not exist", copy.target.qualified_name),
+                )
+            })?;
         if copy.target.columns.is_none() {
             let mut stmt = self.shared.stmt.lock();
             for b in batches {
-                stmt.insert(def.id, crate::table::conform(&def, &b).map_err(from_datafusion)?);
+                stmt.insert(
+                    def.id,
+                    crate::table::conform(&def, &b).map_err(from_datafusion)?,
+                );
             }
             return Ok(());
         }
         // A column list: go through INSERT ... SELECT so defaults apply.
-        let src = datafusion::datasource::MemTable::try_new(Arc::clone(&copy.schema), vec![batches]).map_err(from_datafusion)?;
+        let src =
+            datafusion::datasource::MemTable::try_new(Arc::clone(&copy.schema), vec![batches])
+                .map_err(from_datafusion)?;
         let name = "__provdb_copy_src";
-        self.ctx.register_table(name, Arc::new(src)).map_err(from_datafusion)?;
-        let cols = copy.target.columns.clone().unwrap_or_default().iter().map(|c| format!("\"{c}\"")).collect::<Vec<_>>().join(", ");
-        let sql = format!("INSERT INTO \"{}\".\"{}\" ({cols}) SELECT * FROM {name}", def.namespace, def.name);
+        self.shared
+            .temp
+            .lock()
+            .insert(name.to_string(), Arc::new(src));
+        let cols = copy
+            .target
+            .columns
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|c| format!("\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO \"{}\".\"{}\" ({cols}) SELECT * FROM {name}",
+            def.namespace, def.name
+        );
         let result = async {
             let df = self.ctx.sql(&sql).await?;
             df.collect().await
         }
         .await;
-        let _ = self.ctx.deregister_table(name);
+        self.shared.temp.lock().remove(name);
         result.map(|_| ()).map_err(from_datafusion)
     }
 
@@ -388,11 +515,19 @@ impl Session {
             "search_path" | "schema" => {
                 let path = parse_search_path(value);
                 if path.is_empty() {
-                    return Err(SqlError::invalid_param("search_path must name at least one schema"));
+                    return Err(SqlError::invalid_param(
+                        "search_path must name at least one schema",
+                    ));
                 }
                 *self.shared.search_path.write() = path.clone();
                 let current = self.current_schema();
-                self.ctx.state_ref().write().config_mut().options_mut().catalog.default_schema = current;
+                self.ctx
+                    .state_ref()
+                    .write()
+                    .config_mut()
+                    .options_mut()
+                    .catalog
+                    .default_schema = current;
                 self.vars.insert("search_path".into(), path.join(", "));
             }
             "transaction_isolation" | "default_transaction_isolation" => {
@@ -426,6 +561,7 @@ impl Session {
     }
 
     fn rollback(&mut self) {
+        self.implicit = false;
         *self.shared.txn.lock() = WriteSet::default();
         *self.shared.stmt.lock() = WriteSet::default();
         self.shared.release_locks();
@@ -443,7 +579,10 @@ impl Session {
 
     /// Run one statement in the statement frame.
     async fn run(&mut self, work: Work) -> SqlResult<QueryOutput> {
-        let is_end = matches!(work, Work::Statement(Statement::Rollback { .. } | Statement::Commit { .. }));
+        let is_end = matches!(
+            &work,
+            Work::Statement(s) if matches!(**s, Statement::Rollback { .. } | Statement::Commit { .. })
+        );
         if self.status == TxnStatus::Failed && !is_end {
             return Err(SqlError::new(
                 "25P02",
@@ -452,8 +591,8 @@ impl Session {
         }
         self.shared.new_statement();
         let result = match work {
-            Work::Plan(plan) => self.execute_plan(plan).await,
-            Work::Statement(stmt) => self.dispatch(stmt).await,
+            Work::Plan(plan) => self.execute_plan(*plan).await,
+            Work::Statement(stmt) => self.dispatch(*stmt).await,
         };
         self.finish_statement(result).await
     }
@@ -467,16 +606,32 @@ impl Session {
             }
         };
         let stmt = std::mem::take(&mut *self.shared.stmt.lock());
+        let in_block = self.status != TxnStatus::Idle;
+        let before = if in_block {
+            Some(self.shared.txn.lock().clone())
+        } else {
+            None
+        };
         let absorbed = self.shared.txn.lock().absorb(stmt);
         if let Err(e) = absorbed {
             self.on_error();
             return Err(from_datafusion(e));
         }
-        if self.status == TxnStatus::Idle {
-            if let Err(e) = self.commit_txn().await {
+        if in_block {
+            let checked = self.shared.txn.lock().check_keys(&self.db.shared.storage);
+            if let Err(e) = checked {
+                if let Some(b) = before {
+                    *self.shared.txn.lock() = b;
+                }
                 self.on_error();
                 return Err(e);
             }
+        }
+        if self.status == TxnStatus::Idle
+            && let Err(e) = self.commit_txn().await
+        {
+            self.on_error();
+            return Err(e);
         }
         Ok(out)
     }
@@ -490,7 +645,10 @@ impl Session {
             let storage = self.db.shared.storage.clone();
             let ops = writes
                 .into_ops(|t| {
-                    storage.table(t).filter(|d| !d.primary_key.is_empty()).and_then(|d| d.schema.project(&d.primary_key).ok().map(Arc::new))
+                    storage
+                        .table(t)
+                        .filter(|d| !d.primary_key.is_empty())
+                        .and_then(|d| d.schema.project(&d.primary_key).ok().map(Arc::new))
                 })
                 .map_err(from_datafusion)?;
             storage.commit(ops).await.map(|_| ()).map_err(from_storage)
@@ -516,30 +674,55 @@ impl Session {
                     return Ok(C(CommandTag::new("ROLLBACK")));
                 }
                 self.status = TxnStatus::Idle;
+                self.implicit = false;
                 self.commit_txn().await?;
                 Ok(C(CommandTag::new("COMMIT")))
             }
-            Statement::Rollback { savepoint: Some(_), .. } => Err(SqlError::feature_not_supported("savepoints are not supported")),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Err(SqlError::feature_not_supported(
+                "savepoints are not supported",
+            )),
             Statement::Rollback { .. } => {
                 self.rollback();
                 Ok(C(CommandTag::new("ROLLBACK")))
             }
             Statement::Set(set) => self.set(set).map(C),
             Statement::ShowVariable { variable } => self.show(&variable_name(variable)),
-            Statement::CreateSchema { schema_name, if_not_exists, .. } => {
+            Statement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => {
                 let name = schema_name.to_string().trim_matches('"').to_string();
-                let name = if schema_name.to_string().starts_with('"') { name } else { name.to_ascii_lowercase() };
+                let name = if schema_name.to_string().starts_with('"') {
+                    name
+                } else {
+                    name.to_ascii_lowercase()
+                };
                 self.create_schema(&name, *if_not_exists).await.map(C)
             }
             Statement::CreateTable(ct) => self.create_table(ct).await.map(C),
             Statement::CreateView(cv) => self.create_view(cv).await.map(C),
-            Statement::CreateSequence { name, if_not_exists, sequence_options, .. } => {
-                self.create_sequence(name, *if_not_exists, sequence_options).await.map(C)
-            }
+            Statement::CreateSequence {
+                name,
+                if_not_exists,
+                sequence_options,
+                ..
+            } => self
+                .create_sequence(name, *if_not_exists, sequence_options)
+                .await
+                .map(C),
             Statement::CreateIndex(_) => Ok(C(CommandTag::new("CREATE INDEX"))),
-            Statement::Drop { object_type: ObjectType::Index, .. } => Ok(C(CommandTag::new("DROP INDEX"))),
+            Statement::Drop {
+                object_type: ObjectType::Index,
+                ..
+            } => Ok(C(CommandTag::new("DROP INDEX"))),
             Statement::Drop { .. } => self.drop_objects(&stmt).await.map(C),
-            Statement::AlterTable(at) => self.alter_table(&at.name, at.if_exists, &at.operations).await.map(C),
+            Statement::AlterTable(at) => self
+                .alter_table(&at.name, at.if_exists, &at.operations)
+                .await
+                .map(C),
             Statement::Copy { .. } => self.copy_start(&stmt).map(QueryOutput::CopyIn),
             Statement::Truncate(t) => self.truncate(t).await,
             Statement::Discard { .. } => Ok(C(CommandTag::new("DISCARD ALL"))),
@@ -552,9 +735,17 @@ impl Session {
         }
     }
 
-    async fn plan_statement(&self, stmt: Statement) -> SqlResult<LogicalPlan> {
+    async fn plan_statement(&self, mut stmt: Statement) -> SqlResult<LogicalPlan> {
+        crate::rewrite::insert_defaults(
+            &mut stmt,
+            &self.db.shared.storage,
+            &self.current_schema(),
+        )?;
         let state = self.ctx.state();
-        state.statement_to_plan(DfStatement::Statement(Box::new(stmt))).await.map_err(from_datafusion)
+        state
+            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+            .await
+            .map_err(from_datafusion)
     }
 
     /// Execute a planned query or DML statement.
@@ -569,25 +760,44 @@ impl Session {
             _ => None,
         };
         if let LogicalPlan::Ddl(_) | LogicalPlan::Statement(_) = &plan {
-            return Err(SqlError::feature_not_supported(format!("statement not supported: {}", plan.display())));
+            return Err(SqlError::feature_not_supported(format!(
+                "statement not supported: {}",
+                plan.display()
+            )));
         }
-        let df = self.ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
+        let target = match &plan {
+            LogicalPlan::Dml(d) => Some((d.table_name.table().to_string(), d.target.schema())),
+            _ => None,
+        };
+        let name_column =
+            |e: DataFusionError| name_null_column(from_datafusion(e), target.as_ref());
+        let df = self
+            .ctx
+            .execute_logical_plan(plan.clone())
+            .await
+            .map_err(name_column)?;
         if let Some(tag) = dml {
-            let batches = df.collect().await.map_err(from_datafusion)?;
+            let batches = df.collect().await.map_err(name_column)?;
             let rows = count_of(&batches);
-            let tag = if tag == "INSERT" { CommandTag::with_rows("INSERT 0", rows) } else { CommandTag::with_rows(tag, rows) };
-            return Ok(QueryOutput::Command(tag));
+            return Ok(QueryOutput::Command(CommandTag::with_rows(tag, rows)));
         }
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let stream = df.execute_stream().await.map_err(from_datafusion)?;
         Ok(QueryOutput::Rows { schema, stream })
     }
 
-    async fn truncate(&mut self, t: &datafusion::sql::sqlparser::ast::Truncate) -> SqlResult<QueryOutput> {
+    async fn truncate(
+        &mut self,
+        t: &datafusion::sql::sqlparser::ast::Truncate,
+    ) -> SqlResult<QueryOutput> {
         for target in &t.table_names {
             let sql = format!("DELETE FROM {}", target.name);
             let plan = self.plan_statement(parse(&sql)?.remove(0)).await?;
-            let df = self.ctx.execute_logical_plan(plan).await.map_err(from_datafusion)?;
+            let df = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(from_datafusion)?;
             df.collect().await.map_err(from_datafusion)?;
         }
         Ok(QueryOutput::Command(CommandTag::new("TRUNCATE TABLE")))
@@ -595,7 +805,9 @@ impl Session {
 
     fn set(&mut self, set: &Set) -> SqlResult<CommandTag> {
         match set {
-            Set::SingleAssignment { variable, values, .. } => {
+            Set::SingleAssignment {
+                variable, values, ..
+            } => {
                 let name = variable.to_string().to_ascii_lowercase();
                 let value = values.iter().map(expr_text).collect::<Vec<_>>().join(", ");
                 self.set_variable(&name, &value)?;
@@ -609,29 +821,96 @@ impl Session {
                     self.set_variable(&a.name.to_string(), &expr_text(&a.value))?;
                 }
             }
-            other => return Err(SqlError::feature_not_supported(format!("{other} is not supported"))),
+            other => {
+                return Err(SqlError::feature_not_supported(format!(
+                    "{other} is not supported"
+                )));
+            }
         }
         Ok(CommandTag::new("SET"))
     }
 
     fn show(&self, name: &str) -> SqlResult<QueryOutput> {
         let (schema, names, values): (SchemaRef, Vec<String>, Vec<String>) = if name == "all" {
-            let schema = Arc::new(Schema::new(vec![Field::new("name", DataType::Utf8, false), Field::new("setting", DataType::Utf8, false)]));
-            (schema, self.vars.keys().cloned().collect(), self.vars.values().cloned().collect())
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("setting", DataType::Utf8, false),
+            ]));
+            (
+                schema,
+                self.vars.keys().cloned().collect(),
+                self.vars.values().cloned().collect(),
+            )
         } else {
-            let value = self
-                .variable(name)
-                .ok_or_else(|| SqlError::new("42704", format!("unrecognized configuration parameter \"{name}\"")))?;
+            let value = self.variable(name).ok_or_else(|| {
+                SqlError::new(
+                    "42704",
+                    format!("unrecognized configuration parameter \"{name}\""),
+                )
+            })?;
             (show_schema(name), vec![], vec![value])
         };
         let batch = if name == "all" {
-            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(names)), Arc::new(StringArray::from(values))])
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(StringArray::from(names)),
+                    Arc::new(StringArray::from(values)),
+                ],
+            )
         } else {
-            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(StringArray::from(values))])
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(StringArray::from(values))],
+            )
         }
         .map_err(|e| SqlError::internal(e.to_string()))?;
-        let stream = RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter(vec![Ok(batch)]));
-        Ok(QueryOutput::Rows { schema, stream: Box::pin(stream) })
+        let stream = RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            futures::stream::iter(vec![Ok(batch)]),
+        );
+        Ok(QueryOutput::Rows {
+            schema,
+            stream: Box::pin(stream),
+        })
+    }
+}
+
+/// Turn DataFusion's "Invalid batch column at 'i' has null" into
+/// PostgreSQL's message naming the column.
+fn name_null_column(e: SqlError, target: Option<&(String, SchemaRef)>) -> SqlError {
+    let Some((table, schema)) = target else {
+        return e;
+    };
+    if e.code != "23502" {
+        return e;
+    }
+    let detail = e.detail.clone().unwrap_or_default();
+    // Either "column at '1'" (an index) or "Column 'name'" (a name).
+    let quoted = detail.split('\'').nth(1).unwrap_or_default();
+    let column = match quoted.parse::<usize>() {
+        Ok(i) => schema.fields().get(i).map(|f| f.name().clone()),
+        Err(_) => schema
+            .field_with_name(quoted)
+            .ok()
+            .map(|f| f.name().clone())
+            .or_else(|| {
+                // VALUES columns are named column1.. in the table's column order.
+                let k = quoted.strip_prefix("column")?.parse::<usize>().ok()?;
+                schema
+                    .fields()
+                    .get(k.checked_sub(1)?)
+                    .map(|f| f.name().clone())
+            }),
+    };
+    match column {
+        Some(c) => SqlError::new(
+            "23502",
+            format!(
+                "null value in column \"{c}\" of relation \"{table}\" violates not-null constraint"
+            ),
+        ),
+        None => e,
     }
 }
 
@@ -640,7 +919,12 @@ fn show_schema(name: &str) -> SchemaRef {
 }
 
 fn variable_name(parts: &[datafusion::sql::sqlparser::ast::Ident]) -> String {
-    parts.iter().map(|p| p.value.to_ascii_lowercase()).collect::<Vec<_>>().join(" ").replace("time zone", "timezone")
+    parts
+        .iter()
+        .map(|p| p.value.to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace("time zone", "timezone")
 }
 
 /// The text of a SET value: identifiers and strings without quotes.
@@ -660,14 +944,25 @@ fn parse_search_path(value: &str) -> Vec<String> {
         .split(',')
         .map(|s| s.trim())
         .filter(|s| !s.is_empty() && *s != "\"$user\"" && *s != "$user")
-        .map(|s| if s.starts_with('"') { s.trim_matches('"').to_string() } else { s.trim_matches('\'').to_ascii_lowercase() })
+        .map(|s| {
+            if s.starts_with('"') {
+                s.trim_matches('"').to_string()
+            } else {
+                s.trim_matches('\'').to_ascii_lowercase()
+            }
+        })
         .collect()
 }
 
 fn count_of(batches: &[RecordBatch]) -> u64 {
     batches
         .iter()
-        .filter_map(|b| b.column(0).as_any().downcast_ref::<UInt64Array>().map(|a| a.iter().flatten().sum::<u64>()))
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .map(|a| a.iter().flatten().sum::<u64>())
+        })
         .sum()
 }
 
@@ -675,8 +970,13 @@ fn count_of(batches: &[RecordBatch]) -> u64 {
 fn is_datafusion_statement(s: &Statement) -> bool {
     matches!(
         s,
-        Statement::Query(_) | Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Explain { .. }
-            | Statement::ShowTables { .. } | Statement::ShowColumns { .. }
+        Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Explain { .. }
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
     )
 }
 
@@ -684,16 +984,31 @@ fn is_datafusion_statement(s: &Statement) -> bool {
 /// rewrites client tools need, and MonetDB's `SET SCHEMA x`).
 pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
     let sql = rewrite_set_schema(sql);
-    PostgresCompatibilityParser::new().parse(&sql).map_err(|e| SqlError::syntax(e.to_string()))
+    let parser = PostgresCompatibilityParser::new();
+    match parser.parse(&sql) {
+        Ok(s) => Ok(s),
+        Err(e) => match crate::rewrite::create_sequence_in_order(&sql) {
+            Some(fixed) => parser
+                .parse(&fixed)
+                .map_err(|_| SqlError::syntax(e.to_string())),
+            None => Err(SqlError::syntax(e.to_string())),
+        },
+    }
 }
 
 /// MonetDB's `SET SCHEMA x` (typed by DLProv users) → `SET search_path TO x`.
 fn rewrite_set_schema(sql: &str) -> String {
     let trimmed = sql.trim_start();
     let lower = trimmed.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("set schema") {
-        if rest.starts_with(char::is_whitespace) && !sql.contains(';') || sql.trim_end().ends_with(';') && sql.matches(';').count() == 1 {
-            let value = trimmed["set schema".len()..].trim().trim_end_matches(';').trim();
+    if let Some(rest) = lower.strip_prefix("set schema")
+        && (rest.starts_with(char::is_whitespace) && !sql.contains(';')
+            || sql.trim_end().ends_with(';') && sql.matches(';').count() == 1)
+    {
+        {
+            let value = trimmed["set schema".len()..]
+                .trim()
+                .trim_end_matches(';')
+                .trim();
             return format!("SET search_path TO {value}");
         }
     }

@@ -34,7 +34,9 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties};
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
 use futures::StreamExt;
 use provdb_storage::{SourceId, Storage, TableDef, TableId, TableSnapshot};
 use roaring::RoaringBitmap;
@@ -72,7 +74,8 @@ impl ProvTable {
             let dv = merged_dv(&m.dv, extra);
             let mut pos = 0u32;
             for b in &m.batches {
-                let b = provdb_storage::maintenance::adapt_batch(b, &schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
+                let b = provdb_storage::maintenance::adapt_batch(b, &schema)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 let n = b.num_rows();
                 out.push(match provdb_storage::dv::live_mask(&dv, pos, n) {
                     Some(mask) => filter_record_batch(&b, &mask)?,
@@ -119,7 +122,8 @@ impl ProvTable {
             }
             let mut file = PartitionedFile::new(meta.path.clone(), meta.bytes);
             if !dv.is_empty() {
-                file = file.with_extension(ParquetRowSelection::new(selection_from_dv(&dv, meta.rows)));
+                file = file
+                    .with_extension(ParquetRowSelection::new(selection_from_dv(&dv, meta.rows)));
             }
             builder = builder.with_file(file);
             any = true;
@@ -133,15 +137,21 @@ impl ProvTable {
 
 /// The session's uncommitted inserts into `table` (minus rows it deleted again).
 pub(crate) fn pending_rows(txn: &WriteSet, table: TableId) -> Result<Vec<RecordBatch>> {
-    let Some(batches) = txn.inserts.get(&table) else { return Ok(Vec::new()) };
-    let Some(dels) = txn.pending_deletes.get(&table) else { return Ok(batches.clone()) };
+    let Some(batches) = txn.inserts.get(&table) else {
+        return Ok(Vec::new());
+    };
+    let Some(dels) = txn.pending_deletes.get(&table) else {
+        return Ok(batches.clone());
+    };
     let mut out = Vec::new();
     let mut pos = 0u32;
     for b in batches {
-        out.push(match provdb_storage::dv::live_mask(dels, pos, b.num_rows()) {
-            Some(mask) => filter_record_batch(b, &mask)?,
-            None => b.clone(),
-        });
+        out.push(
+            match provdb_storage::dv::live_mask(dels, pos, b.num_rows()) {
+                Some(mask) => filter_record_batch(b, &mask)?,
+                None => b.clone(),
+            },
+        );
         pos += b.num_rows() as u32;
     }
     Ok(out)
@@ -185,7 +195,10 @@ impl TableProvider for ProvTable {
         self.defaults.get(column)
     }
 
-    fn supports_filters_pushdown(&self, filters: &[&Expr]) -> Result<Vec<TableProviderFilterPushDown>> {
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -196,7 +209,10 @@ impl TableProvider for ProvTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snap = self.session.snapshot(&self.storage, self.id()).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let snap = self
+            .session
+            .snapshot(&self.storage, self.id())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let txn = self.session.txn.lock().clone();
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(p) = self.parquet_scan(state, &snap, &txn, projection, filters, limit)? {
@@ -204,7 +220,8 @@ impl TableProvider for ProvTable {
         }
         let mem = self.memory_batches(&snap, &txn)?;
         if !mem.is_empty() || inputs.is_empty() {
-            let src = MemorySourceConfig::try_new(&[mem], self.schema(), projection.cloned())?.with_limit(limit);
+            let src = MemorySourceConfig::try_new(&[mem], self.schema(), projection.cloned())?
+                .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(src));
         }
         if inputs.len() == 1 {
@@ -220,13 +237,22 @@ impl TableProvider for ProvTable {
         insert_op: InsertOp,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         if insert_op != InsertOp::Append {
-            return Err(external(SqlError::feature_not_supported(format!("{insert_op} is not supported"))));
+            return Err(external(SqlError::feature_not_supported(format!(
+                "{insert_op} is not supported"
+            ))));
         }
-        let sink = ProvSink { def: self.def.clone(), session: Arc::clone(&self.session) };
+        let sink = ProvSink {
+            def: self.def.clone(),
+            session: Arc::clone(&self.session),
+        };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
 
-    async fn delete_from(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Arc<dyn ExecutionPlan>> {
+    async fn delete_from(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let filter = self.physical_filter(state, filters)?;
         Ok(Arc::new(DmlExec::new(self, filter, None)))
     }
@@ -241,7 +267,12 @@ impl TableProvider for ProvTable {
         let df_schema = DFSchema::try_from(self.def.schema.as_ref().clone())?;
         let mut exprs = HashMap::new();
         for (col, e) in assignments {
-            exprs.insert(col, state.create_physical_expr(e, &df_schema).map_err(unsupported_subquery)?);
+            exprs.insert(
+                col,
+                state
+                    .create_physical_expr(e, &df_schema)
+                    .map_err(unsupported_subquery)?,
+            );
         }
         let values = self
             .def
@@ -256,17 +287,29 @@ impl TableProvider for ProvTable {
 
 fn unsupported_subquery(e: DataFusionError) -> DataFusionError {
     if e.to_string().to_ascii_lowercase().contains("subquery") {
-        external(SqlError::feature_not_supported("subqueries in UPDATE/DELETE are not supported yet"))
+        external(SqlError::feature_not_supported(
+            "subqueries in UPDATE/DELETE are not supported yet",
+        ))
     } else {
         e
     }
 }
 
 impl ProvTable {
-    fn physical_filter(&self, state: &dyn Session, filters: Vec<Expr>) -> Result<Option<Arc<dyn PhysicalExpr>>> {
-        let Some(pred) = filters.into_iter().reduce(|a, b| a.and(b)) else { return Ok(None) };
+    fn physical_filter(
+        &self,
+        state: &dyn Session,
+        filters: Vec<Expr>,
+    ) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(pred) = filters.into_iter().reduce(|a, b| a.and(b)) else {
+            return Ok(None);
+        };
         let df_schema = DFSchema::try_from(self.def.schema.as_ref().clone())?;
-        Ok(Some(state.create_physical_expr(pred, &df_schema).map_err(unsupported_subquery)?))
+        Ok(Some(
+            state
+                .create_physical_expr(pred, &df_schema)
+                .map_err(unsupported_subquery)?,
+        ))
     }
 }
 
@@ -287,32 +330,50 @@ impl DisplayAs for ProvSink {
 pub(crate) fn conform(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
     let schema = def.schema_ref();
     if batch.num_columns() != schema.fields().len() {
-        return Err(external(SqlError::new("42601", format!(
-            "INSERT has {} expressions but table {} has {} columns",
-            batch.num_columns(),
-            def.name,
-            schema.fields().len()
-        ))));
+        return Err(external(SqlError::new(
+            "42601",
+            format!(
+                "INSERT has {} expressions but table {} has {} columns",
+                batch.num_columns(),
+                def.name,
+                schema.fields().len()
+            ),
+        )));
     }
     let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
     for (field, col) in schema.fields().iter().zip(batch.columns()) {
         if !field.is_nullable() && col.null_count() > 0 {
             return Err(external(SqlError::new(
                 "23502",
-                format!("null value in column \"{}\" of relation \"{}\" violates not-null constraint", field.name(), def.name),
+                format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                    field.name(),
+                    def.name
+                ),
             )));
         }
-        cols.push(if col.data_type() == field.data_type() { Arc::clone(col) } else { cast_checked(col, field)? });
+        cols.push(if col.data_type() == field.data_type() {
+            Arc::clone(col)
+        } else {
+            cast_checked(col, field)?
+        });
     }
     Ok(RecordBatch::try_new(schema, cols)?)
 }
 
 fn cast_checked(col: &ArrayRef, field: &Field) -> Result<ArrayRef> {
-    let opts = datafusion::arrow::compute::CastOptions { safe: false, ..Default::default() };
+    let opts = datafusion::arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
     datafusion::arrow::compute::cast_with_options(col, field.data_type(), &opts).map_err(|e| {
         external(SqlError::new(
             "22P02",
-            format!("column \"{}\" is of type {}: {e}", field.name(), crate::types::pg_type_name(field.data_type())),
+            format!(
+                "column \"{}\" is of type {}: {e}",
+                field.name(),
+                crate::types::pg_type_name(field.data_type())
+            ),
         ))
     })
 }
@@ -323,7 +384,11 @@ impl DataSink for ProvSink {
         &self.def.schema
     }
 
-    async fn write_all(&self, mut data: SendableRecordBatchStream, _ctx: &Arc<TaskContext>) -> Result<u64> {
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _ctx: &Arc<TaskContext>,
+    ) -> Result<u64> {
         let mut staged = Vec::new();
         let mut rows = 0u64;
         while let Some(batch) = data.next().await {
@@ -353,11 +418,19 @@ pub struct DmlExec {
 }
 
 fn count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new("count", DataType::UInt64, false)]))
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
 }
 
 impl DmlExec {
-    fn new(t: &ProvTable, filter: Option<Arc<dyn PhysicalExpr>>, values: Option<Vec<Option<Arc<dyn PhysicalExpr>>>>) -> Self {
+    fn new(
+        t: &ProvTable,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        values: Option<Vec<Option<Arc<dyn PhysicalExpr>>>>,
+    ) -> Self {
         let props = PlanProperties::new(
             EquivalenceProperties::new(count_schema()),
             Partitioning::UnknownPartitioning(1),
@@ -377,7 +450,11 @@ impl DmlExec {
 
 impl DisplayAs for DmlExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let kind = if self.values.is_some() { "Update" } else { "Delete" };
+        let kind = if self.values.is_some() {
+            "Update"
+        } else {
+            "Delete"
+        };
         write!(f, "DmlExec: {kind} table={}", self.def.qualified_name())?;
         if let Some(p) = &self.filter {
             write!(f, " filter={p}")?;
@@ -403,7 +480,11 @@ impl ExecutionPlan for DmlExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        for e in self.filter.iter().chain(self.values.iter().flatten().flatten()) {
+        for e in self
+            .filter
+            .iter()
+            .chain(self.values.iter().flatten().flatten())
+        {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -411,11 +492,18 @@ impl ExecutionPlan for DmlExec {
         Ok(TreeNodeRecursion::Continue)
     }
 
-    fn with_new_children(self: Arc<Self>, _children: Vec<Arc<dyn ExecutionPlan>>) -> Result<Arc<dyn ExecutionPlan>> {
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(self)
     }
 
-    fn execute(&self, _partition: usize, _ctx: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        _partition: usize,
+        _ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let job = DmlJob {
             storage: self.storage.clone(),
             def: self.def.clone(),
@@ -425,9 +513,15 @@ impl ExecutionPlan for DmlExec {
         };
         let fut = async move {
             let n = job.run().await?;
-            Ok(RecordBatch::try_new(count_schema(), vec![Arc::new(UInt64Array::from(vec![n]))])?)
+            Ok(RecordBatch::try_new(
+                count_schema(),
+                vec![Arc::new(UInt64Array::from(vec![n]))],
+            )?)
         };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(count_schema(), futures::stream::once(fut))))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            count_schema(),
+            futures::stream::once(fut),
+        )))
     }
 }
 
@@ -442,25 +536,48 @@ struct DmlJob {
 impl DmlJob {
     async fn run(self) -> Result<u64> {
         // Positions must stay valid until commit: hold the table's write lock.
-        self.session.lock_table(&self.storage, self.def.id).await.map_err(external)?;
-        let snap = self.storage.snapshot(self.def.id).map_err(|e| DataFusionError::External(Box::new(e)))?;
+        self.session
+            .lock_table(&self.storage, self.def.id)
+            .await
+            .map_err(external)?;
+        let snap = self
+            .storage
+            .snapshot(self.def.id)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let txn = self.session.txn.lock().clone();
         let schema = self.def.schema_ref();
         let mut staged = WriteSet::default();
         let mut count = 0u64;
         for seg in &snap.segments {
-            let batches = provdb_storage::segment::read_segment(&self.storage.object_store().0, &seg.file.meta, None)
-                .await
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let extra = txn.deletes.get(&(self.def.id, seg.file.meta.id)).map(|(p, _)| p);
-            count += self.process_source(seg.file.meta.id, &batches, &merged_dv(&seg.dv, extra), &mut staged)?;
+            let batches = provdb_storage::segment::read_segment(
+                &self.storage.object_store().0,
+                &seg.file.meta,
+                None,
+            )
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let extra = txn
+                .deletes
+                .get(&(self.def.id, seg.file.meta.id))
+                .map(|(p, _)| p);
+            count += self.process_source(
+                seg.file.meta.id,
+                &batches,
+                &merged_dv(&seg.dv, extra),
+                &mut staged,
+            )?;
         }
         for m in &snap.memtables {
             let extra = txn.deletes.get(&(self.def.id, m.id)).map(|(p, _)| p);
-            count += self.process_source(m.id, &m.batches, &merged_dv(&m.dv, extra), &mut staged)?;
+            count +=
+                self.process_source(m.id, &m.batches, &merged_dv(&m.dv, extra), &mut staged)?;
         }
         if let Some(pending) = txn.inserts.get(&self.def.id) {
-            let dv = txn.pending_deletes.get(&self.def.id).cloned().unwrap_or_default();
+            let dv = txn
+                .pending_deletes
+                .get(&self.def.id)
+                .cloned()
+                .unwrap_or_default();
             count += self.process_source(PENDING_SOURCE, pending, &Arc::new(dv), &mut staged)?;
         }
         let _ = schema;
@@ -469,28 +586,46 @@ impl DmlJob {
     }
 
     /// Match one source's rows; stage their deletion and new versions.
-    fn process_source(&self, source: SourceId, batches: &[RecordBatch], dv: &Arc<RoaringBitmap>, staged: &mut WriteSet) -> Result<u64> {
+    fn process_source(
+        &self,
+        source: SourceId,
+        batches: &[RecordBatch],
+        dv: &Arc<RoaringBitmap>,
+        staged: &mut WriteSet,
+    ) -> Result<u64> {
         let schema = self.def.schema_ref();
         let mut pos = 0u32;
         let mut count = 0u64;
         for b in batches {
-            let b = provdb_storage::maintenance::adapt_batch(b, &schema).map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let b = provdb_storage::maintenance::adapt_batch(b, &schema)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let n = b.num_rows();
             let live: BooleanArray = (0..n as u32).map(|i| Some(!dv.contains(pos + i))).collect();
             let mask = match &self.filter {
                 Some(f) => {
                     let v = f.evaluate(&b)?.into_array(n)?;
-                    let v = v.as_any().downcast_ref::<BooleanArray>().cloned().ok_or_else(|| {
-                        external(SqlError::new("42804", "argument of WHERE must be type boolean"))
-                    })?;
+                    let v = v
+                        .as_any()
+                        .downcast_ref::<BooleanArray>()
+                        .cloned()
+                        .ok_or_else(|| {
+                            external(SqlError::new(
+                                "42804",
+                                "argument of WHERE must be type boolean",
+                            ))
+                        })?;
                     // NULL predicate = not matched.
                     let v: BooleanArray = v.iter().map(|x| Some(x == Some(true))).collect();
                     and(&live, &v)?
                 }
                 None => live,
             };
-            let positions: RoaringBitmap =
-                mask.iter().enumerate().filter(|(_, m)| *m == Some(true)).map(|(i, _)| pos + i as u32).collect();
+            let positions: RoaringBitmap = mask
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| *m == Some(true))
+                .map(|(i, _)| pos + i as u32)
+                .collect();
             pos += n as u32;
             if positions.is_empty() {
                 continue;
@@ -510,7 +645,11 @@ impl DmlJob {
         Ok(count)
     }
 
-    fn new_versions(&self, matched: &RecordBatch, values: &[Option<Arc<dyn PhysicalExpr>>]) -> Result<RecordBatch> {
+    fn new_versions(
+        &self,
+        matched: &RecordBatch,
+        values: &[Option<Arc<dyn PhysicalExpr>>],
+    ) -> Result<RecordBatch> {
         let schema = self.def.schema_ref();
         let mut cols = Vec::with_capacity(values.len());
         for (i, v) in values.iter().enumerate() {
@@ -519,7 +658,11 @@ impl DmlJob {
                 None => Arc::clone(matched.column(i)),
             };
             let field = schema.field(i);
-            cols.push(if col.data_type() == field.data_type() { col } else { cast(&col, field.data_type())? });
+            cols.push(if col.data_type() == field.data_type() {
+                col
+            } else {
+                cast(&col, field.data_type())?
+            });
         }
         conform(&self.def, &RecordBatch::try_new(schema, cols)?)
     }

@@ -7,23 +7,41 @@ use futures::TryStreamExt;
 use crate::{Database, DatabaseOptions, QueryOutput, Session};
 
 async fn open(dir: &std::path::Path) -> std::sync::Arc<Database> {
-    Database::open(DatabaseOptions { data_dir: dir.to_path_buf(), ..Default::default() }).await.unwrap()
+    Database::open(DatabaseOptions {
+        data_dir: dir.to_path_buf(),
+        ..Default::default()
+    })
+    .await
+    .unwrap()
 }
 
 /// Run SQL; return the last statement's rows as a pretty table, or its tag.
 async fn run(s: &mut Session, sql: &str) -> Result<String, String> {
     let (outs, err) = s.execute(sql).await;
     if let Some(e) = err {
-        return Err(format!("{}: {}", e.code, e.message));
+        return Err(format!(
+            "{}: {} [{}]",
+            e.code,
+            e.message,
+            e.detail.unwrap_or_default()
+        ));
     }
     let mut last = String::new();
     for o in outs {
         last = match o {
             QueryOutput::Rows { stream, .. } => {
                 let batches: Vec<_> = stream.try_collect().await.map_err(|e| e.to_string())?;
-                pretty_format_batches(&batches).map_err(|e| e.to_string())?.to_string()
+                pretty_format_batches(&batches)
+                    .map_err(|e| e.to_string())?
+                    .to_string()
             }
-            QueryOutput::Command(t) => format!("{} {}", t.command, t.rows.map(|r| r.to_string()).unwrap_or_default()).trim().to_string(),
+            QueryOutput::Command(t) => format!(
+                "{} {}",
+                t.command,
+                t.rows.map(|r| r.to_string()).unwrap_or_default()
+            )
+            .trim()
+            .to_string(),
             QueryOutput::CopyIn(_) => "COPY IN".into(),
             QueryOutput::Empty => String::new(),
         };
@@ -37,20 +55,59 @@ async fn create_insert_update_delete_select() {
     let db = open(dir.path()).await;
     let mut s = db.session();
     run(&mut s, "CREATE TABLE t (id BIGINT PRIMARY KEY, name TEXT NOT NULL, score DOUBLE PRECISION DEFAULT 1.5)").await.unwrap();
-    assert_eq!(run(&mut s, "INSERT INTO t (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')").await.unwrap(), "INSERT 0 3");
-    assert_eq!(run(&mut s, "UPDATE t SET score = score * 2 WHERE id >= 2").await.unwrap(), "UPDATE 2");
-    assert_eq!(run(&mut s, "DELETE FROM t WHERE name = 'a'").await.unwrap(), "DELETE 1");
-    let out = run(&mut s, "SELECT id, name, score FROM t ORDER BY id").await.unwrap();
+    assert_eq!(
+        run(
+            &mut s,
+            "INSERT INTO t (id, name) VALUES (1, 'a'), (2, 'b'), (3, 'c')"
+        )
+        .await
+        .unwrap(),
+        "INSERT 3"
+    );
+    assert_eq!(
+        run(&mut s, "UPDATE t SET score = score * 2 WHERE id >= 2")
+            .await
+            .unwrap(),
+        "UPDATE 2"
+    );
+    assert_eq!(
+        run(&mut s, "DELETE FROM t WHERE name = 'a'").await.unwrap(),
+        "DELETE 1"
+    );
+    let out = run(&mut s, "SELECT id, name, score FROM t ORDER BY id")
+        .await
+        .unwrap();
     assert!(out.contains("| 2  | b    | 3.0   |"), "{out}");
-    let err = run(&mut s, "INSERT INTO t VALUES (2, 'dup', 0)").await.unwrap_err();
+    let err = run(&mut s, "INSERT INTO t VALUES (2, 'dup', 0)")
+        .await
+        .unwrap_err();
     assert!(err.starts_with("23505"), "{err}");
-    let err = run(&mut s, "INSERT INTO t (id) VALUES (9)").await.unwrap_err();
-    assert!(err.starts_with("23502"), "{err}");
+    let err = run(&mut s, "INSERT INTO t (id) VALUES (9)")
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("23502") && err.contains("\"name\""),
+        "{err}"
+    );
+    let err = run(&mut s, "INSERT INTO t VALUES (9, NULL, 1)")
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("23502") && err.contains("\"name\""),
+        "{err}"
+    );
     let err = run(&mut s, "SELECT * FROM nope").await.unwrap_err();
     assert!(err.starts_with("42P01"), "{err}");
     db.storage().checkpoint().await.unwrap();
-    assert_eq!(run(&mut s, "UPDATE t SET name = 'B' WHERE id = 2").await.unwrap(), "UPDATE 1");
-    let out = run(&mut s, "SELECT count(*) AS n, min(name) AS m FROM t").await.unwrap();
+    assert_eq!(
+        run(&mut s, "UPDATE t SET name = 'B' WHERE id = 2")
+            .await
+            .unwrap(),
+        "UPDATE 1"
+    );
+    let out = run(&mut s, "SELECT count(*) AS n, min(name) AS m FROM t")
+        .await
+        .unwrap();
     assert!(out.contains("| 2 | B |"), "{out}");
 }
 
@@ -61,23 +118,54 @@ async fn transactions_views_sequences_schemas() {
     let mut s = db.session();
     let mut other = db.session();
     run(&mut s, "CREATE SCHEMA alexnet; CREATE TABLE alexnet.ds_itrain (id SERIAL PRIMARY KEY, lr DOUBLE PRECISION)").await.unwrap();
-    run(&mut s, "CREATE VIEW alexnet.itrain AS SELECT * FROM alexnet.ds_itrain").await.unwrap();
-    run(&mut s, "BEGIN; INSERT INTO alexnet.ds_itrain (lr) VALUES (0.1), (0.01)").await.unwrap();
+    run(
+        &mut s,
+        "CREATE VIEW alexnet.itrain AS SELECT * FROM alexnet.ds_itrain",
+    )
+    .await
+    .unwrap();
+    run(
+        &mut s,
+        "BEGIN; INSERT INTO alexnet.ds_itrain (lr) VALUES (0.1), (0.01)",
+    )
+    .await
+    .unwrap();
     // Own writes visible, others' not.
-    assert!(run(&mut s, "SELECT count(*) FROM alexnet.itrain").await.unwrap().contains("| 2 "));
-    assert!(run(&mut other, "SELECT count(*) FROM alexnet.itrain").await.unwrap().contains("| 0 "));
+    assert!(
+        run(&mut s, "SELECT count(*) FROM alexnet.itrain")
+            .await
+            .unwrap()
+            .contains("| 2 ")
+    );
+    assert!(
+        run(&mut other, "SELECT count(*) FROM alexnet.itrain")
+            .await
+            .unwrap()
+            .contains("| 0 ")
+    );
     let err = run(&mut s, "SELECT 1/0 FROM nope").await.unwrap_err();
     assert!(err.starts_with("42P01"));
     let err = run(&mut s, "SELECT 1").await.unwrap_err();
     assert!(err.starts_with("25P02"), "{err}");
     run(&mut s, "ROLLBACK").await.unwrap();
-    assert!(run(&mut other, "SELECT count(*) FROM alexnet.itrain").await.unwrap().contains("| 0 "));
+    assert!(
+        run(&mut other, "SELECT count(*) FROM alexnet.itrain")
+            .await
+            .unwrap()
+            .contains("| 0 ")
+    );
     run(&mut s, "BEGIN; INSERT INTO alexnet.ds_itrain (lr) VALUES (0.5); UPDATE alexnet.ds_itrain SET lr = 0.6; COMMIT").await.unwrap();
     run(&mut other, "SET SCHEMA \"alexnet\"").await.unwrap();
     let out = run(&mut other, "SELECT id, lr FROM itrain").await.unwrap();
     assert!(out.contains("0.6"), "{out}");
-    assert!(run(&mut s, "SELECT nextval('alexnet.ds_itrain_id_seq') AS v").await.is_ok());
-    run(&mut s, "CREATE SEQUENCE s START WITH 10").await.unwrap();
+    assert!(
+        run(&mut s, "SELECT nextval('alexnet.ds_itrain_id_seq') AS v")
+            .await
+            .is_ok()
+    );
+    run(&mut s, "CREATE SEQUENCE s START WITH 10")
+        .await
+        .unwrap();
     let out = run(&mut s, "SELECT nextval('s') AS a").await.unwrap();
     assert!(out.contains("10"), "{out}");
     drop(s);
@@ -87,7 +175,10 @@ async fn transactions_views_sequences_schemas() {
     let db = open(dir.path()).await;
     let mut s = db.session();
     let out = run(&mut s, "SELECT nextval('s') AS a").await.unwrap();
-    assert!(!out.contains("| 10 "), "sequence values are not reused after restart: {out}");
+    assert!(
+        !out.contains("| 10 "),
+        "sequence values are not reused after restart: {out}"
+    );
     let out = run(&mut s, "SELECT lr FROM alexnet.itrain").await.unwrap();
     assert!(out.contains("0.6"), "{out}");
 }
@@ -97,18 +188,35 @@ async fn copy_and_prepared() {
     let dir = tempfile::tempdir().unwrap();
     let db = open(dir.path()).await;
     let mut s = db.session();
-    run(&mut s, "CREATE TABLE m (step INT, v DOUBLE PRECISION, tag TEXT)").await.unwrap();
-    let (mut outs, err) = s.execute("COPY m FROM STDIN WITH (FORMAT csv, HEADER)").await;
+    run(
+        &mut s,
+        "CREATE TABLE m (step INT, v DOUBLE PRECISION, tag TEXT)",
+    )
+    .await
+    .unwrap();
+    let (mut outs, err) = s
+        .execute("COPY m FROM STDIN WITH (FORMAT csv, HEADER)")
+        .await;
     assert!(err.is_none());
-    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else { panic!("expected COPY IN") };
+    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else {
+        panic!("expected COPY IN")
+    };
     c.push(b"step,v,tag\n1,0.5,a\n2,0.25,").unwrap();
     c.push(b"\"b,c\"\n").unwrap();
     let tag = s.copy_finish(c).await.unwrap();
     assert_eq!(tag.rows, Some(2));
-    let p = s.prepare("SELECT v FROM m WHERE step = $1", &[]).await.unwrap();
+    let p = s
+        .prepare("SELECT v FROM m WHERE step = $1", &[])
+        .await
+        .unwrap();
     assert_eq!(p.param_types.len(), 1);
-    let out = s.execute_prepared(&p, vec![datafusion::scalar::ScalarValue::Int32(Some(2))]).await.unwrap();
-    let QueryOutput::Rows { stream, .. } = out else { panic!() };
+    let out = s
+        .execute_prepared(&p, vec![datafusion::scalar::ScalarValue::Int32(Some(2))])
+        .await
+        .unwrap();
+    let QueryOutput::Rows { stream, .. } = out else {
+        panic!()
+    };
     let batches: Vec<_> = stream.try_collect().await.unwrap();
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }

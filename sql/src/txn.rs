@@ -36,7 +36,13 @@ impl WriteSet {
         }
     }
 
-    pub fn delete(&mut self, table: TableId, source: SourceId, positions: &RoaringBitmap, keys: Option<RecordBatch>) {
+    pub fn delete(
+        &mut self,
+        table: TableId,
+        source: SourceId,
+        positions: &RoaringBitmap,
+        keys: Option<RecordBatch>,
+    ) {
         if source == PENDING_SOURCE {
             *self.pending_deletes.entry(table).or_default() |= positions;
             return;
@@ -78,18 +84,30 @@ impl WriteSet {
         Ok(())
     }
 
-    fn remove_pending(&mut self, table: TableId, dels: &RoaringBitmap) -> datafusion::error::Result<()> {
-        let Some(batches) = self.inserts.get_mut(&table) else { return Ok(()) };
-        let Some(first) = batches.first() else { return Ok(()) };
+    fn remove_pending(
+        &mut self,
+        table: TableId,
+        dels: &RoaringBitmap,
+    ) -> datafusion::error::Result<()> {
+        let Some(batches) = self.inserts.get_mut(&table) else {
+            return Ok(());
+        };
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
         let all = concat_batches(&first.schema(), batches.iter())?;
-        let keep: datafusion::arrow::array::BooleanArray =
-            (0..all.num_rows() as u32).map(|i| Some(!dels.contains(i))).collect();
+        let keep: datafusion::arrow::array::BooleanArray = (0..all.num_rows() as u32)
+            .map(|i| Some(!dels.contains(i)))
+            .collect();
         *batches = vec![filter_record_batch(&all, &keep)?];
         Ok(())
     }
 
     /// The storage ops that commit this set: deletes first, then inserts.
-    pub fn into_ops(self, key_schema: impl Fn(TableId) -> Option<Arc<datafusion::arrow::datatypes::Schema>>) -> datafusion::error::Result<Vec<WalOp>> {
+    pub fn into_ops(
+        self,
+        key_schema: impl Fn(TableId) -> Option<Arc<datafusion::arrow::datatypes::Schema>>,
+    ) -> datafusion::error::Result<Vec<WalOp>> {
         let mut ops = Vec::new();
         let mut deletes: Vec<_> = self.deletes.into_iter().collect();
         deletes.sort_by_key(|(k, _)| *k);
@@ -98,7 +116,12 @@ impl WriteSet {
                 Some(schema) if !keys.is_empty() => Some(concat_batches(&schema, keys.iter())?),
                 _ => None,
             };
-            ops.push(WalOp::Delete { table, source, positions, keys });
+            ops.push(WalOp::Delete {
+                table,
+                source,
+                positions,
+                keys,
+            });
         }
         let mut inserts: Vec<_> = self.inserts.into_iter().collect();
         inserts.sort_by_key(|(t, _)| *t);
@@ -110,5 +133,85 @@ impl WriteSet {
             }
         }
         Ok(ops)
+    }
+}
+
+impl WriteSet {
+    /// Check primary-key uniqueness of this (transaction) write set against
+    /// itself and the committed rows, so a duplicate fails at the statement
+    /// that adds it rather than at COMMIT.
+    pub fn check_keys(&self, storage: &provdb_storage::Storage) -> Result<(), crate::SqlError> {
+        use datafusion::arrow::row::{RowConverter, SortField};
+        for table in self.inserts.keys() {
+            let Some(def) = storage.table(*table) else {
+                continue;
+            };
+            if def.primary_key.is_empty() {
+                continue;
+            }
+            let fields = def
+                .primary_key
+                .iter()
+                .map(|&i| SortField::new(def.schema.field(i).data_type().clone()))
+                .collect();
+            let conv =
+                RowConverter::new(fields).map_err(|e| crate::SqlError::internal(e.to_string()))?;
+            let encode =
+                |b: &RecordBatch, key_only: bool| -> Result<Vec<Vec<u8>>, crate::SqlError> {
+                    let cols: Vec<_> = if key_only {
+                        b.columns().to_vec()
+                    } else {
+                        def.primary_key
+                            .iter()
+                            .map(|&i| Arc::clone(b.column(i)))
+                            .collect()
+                    };
+                    let rows = conv
+                        .convert_columns(&cols)
+                        .map_err(|e| crate::SqlError::internal(e.to_string()))?;
+                    Ok(rows.iter().map(|r| r.as_ref().to_vec()).collect())
+                };
+            let mut deleted = std::collections::HashSet::new();
+            for ((t, _), (_, keys)) in &self.deletes {
+                if t == table {
+                    for k in keys {
+                        deleted.extend(encode(k, true)?);
+                    }
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            for b in
+                crate::table::pending_rows(self, *table).map_err(crate::error::from_datafusion)?
+            {
+                let keys = encode(&b, false)?;
+                let present = storage
+                    .keys_present(
+                        *table,
+                        &b.project(&def.primary_key)
+                            .map_err(|e| crate::SqlError::internal(e.to_string()))?,
+                    )
+                    .map_err(crate::error::from_storage)?;
+                for (i, k) in keys.into_iter().enumerate() {
+                    let committed = present[i] && !deleted.contains(&k);
+                    if committed || !seen.insert(k) {
+                        let cols = def
+                            .primary_key
+                            .iter()
+                            .map(|&c| def.schema.field(c).name().clone())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(crate::SqlError::new(
+                            "23505",
+                            format!(
+                                "duplicate key value violates unique constraint \"{}\"",
+                                def.pk_constraint_name()
+                            ),
+                        )
+                        .with_detail(format!("Key ({cols}) already exists.")));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

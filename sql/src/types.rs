@@ -23,28 +23,52 @@ pub fn arrow_type(t: &SqlType) -> SqlResult<DataType> {
         S::BigInt(_) | S::Int8(_) | S::Int64 => DataType::Int64,
         S::TinyInt(_) => DataType::Int16,
         S::Real | S::Float4 | S::Float32 => DataType::Float32,
-        S::Double(_) | S::DoublePrecision | S::Float8 | S::Float64 | S::Float(_) => DataType::Float64,
+        S::Double(_) | S::DoublePrecision | S::Float8 | S::Float64 | S::Float(_) => {
+            DataType::Float64
+        }
         S::Numeric(info) | S::Decimal(info) | S::Dec(info) => match info {
-            ExactNumberInfo::PrecisionAndScale(p, s) if *p <= 38 => DataType::Decimal128(*p as u8, *s as i8),
+            ExactNumberInfo::PrecisionAndScale(p, s) if *p <= 38 => {
+                DataType::Decimal128(*p as u8, *s as i8)
+            }
             ExactNumberInfo::Precision(p) if *p <= 38 => DataType::Decimal128(*p as u8, 0),
             // Unconstrained NUMERIC: stored as double precision (what DLProv
             // scientists' measures need; documented in docs/sql.md).
             _ => DataType::Float64,
         },
-        S::Text | S::String(_) | S::Varchar(_) | S::CharVarying(_) | S::CharacterVarying(_)
-        | S::Char(_) | S::Character(_) | S::Nvarchar(_) | S::Uuid | S::JSON | S::JSONB | S::Clob(_) => DataType::Utf8,
+        S::Text
+        | S::String(_)
+        | S::Varchar(_)
+        | S::CharVarying(_)
+        | S::CharacterVarying(_)
+        | S::Char(_)
+        | S::Character(_)
+        | S::Nvarchar(_)
+        | S::Uuid
+        | S::JSON
+        | S::JSONB
+        | S::Clob(_) => DataType::Utf8,
         S::Bytea | S::Blob(_) | S::Binary(_) | S::Varbinary(_) => DataType::Binary,
         S::Date => DataType::Date32,
         S::Time(_, _) => DataType::Time64(TimeUnit::Microsecond),
         S::Timestamp(_, tz) => match tz {
-            TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => {
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+            }
             _ => DataType::Timestamp(TimeUnit::Microsecond, None),
         },
         S::Datetime(_) => DataType::Timestamp(TimeUnit::Microsecond, None),
         S::Interval { .. } => DataType::Interval(IntervalUnit::MonthDayNano),
-        S::Array(_) => return Err(SqlError::feature_not_supported("array columns are not supported yet")),
+        S::Array(_) => {
+            return Err(SqlError::feature_not_supported(
+                "array columns are not supported yet",
+            ));
+        }
         S::Custom(name, _) => custom_type(&name.to_string())?,
-        other => return Err(SqlError::feature_not_supported(format!("type {other} is not supported"))),
+        other => {
+            return Err(SqlError::feature_not_supported(format!(
+                "type {other} is not supported"
+            )));
+        }
     })
 }
 
@@ -56,7 +80,10 @@ fn custom_type(name: &str) -> SqlResult<DataType> {
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         "long_text" | "file" | "name" | "citext" => DataType::Utf8,
         other => {
-            return Err(SqlError::new("42704", format!("type \"{other}\" does not exist")));
+            return Err(SqlError::new(
+                "42704",
+                format!("type \"{other}\" does not exist"),
+            ));
         }
     })
 }
