@@ -1,0 +1,49 @@
+//! The `provdb` binary: parses the command line and runs a subcommand.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use provdb_server::cli::{Cli, Command};
+use provdb_server::{ServerError, embedded, logging, run_server, shutdown_signal};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init_logging(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("provdb: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("provdb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<bool, ServerError> {
+    match command {
+        Command::Serve(args) => {
+            run_server(args.to_config()?, shutdown_signal()).await?;
+            Ok(true)
+        }
+        Command::Sql(args) => {
+            let options = args.storage.database_options()?;
+            embedded::run_sql(
+                options,
+                &args.command,
+                &mut std::io::stdout(),
+                &mut std::io::stderr(),
+            )
+            .await
+        }
+    }
+}
