@@ -1,0 +1,17 @@
+//! The one integration-test binary of provdb (see `tests/src/lib.rs`).
+//!
+//! `harness` starts the real `provdb` binary; the other modules are the tests.
+
+mod auth;
+mod copy;
+mod crash;
+mod errors;
+mod harness;
+mod inprocess;
+mod psql;
+mod python;
+mod raw;
+mod slt;
+mod transactions;
+mod wire_extended;
+mod wire_simple;

@@ -1,0 +1,262 @@
+//! Extended query protocol: parameters, prepared statements, binary results,
+//! portals with row limits.
+
+use futures::TryStreamExt;
+use tokio_postgres::types::{ToSql, Type};
+
+use crate::harness::{Server, count, within};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_of_several_types_roundtrip_in_binary() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE p (i INT PRIMARY KEY, b BIGINT, s SMALLINT, r REAL, d DOUBLE PRECISION, t TEXT, f BOOLEAN)",
+    )
+    .await
+    .expect("create");
+    let n = c
+        .execute(
+            "INSERT INTO p VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &7i32,
+                &(1i64 << 40),
+                &(-3i16),
+                &1.25f32,
+                &-2.5e10f64,
+                &"héllo 'q'",
+                &true,
+            ],
+        )
+        .await
+        .expect("insert with parameters");
+    assert_eq!(n, 1);
+    let none_i64: Option<i64> = None;
+    let none_text: Option<&str> = None;
+    c.execute(
+        "INSERT INTO p (i, b, t, f) VALUES ($1, $2, $3, $4)",
+        &[&8i32, &none_i64, &none_text, &false],
+    )
+    .await
+    .expect("insert NULL parameters");
+
+    // tokio-postgres asks for binary results: the typed gets check the encoding
+    let row = c
+        .query_one("SELECT i, b, s, r, d, t, f FROM p WHERE i = $1", &[&7i32])
+        .await
+        .expect("select by parameter");
+    assert_eq!(row.get::<_, i32>(0), 7);
+    assert_eq!(row.get::<_, i64>(1), 1i64 << 40);
+    assert_eq!(row.get::<_, i16>(2), -3);
+    assert_eq!(row.get::<_, f32>(3), 1.25);
+    assert_eq!(row.get::<_, f64>(4), -2.5e10);
+    assert_eq!(row.get::<_, String>(5), "héllo 'q'");
+    assert!(row.get::<_, bool>(6));
+
+    let row = c
+        .query_one("SELECT b, t, f FROM p WHERE i = $1", &[&8i32])
+        .await
+        .expect("select NULLs");
+    assert_eq!(row.get::<_, Option<i64>>(0), None);
+    assert_eq!(row.get::<_, Option<String>>(1), None);
+    assert!(!row.get::<_, bool>(2));
+
+    // parameters in expressions and comparisons of every type
+    let rows = c
+        .query(
+            "SELECT i FROM p WHERE b > $1 AND t LIKE $2 AND f = $3 AND d < $4",
+            &[&0i64, &"h%", &true, &0.0f64],
+        )
+        .await
+        .expect("filter by parameters");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i32>(0), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statement_metadata_and_reuse() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE kv (k INT PRIMARY KEY, v TEXT NOT NULL)")
+        .await
+        .unwrap();
+    let ins = c
+        .prepare("INSERT INTO kv VALUES ($1, $2)")
+        .await
+        .expect("prepare insert");
+    assert_eq!(
+        ins.params(),
+        &[Type::INT4, Type::TEXT],
+        "inferred parameter types"
+    );
+    for k in 0..500i32 {
+        let v = format!("v{k}");
+        assert_eq!(c.execute(&ins, &[&k, &v]).await.expect("reuse insert"), 1);
+    }
+    let sel = c
+        .prepare("SELECT k, v FROM kv WHERE k = $1")
+        .await
+        .expect("prepare select");
+    let cols: Vec<(&str, Type)> = sel
+        .columns()
+        .iter()
+        .map(|c| (c.name(), c.type_().clone()))
+        .collect();
+    assert_eq!(cols, vec![("k", Type::INT4), ("v", Type::TEXT)]);
+    for k in (0..500i32).step_by(7) {
+        let row = c.query_one(&sel, &[&k]).await.expect("reuse select");
+        assert_eq!(row.get::<_, String>(1), format!("v{k}"));
+    }
+    // explicitly typed parameters
+    let typed = c
+        .prepare_typed("SELECT count(*) FROM kv WHERE k < $1", &[Type::INT8])
+        .await
+        .expect("prepare_typed");
+    let n: i64 = c.query_one(&typed, &[&100i64]).await.expect("typed").get(0);
+    assert_eq!(n, 100);
+    // unnamed statements with declared types
+    let rows = c
+        .query_typed("SELECT v FROM kv WHERE k = $1", &[(&3i32, Type::INT4)])
+        .await
+        .expect("query_typed");
+    assert_eq!(rows[0].get::<_, String>(0), "v3");
+    // statements that return nothing report no columns
+    let del = c
+        .prepare("DELETE FROM kv WHERE k >= $1")
+        .await
+        .expect("prepare delete");
+    assert!(del.columns().is_empty());
+    assert_eq!(c.execute(&del, &[&250i32]).await.expect("delete"), 250);
+    assert_eq!(count(&c, "kv").await, 250);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_row_limits() {
+    let server = Server::start();
+    let mut c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE big (n BIGINT); INSERT INTO big SELECT value FROM generate_series(1, 1000)",
+    )
+    .await
+    .expect("setup");
+    let tx = c.transaction().await.expect("begin");
+    let portal = tx
+        .bind("SELECT n FROM big WHERE n > $1 ORDER BY n", &[&100i64])
+        .await
+        .expect("bind portal");
+    let mut seen = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let rows = within(30, "query_portal", tx.query_portal(&portal, 64))
+            .await
+            .expect("execute portal");
+        assert!(
+            rows.len() <= 64,
+            "portal returned {} rows for a limit of 64",
+            rows.len()
+        );
+        chunks += 1;
+        let done = rows.len() < 64;
+        seen.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        if done || chunks > 100 {
+            break;
+        }
+    }
+    assert_eq!(seen, (101..=1000).collect::<Vec<i64>>());
+    assert_eq!(chunks, 900 / 64 + 1);
+    tx.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_raw_streams_a_large_result() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute(
+        "CREATE TABLE s (n BIGINT, t TEXT);
+         INSERT INTO s SELECT value, 'row ' || CAST(value AS TEXT) FROM generate_series(1, 200000)",
+    )
+    .await
+    .expect("setup");
+    let params: Vec<&(dyn ToSql + Sync)> = vec![&0i64];
+    let stream = c
+        .query_raw("SELECT n, t FROM s WHERE n > $1", params)
+        .await
+        .expect("query_raw");
+    let (n, sum) = within(
+        120,
+        "stream",
+        stream.try_fold((0u64, 0i64), |(n, sum), row| async move {
+            let v: i64 = row.get(0);
+            let t: &str = row.get(1);
+            assert_eq!(t, format!("row {v}"));
+            Ok((n + 1, sum + v))
+        }),
+    )
+    .await
+    .expect("stream rows");
+    assert_eq!(n, 200_000);
+    assert_eq!(sum, 200_000 * 200_001 / 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_queries_on_one_connection() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE pl (x INT)").await.unwrap();
+    let stmt = c.prepare("INSERT INTO pl VALUES ($1)").await.unwrap();
+    // tokio-postgres pipelines concurrent futures on one connection
+    let futs: Vec<_> = (0..100i32)
+        .map(|i| {
+            let c = &c;
+            let stmt = &stmt;
+            async move { c.execute(stmt, &[&i]).await }
+        })
+        .collect();
+    let results = within(60, "pipelined inserts", futures::future::join_all(futs)).await;
+    for r in results {
+        assert_eq!(r.expect("pipelined insert"), 1);
+    }
+    let rows: Vec<i32> = c
+        .query("SELECT x FROM pl ORDER BY x", &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, (0..100).collect::<Vec<i32>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_in_extended_protocol_keep_connection_usable() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE ee (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let e = c
+        .prepare("SELECT * FROM no_such")
+        .await
+        .expect_err("prepare must fail");
+    assert_eq!(
+        crate::harness::sqlstate(&e).as_deref(),
+        Some("42P01"),
+        "{e:?}"
+    );
+    let e = c.prepare("SELEKT 1").await.expect_err("prepare must fail");
+    assert_eq!(
+        crate::harness::sqlstate(&e).as_deref(),
+        Some("42601"),
+        "{e:?}"
+    );
+    let ins = c.prepare("INSERT INTO ee VALUES ($1)").await.unwrap();
+    c.execute(&ins, &[&1i32]).await.unwrap();
+    let e = c.execute(&ins, &[&1i32]).await.expect_err("duplicate");
+    assert_eq!(
+        crate::harness::sqlstate(&e).as_deref(),
+        Some("23505"),
+        "{e:?}"
+    );
+    // the prepared statement and the connection still work
+    c.execute(&ins, &[&2i32]).await.expect("insert after error");
+    assert_eq!(count(&c, "ee").await, 2);
+}
