@@ -302,6 +302,13 @@ impl ConnectionHandler {
     async fn lock(&self) -> MutexGuard<'_, ConnState> {
         self.conn.state.lock().await
     }
+
+    /// A portal's rows failed while streaming: fail the open block.
+    async fn mark_failed<C: ClientInfo>(&self, client: &mut C) {
+        let mut st = self.lock().await;
+        st.session.statement_failed();
+        sync_txn_status(client, &st);
+    }
 }
 
 fn sync_txn_status<C: ClientInfo>(client: &mut C, st: &ConnState) {
@@ -335,6 +342,8 @@ where
                 let mut rows = Box::pin(row_stream(fields, stream));
                 let done = stream_rows(client, &mut rows, &mut cancel, 0).await?;
                 if let Some(e) = done.error {
+                    st.session.statement_failed();
+                    sync_txn_status(client, st);
                     return send(client, error_msg(e)).await;
                 }
                 send(client, complete(Tag::new("SELECT").with_rows(done.rows))).await?;
@@ -555,7 +564,11 @@ impl ConnectionHandler {
                     ))
                     .await;
                 drop(st);
-                return fetch_portal(client, portal, max_rows).await;
+                let fetched = fetch_portal(client, portal, max_rows).await;
+                if fetched.is_err() {
+                    self.mark_failed(client).await;
+                }
+                return fetched;
             }
             QueryOutput::Command(tag) => send(client, complete(wire_tag(&tag))).await,
             QueryOutput::Empty => {
@@ -615,7 +628,11 @@ impl ExtendedQueryHandler for ConnectionHandler {
         let result = if initial {
             self.start_portal(client, &portal, max_rows).await
         } else {
-            fetch_portal(client, &portal, max_rows).await
+            let fetched = fetch_portal(client, &portal, max_rows).await;
+            if fetched.is_err() {
+                self.mark_failed(client).await;
+            }
+            fetched
         };
         let st = self.lock().await;
         sync_txn_status(client, &st);

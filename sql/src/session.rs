@@ -502,6 +502,13 @@ impl Session {
         self.on_error();
     }
 
+    /// Report that a statement failed after `execute` returned its rows (an
+    /// error or a cancel while streaming): inside a transaction block the
+    /// block becomes failed, as in PostgreSQL.
+    pub fn statement_failed(&mut self) {
+        self.on_error();
+    }
+
     /// Current transaction status for ReadyForQuery.
     pub fn transaction_status(&self) -> TxnStatus {
         self.status
