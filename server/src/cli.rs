@@ -53,15 +53,16 @@ pub struct StorageArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Keep segments in object storage instead of <data-dir>/segments, e.g.
-    /// `s3://bucket/prefix`, `file:///path` or `memory://`. The WAL stays in
+    /// Keep segments in object storage instead of <data-dir>/segments. This
+    /// build accepts `file:///path` and `memory://` (cloud stores need
+    /// object_store's cloud features, not enabled yet). The WAL stays in
     /// --data-dir.
     #[arg(long, value_name = "URL")]
     pub object_store_url: Option<String>,
 
     /// Do not fsync the WAL before acknowledging commits. Faster bulk loads,
-    /// but acknowledged commits may be lost on power failure (an OS or
-    /// process crash alone loses nothing).
+    /// but acknowledged commits may be lost if the machine crashes or loses
+    /// power (a crash of the provdb process alone loses nothing).
     #[arg(long)]
     pub no_fsync: bool,
 
