@@ -228,25 +228,13 @@ fn build_checkpoint_manifest(
         if t.created_lsn > lsn {
             continue; // replay will create it
         }
-        let old_t = old.tables.iter().find(|ot| ot.def.id == *id);
-        let segments = t
-            .segments
+        let previous = old
+            .tables
             .iter()
-            .map(|s| {
-                let mut meta = s.file.meta.clone();
-                meta.dv_path = dvs
-                    .iter()
-                    .find(|(tid, sid, _)| tid == id && *sid == meta.id)
-                    .map(|(_, _, p)| p.clone())
-                    .or_else(|| {
-                        old_t
-                            .and_then(|ot| ot.segments.iter().find(|os| os.id == meta.id))
-                            .and_then(|os| os.dv_path.clone())
-                    })
-                    .or(meta.dv_path);
-                meta
-            })
-            .collect();
+            .find(|ot| ot.def.id == *id)
+            .map(|ot| ot.segments.as_slice())
+            .unwrap_or_default();
+        let segments = manifest_segments(&t.segments, *id, dvs, previous);
         tables.push(ManifestTable {
             def: t.def.clone(),
             active: t.active.id,
@@ -262,6 +250,35 @@ fn build_checkpoint_manifest(
         tables,
         meta: st.meta.clone(),
     }
+}
+
+/// The manifest entries of a table's segments: each names the deletion
+/// vector file just written for it, else the one the previous manifest named.
+fn manifest_segments(
+    segments: &[SegmentState],
+    table: TableId,
+    written: &[(TableId, SourceId, String)],
+    previous: &[SegmentMeta],
+) -> Vec<SegmentMeta> {
+    segments
+        .iter()
+        .map(|s| {
+            let mut meta = s.file.meta.clone();
+            let id = meta.id;
+            meta.dv_path = written
+                .iter()
+                .find(|(t, sid, _)| *t == table && *sid == id)
+                .map(|(_, _, p)| p.clone())
+                .or_else(|| {
+                    previous
+                        .iter()
+                        .find(|o| o.id == id)
+                        .and_then(|o| o.dv_path.clone())
+                })
+                .or(meta.dv_path);
+            meta
+        })
+        .collect()
 }
 
 /// Save `new` and queue the files the previous manifest named but `new`
@@ -537,23 +554,7 @@ fn compaction_manifest(
         let old = std::mem::take(&mut mt.segments);
         // Serialized with checkpoints: the state's segments are the last
         // manifest's, minus the inputs, plus the compacted one.
-        mt.segments = t
-            .segments
-            .iter()
-            .map(|s| {
-                let mut meta = s.file.meta.clone();
-                meta.dv_path = dvs
-                    .iter()
-                    .find(|(tid, sid, _)| *tid == table && *sid == meta.id)
-                    .map(|(_, _, p)| p.clone())
-                    .or_else(|| {
-                        old.iter()
-                            .find(|o| o.id == meta.id)
-                            .and_then(|o| o.dv_path.clone())
-                    });
-                meta
-            })
-            .collect();
+        mt.segments = manifest_segments(&t.segments, table, dvs, &old);
     }
     for (tid, sid, path) in dvs {
         if *tid == table {
