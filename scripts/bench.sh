@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the core benchmark: provdb against PostgreSQL 15, both started here.
+# Installs what it needs (PostgreSQL server, psycopg), builds provdb in
+# release mode, writes docs/benchmarks.md. Arguments go to benches/core.py
+# (e.g. --rows 1000000 --repeats 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
+    apt-get update && apt-get install -y postgresql-15
+fi
+export PATH="/usr/lib/postgresql/15/bin:$PATH"
+python3 -c "import psycopg" 2>/dev/null || pip install "psycopg[binary]"
+cargo build --release -p provdb-server --bin provdb
+target="${CARGO_TARGET_DIR:-target}"
+python3 benches/core.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
