@@ -135,6 +135,108 @@ impl ProvTable {
     }
 }
 
+impl ProvTable {
+    /// `pk = literal` on a single-column primary key: read only that row,
+    /// found through the storage key index, instead of scanning. Returns
+    /// `None` (scan normally) when the row's address is not in the
+    /// statement's snapshot or the session has uncommitted rows here.
+    fn point_lookup(
+        &self,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let [pk_col] = self.def.primary_key.as_slice() else {
+            return Ok(None);
+        };
+        let field = self.def.schema.field(*pk_col);
+        let Some(value) = filters.iter().find_map(|f| pk_literal(f, field.name())) else {
+            return Ok(None);
+        };
+        if txn.inserts.contains_key(&self.id()) || value.is_null() {
+            return Ok(None);
+        }
+        let key = value.cast_to(field.data_type())?.to_array()?;
+        let key_schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+        let key_batch = RecordBatch::try_new(key_schema, vec![key])?;
+        let storage_err = |e| DataFusionError::External(Box::new(e));
+        let addr = self
+            .storage
+            .lookup_pk(self.id(), &key_batch)
+            .map_err(storage_err)?;
+        let schema = self.schema();
+        let one_row = |rows: Vec<RecordBatch>| -> Result<Arc<dyn ExecutionPlan>> {
+            let src =
+                MemorySourceConfig::try_new(&[rows], Arc::clone(&schema), projection.cloned())?;
+            Ok(DataSourceExec::from_data_source(src))
+        };
+        let Some(addr) = addr else {
+            return one_row(vec![]).map(Some);
+        };
+        if txn
+            .deletes
+            .get(&(self.id(), addr.source))
+            .is_some_and(|(d, _)| d.contains(addr.pos))
+        {
+            return one_row(vec![]).map(Some);
+        }
+        if let Some(m) = snap.memtables.iter().find(|m| m.id == addr.source) {
+            if u64::from(addr.pos) >= m.rows || m.dv.contains(addr.pos) {
+                return Ok(None);
+            }
+            let mut start = 0usize;
+            for b in &m.batches {
+                let pos = addr.pos as usize;
+                if pos < start + b.num_rows() {
+                    let row =
+                        provdb_storage::maintenance::adapt_batch(&b.slice(pos - start, 1), &schema)
+                            .map_err(storage_err)?;
+                    return one_row(vec![row]).map(Some);
+                }
+                start += b.num_rows();
+            }
+            return Ok(None);
+        }
+        let Some(seg) = snap.segments.iter().find(|s| s.file.meta.id == addr.source) else {
+            return Ok(None);
+        };
+        let meta = &seg.file.meta;
+        if seg.dv.contains(addr.pos) || u64::from(addr.pos) >= meta.rows {
+            return Ok(None);
+        }
+        let pos = addr.pos as usize;
+        let mut selectors = vec![RowSelector::skip(pos), RowSelector::select(1)];
+        if (pos as u64) + 1 < meta.rows {
+            selectors.push(RowSelector::skip(meta.rows as usize - pos - 1));
+        }
+        let file = PartitionedFile::new(meta.path.clone(), meta.bytes)
+            .with_extension(ParquetRowSelection::new(RowSelection::from(selectors)));
+        let source = ParquetSource::new(Arc::clone(&schema));
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_projection_indices(projection.cloned())?
+            .with_file(file)
+            .build();
+        Ok(Some(DataSourceExec::from_data_source(config)))
+    }
+}
+
+/// The literal `v` of a filter `column = v` (either side) on `column`.
+fn pk_literal(e: &Expr, column: &str) -> Option<datafusion::scalar::ScalarValue> {
+    let Expr::BinaryExpr(b) = e else { return None };
+    if b.op != datafusion::logical_expr::Operator::Eq {
+        return None;
+    }
+    match (b.left.as_ref(), b.right.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c))
+            if c.name == column =>
+        {
+            Some(v.clone())
+        }
+        _ => None,
+    }
+}
+
 /// The session's uncommitted inserts into `table` (minus rows it deleted again).
 pub(crate) fn pending_rows(txn: &WriteSet, table: TableId) -> Result<Vec<RecordBatch>> {
     let Some(batches) = txn.inserts.get(&table) else {
@@ -214,6 +316,9 @@ impl TableProvider for ProvTable {
             .snapshot(&self.storage, self.id())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let txn = self.session.txn.lock().clone();
+        if let Some(plan) = self.point_lookup(&snap, &txn, projection, filters)? {
+            return Ok(plan);
+        }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if let Some(p) = self.parquet_scan(state, &snap, &txn, projection, filters, limit)? {
             inputs.push(p);

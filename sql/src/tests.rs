@@ -49,6 +49,17 @@ async fn run(s: &mut Session, sql: &str) -> Result<String, String> {
     Ok(last)
 }
 
+/// EXPLAIN ANALYZE shows the filter above the scan saw one row: the key
+/// index was used instead of a scan of the table.
+async fn assert_scan_reads_one_row(s: &mut Session, sql: &str) {
+    let out = run(s, &format!("EXPLAIN ANALYZE {sql}")).await.unwrap();
+    let filter = out
+        .lines()
+        .find(|l| l.contains("FilterExec"))
+        .unwrap_or_default();
+    assert!(filter.contains("(1/1)"), "{out}");
+}
+
 #[tokio::test]
 async fn create_insert_update_delete_select() {
     let dir = tempfile::tempdir().unwrap();
@@ -98,13 +109,35 @@ async fn create_insert_update_delete_select() {
     );
     let err = run(&mut s, "SELECT * FROM nope").await.unwrap_err();
     assert!(err.starts_with("42P01"), "{err}");
+    // Point lookups through the key index: from memory, then from a segment.
+    let out = run(&mut s, "SELECT name FROM t WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(out.contains("| c "), "{out}");
+    let out = run(&mut s, "SELECT name FROM t WHERE id = 1")
+        .await
+        .unwrap();
+    assert!(!out.contains("| a "), "a deleted key is not found: {out}");
     db.storage().checkpoint().await.unwrap();
+    let out = run(&mut s, "SELECT name, score FROM t WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(out.contains("| c    | 3.0   |"), "{out}");
+    assert_scan_reads_one_row(&mut s, "SELECT name FROM t WHERE id = 3").await;
     assert_eq!(
         run(&mut s, "UPDATE t SET name = 'B' WHERE id = 2")
             .await
             .unwrap(),
         "UPDATE 1"
     );
+    let out = run(&mut s, "SELECT name FROM t WHERE id = 2")
+        .await
+        .unwrap();
+    assert!(
+        out.contains("| B "),
+        "the new version is found by key: {out}"
+    );
+    assert_scan_reads_one_row(&mut s, "SELECT name FROM t WHERE id = 2").await;
     let out = run(&mut s, "SELECT count(*) AS n, min(name) AS m FROM t")
         .await
         .unwrap();
