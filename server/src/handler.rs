@@ -16,7 +16,7 @@ use futures::channel::oneshot;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler, send_ready_for_query};
 use pgwire::api::results::{DescribeStatementResponse, FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::{QueryParser, StoredStatement};
 use pgwire::api::store::{Entry, PortalStore};
@@ -31,7 +31,7 @@ use pgwire::messages::extendedquery::{
     Describe, Execute, PortalSuspended, Sync as PgSync, TARGET_TYPE_BYTE_PORTAL,
     TARGET_TYPE_BYTE_STATEMENT,
 };
-use pgwire::messages::response::{EmptyQueryResponse, ReadyForQuery};
+use pgwire::messages::response::EmptyQueryResponse;
 use pgwire::messages::simplequery::Query;
 use provdb_sql::{CommandTag, CopyIn, Prepared, QueryOutput, Session, SqlError};
 use tokio::sync::{Mutex, MutexGuard};
@@ -411,11 +411,7 @@ impl SimpleQueryHandler for ConnectionHandler {
         if !matches!(client.state(), PgWireConnectionState::CopyInProgress(_)) {
             client.set_state(PgWireConnectionState::ReadyForQuery);
             let status = client.transaction_status();
-            client
-                .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                    status,
-                )))
-                .await?;
+            send_ready_for_query(client, status).await?;
         }
         Ok(())
     }
@@ -707,11 +703,7 @@ impl ExtendedQueryHandler for ConnectionHandler {
         let st = self.lock().await;
         sync_txn_status(client, &st);
         let status = client.transaction_status();
-        client
-            .send(PgWireBackendMessage::ReadyForQuery(ReadyForQuery::new(
-                status,
-            )))
-            .await?;
+        send_ready_for_query(client, status).await?;
         Ok(())
     }
 

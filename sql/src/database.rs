@@ -15,7 +15,7 @@ use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use provdb_storage::{Storage, StorageOptions, TableDef, TableId};
 
-use crate::error::{SqlError, SqlResult, from_storage};
+use crate::error::{SqlResult, from_storage};
 use crate::sequence::{SeqFn, SequenceUdf, Sequences};
 use crate::session::{Session, SessionShared};
 use crate::table::ProvTable;
@@ -172,6 +172,3 @@ impl Database {
         self.shared.storage.close().await.map_err(from_storage)
     }
 }
-
-/// Convenience for callers that only need an error type.
-pub type DbError = SqlError;

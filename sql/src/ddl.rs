@@ -203,18 +203,14 @@ impl Session {
             .sql(&query.to_string())
             .await
             .map_err(from_datafusion)?;
-        let batches = df.collect().await.map_err(from_datafusion)?;
-        let fields: Vec<Field> = self
-            .ctx
-            .sql(&query.to_string())
-            .await
-            .map_err(from_datafusion)?
+        let fields: Vec<Field> = df
             .schema()
             .fields()
             .iter()
             .map(|f| Field::new(f.name(), storage_type(f.data_type()), true))
             .collect();
         check_unique_names(&fields)?;
+        let batches = df.collect().await.map_err(from_datafusion)?;
         let schema_ref = Arc::new(Schema::new(fields));
         let (id, source) = self.db.shared.storage.allocate_table_ids();
         let def = TableDef {

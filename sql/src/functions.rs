@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::array::{ArrayRef, StringArray};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
@@ -55,7 +55,6 @@ pub fn register(ctx: &SessionContext) {
             Ok(ColumnarValue::Array(out))
         }),
     ));
-    let _ = BooleanArray::from(vec![false]);
 }
 
 /// Server-wide settings reported by `current_setting`.

@@ -650,7 +650,6 @@ impl DmlJob {
             .snapshot(self.def.id)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let txn = self.session.txn.lock().clone();
-        let schema = self.def.schema_ref();
         let mut staged = WriteSet::default();
         let mut count = 0u64;
         for seg in &snap.segments {
@@ -685,7 +684,6 @@ impl DmlJob {
                 .unwrap_or_default();
             count += self.process_source(PENDING_SOURCE, pending, &Arc::new(dv), &mut staged)?;
         }
-        let _ = schema;
         self.session.stmt.lock().merge(staged);
         Ok(count)
     }

@@ -5,7 +5,6 @@
 //! `[tag u8][len u32 LE][body]`.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::StreamReader;
@@ -247,14 +246,4 @@ pub(crate) fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
         1 => Ok(batches.pop()),
         _ => Ok(Some(arrow::compute::concat_batches(&schema, &batches)?)),
     }
-}
-
-/// Shorthand used by tests and callers building inserts.
-pub fn insert(table: TableId, batch: RecordBatch) -> WalOp {
-    WalOp::Insert { table, batch }
-}
-
-#[allow(dead_code)]
-pub(crate) fn schema_of(batch: &RecordBatch) -> Arc<arrow::datatypes::Schema> {
-    batch.schema()
 }

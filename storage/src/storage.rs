@@ -283,14 +283,6 @@ impl Storage {
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
-    /// Blocking variant of [`Storage::commit`] for synchronous callers (not
-    /// from inside an async task's poll on a current-thread runtime).
-    pub fn commit_blocking(&self, ops: Vec<WalOp>) -> Result<CommitInfo> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Request::Commit { ops, reply })?;
-        rx.blocking_recv().map_err(|_| StorageError::Closed)?
-    }
-
     pub(crate) async fn request_checkpoint(&self) -> Result<(u64, Vec<crate::record::Freeze>)> {
         let (reply, rx) = oneshot::channel();
         self.send(Request::Checkpoint { reply })?;
