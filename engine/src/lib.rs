@@ -1,6 +1,17 @@
-//! provdb engine: the provenance database over storage.
+//! provdb engine: the provenance database over storage, as a Rust API (no
+//! SQL text in, none out).
 //!
-//! This layer will own the DfAnalyzer/DLProv catalog and ingestion semantics,
-//! the PROV graph and its lineage index, and PROV import/export (issues 3–5
-//! in the tracker). It has no code yet: the SQL layer currently sits directly
-//! on `provdb-storage`.
+//! - [`catalog`]: durable formats of schemas, views, sequences and column
+//!   defaults, shared by the SQL layer and the ingest paths;
+//! - [`sequence`]: durable sequences;
+//! - [`rows`]: dynamic rows to and from Arrow batches;
+//! - [`dlprov`]: DfAnalyzer/DLProv ingestion (dataflow specs, task
+//!   messages) into the DLProv schema.
+
+pub mod catalog;
+pub mod dlprov;
+pub mod error;
+pub mod rows;
+pub mod sequence;
+
+pub use error::{EngineError, Result};

@@ -22,6 +22,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod memtable;
 pub mod pk;
+pub mod read;
 pub mod record;
 pub mod segment;
 pub mod state;
@@ -32,6 +33,7 @@ pub mod writer;
 
 pub use error::{Result, StorageError};
 pub use pk::RowAddr;
+pub use read::SourceRows;
 pub use record::WalOp;
 pub use storage::{
     MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,

@@ -38,6 +38,10 @@ pub struct TableState {
     pub frozen: Vec<Memtable>,
     pub segments: Vec<SegmentState>,
     pub pk: Option<PkIndex>,
+    /// LSN of the last commit that inserted or deleted rows here (not
+    /// persisted: 0 after a restart until the next change). Lets a cache
+    /// built from this table notice writes it did not make.
+    pub data_lsn: u64,
 }
 
 impl TableState {
@@ -54,6 +58,7 @@ impl TableState {
             frozen: Vec::new(),
             segments: Vec::new(),
             pk,
+            data_lsn: 0,
         })
     }
 
@@ -155,13 +160,13 @@ impl State {
                 }
                 self.ddl_version += 1;
             }
-            WalOp::Insert { table, batch } => self.apply_insert(table, batch)?,
+            WalOp::Insert { table, batch } => self.apply_insert(lsn, table, batch)?,
             WalOp::Delete {
                 table,
                 source,
                 positions,
                 keys,
-            } => self.apply_delete(table, source, &positions, keys.as_ref())?,
+            } => self.apply_delete(lsn, table, source, &positions, keys.as_ref())?,
             WalOp::PutMeta { key, value } => {
                 self.meta.insert(key, value);
             }
@@ -188,11 +193,12 @@ impl State {
         Ok(())
     }
 
-    fn apply_insert(&mut self, table: TableId, batch: RecordBatch) -> Result<()> {
+    fn apply_insert(&mut self, lsn: u64, table: TableId, batch: RecordBatch) -> Result<()> {
         let Some(t) = self.tables.get_mut(&table) else {
             debug!(%table, "skipping insert into a dropped table");
             return Ok(());
         };
+        t.data_lsn = lsn;
         let keys = match &t.pk {
             Some(pk) => Some(pk.keys(&batch, false)?),
             None => None,
@@ -215,6 +221,7 @@ impl State {
 
     fn apply_delete(
         &mut self,
+        lsn: u64,
         table: TableId,
         source: SourceId,
         positions: &RoaringBitmap,
@@ -223,6 +230,7 @@ impl State {
         let Some(t) = self.tables.get_mut(&table) else {
             return Ok(());
         };
+        t.data_lsn = lsn;
         if !t.delete(source, positions) {
             debug!(%table, %source, "skipping delete on a source that was compacted away");
             return Ok(());

@@ -333,6 +333,11 @@ impl Storage {
         v
     }
 
+    /// LSN of the last commit that changed rows of `id` (0 if none since open).
+    pub fn table_data_lsn(&self, id: TableId) -> Option<u64> {
+        self.inner.state.read().tables.get(&id).map(|t| t.data_lsn)
+    }
+
     /// Changes whenever a table is created, dropped or altered.
     pub fn ddl_version(&self) -> u64 {
         self.inner.state.read().ddl_version
