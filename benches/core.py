@@ -17,10 +17,8 @@ Workloads (issue 2):
 import argparse
 import io
 import os
-import platform
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,29 +28,12 @@ import time
 
 import psycopg
 
+from report import free_port, machine_line, wait_port, write_section
+
 CREATE = """CREATE TABLE bench (
     id BIGINT PRIMARY KEY, run INT, epoch INT, loss DOUBLE PRECISION,
     acc DOUBLE PRECISION, lr DOUBLE PRECISION, optimizer TEXT, tag TEXT)"""
 OPTIMIZERS = ["adam", "sgd", "rmsprop", "adagrad"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, proc, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on port {port} did not start")
 
 
 class Postgres:
@@ -97,7 +78,7 @@ class Provdb:
         log = open(os.path.join(work, "provdb.log"), "w")
         self.proc = subprocess.Popen(
             [binary, "serve", "--data-dir", os.path.join(work, "provdb-data"),
-             "--listen", f"127.0.0.1:{self.port}", "--log", "warn"],
+             "--listen", f"127.0.0.1:{self.port}", "--no-http", "--log", "warn"],
             stdout=log, stderr=log)
         wait_port(self.port, self.proc)
         self.version = subprocess.run([binary, "--version"], capture_output=True,
@@ -209,15 +190,12 @@ def run_engine(db, args):
 def report(args, pg, pv, r_pg, r_pv):
     rows_s = lambda r: args.rows / r["copy"]
     lines = [
-        "# Benchmarks",
-        "",
         "## Core database (issue 2): provdb against PostgreSQL",
         "",
         f"Reproduce: `scripts/bench.sh --rows {args.rows} --repeats {args.repeats}` "
         "(builds provdb in release mode, starts PostgreSQL and provdb itself).",
         "",
-        f"- machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB; shared and noisy",
+        machine_line(),
         f"- PostgreSQL {pg.version} (fresh cluster, synchronous_commit=on, shared_buffers=1GB, "
         "B-tree primary key); provdb: " + pv.version + " (fsync on, defaults)",
         f"- {args.rows:,} rows of 8 columns; medians of {args.repeats} runs; client: psycopg "
@@ -265,8 +243,7 @@ def main():
         text = report(args, pg, pv, r_pg, r_pv)
         print(text)
         if args.out:
-            with open(args.out, "w") as f:
-                f.write(text)
+            write_section(args.out, "core", text)
     finally:
         for s in (pg, pv):
             if s is not None and s.proc.poll() is None:

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run the core benchmark: provdb against PostgreSQL 15, both started here.
-# Installs what it needs (PostgreSQL server, psycopg), builds provdb in
-# release mode, writes docs/benchmarks.md. Arguments go to benches/core.py
-# (e.g. --rows 1000000 --repeats 3).
+# Run the benchmarks: the core database against PostgreSQL 15 (both started
+# here), then the DLProv ingest. Installs what it needs (PostgreSQL server,
+# psycopg), builds provdb in release mode, writes docs/benchmarks.md (each
+# script rewrites its own section). Arguments go to benches/core.py
+# (e.g. --rows 1000000 --repeats 3); BENCH=core or BENCH=ingest runs one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
@@ -12,4 +13,10 @@ export PATH="/usr/lib/postgresql/15/bin:$PATH"
 python3 -c "import psycopg" 2>/dev/null || pip install "psycopg[binary]"
 cargo build --release -p provdb-server --bin provdb
 target="${CARGO_TARGET_DIR:-target}"
-python3 benches/core.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
+bench="${BENCH:-all}"
+if [ "$bench" = all ] || [ "$bench" = core ]; then
+    python3 benches/core.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
+fi
+if [ "$bench" = all ] || [ "$bench" = ingest ]; then
+    python3 benches/ingest.py --provdb "$target/release/provdb" --out docs/benchmarks.md
+fi

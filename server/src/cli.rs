@@ -124,6 +124,27 @@ pub struct ServeArgs {
     /// they are closed.
     #[arg(long, default_value_t = 5, value_name = "SECONDS")]
     pub shutdown_grace: u64,
+
+    /// Address for the HTTP API: DfAnalyzer-compatible ingest
+    /// (POST /pde/dataflow/json, /pde/task/json, /pde/task/batch) and
+    /// GET /health. Point DLProv scripts at it with
+    /// DFA_URL=http://ADDR:PORT/. It has no authentication: keep it on
+    /// loopback or behind a proxy.
+    #[arg(
+        long,
+        env = "PROVDB_HTTP_LISTEN",
+        default_value = "127.0.0.1:22000",
+        value_name = "ADDR:PORT"
+    )]
+    pub http_listen: SocketAddr,
+
+    /// Do not start the HTTP API.
+    #[arg(long, conflicts_with = "http_listen")]
+    pub no_http: bool,
+
+    /// Largest HTTP request body accepted (a batch of task messages), in MiB.
+    #[arg(long, default_value_t = 64, value_name = "MIB")]
+    pub http_max_body_mb: usize,
 }
 
 /// `provdb sql`.
@@ -170,6 +191,8 @@ impl ServeArgs {
             password: self.password.clone().filter(|p| !p.is_empty()),
             max_connections: self.max_connections,
             shutdown_grace: Duration::from_secs(self.shutdown_grace),
+            http_listen: (!self.no_http).then_some(self.http_listen),
+            http_max_body_bytes: self.http_max_body_mb.saturating_mul(1 << 20).max(1 << 16),
             ..ServerConfig::default()
         };
         self.storage.apply(&mut config)?;

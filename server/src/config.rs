@@ -42,6 +42,11 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// How long open connections may keep running after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Address of the HTTP API (DfAnalyzer-compatible ingest, health);
+    /// `None` = no HTTP server.
+    pub http_listen: Option<SocketAddr>,
+    /// Largest HTTP request body accepted, in bytes.
+    pub http_max_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -58,6 +63,8 @@ impl Default for ServerConfig {
             tls: None,
             max_connections: 256,
             shutdown_grace: Duration::from_secs(5),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 22000))),
+            http_max_body_bytes: 64 << 20,
         }
     }
 }
@@ -89,6 +96,8 @@ impl fmt::Debug for ServerConfig {
             .field("tls", &self.tls)
             .field("max_connections", &self.max_connections)
             .field("shutdown_grace", &self.shutdown_grace)
+            .field("http_listen", &self.http_listen)
+            .field("http_max_body_bytes", &self.http_max_body_bytes)
             .finish()
     }
 }

@@ -29,6 +29,7 @@ mod connection;
 pub mod embedded;
 pub mod error;
 pub mod handler;
+pub mod http;
 pub mod logging;
 pub mod params;
 pub mod pg_text;

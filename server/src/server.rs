@@ -46,6 +46,10 @@ pub async fn run_server_with_listener(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    let http_listener = match config.http_listen {
+        Some(addr) => Some(crate::http::bind(addr).await?),
+        None => None,
+    };
     let db = Database::open(config.database_options()).await?;
     let ctx = Arc::new(ServerContext {
         db: db.clone(),
@@ -61,6 +65,23 @@ pub async fn run_server_with_listener(
         .map_err(|e| ServerError::io("listener address", e))?;
     tracing::info!(%addr, data_dir = %config.data_dir.display(), tls = tls.is_some(), "provdb is accepting connections");
     let (stop_tx, stop_rx) = watch::channel(false);
+    let http = match http_listener {
+        Some(l) => {
+            let http_addr = l
+                .local_addr()
+                .map_err(|e| ServerError::io("HTTP listener address", e))?;
+            tracing::info!(%http_addr, "HTTP API (DfAnalyzer ingest) is accepting requests");
+            let db = db.clone();
+            let stop = stop_rx.clone();
+            let max = config.http_max_body_bytes;
+            Some(tokio::spawn(async move {
+                if let Err(e) = crate::http::serve(l, db, max, stop).await {
+                    tracing::error!(error = %e, "HTTP server failed");
+                }
+            }))
+        }
+        None => None,
+    };
     let mut tasks = accept_loop(&listener, &config, &ctx, tls, stop_rx, shutdown).await;
     drop(listener);
     tracing::info!(
@@ -69,6 +90,14 @@ pub async fn run_server_with_listener(
     );
     let _ = stop_tx.send(true);
     drain(&mut tasks, config.shutdown_grace).await;
+    if let Some(h) = http {
+        if tokio::time::timeout(config.shutdown_grace, h)
+            .await
+            .is_err()
+        {
+            tracing::warn!("HTTP requests still running after the grace period");
+        }
+    }
     drop(ctx);
     db.close().await?;
     tracing::info!("database closed; bye");

@@ -24,6 +24,7 @@ async fn start(password: Option<&str>) -> TestServer {
         data_dir: dir.path().to_path_buf(),
         password: password.map(str::to_string),
         shutdown_grace: Duration::from_secs(1),
+        http_listen: None,
         ..ServerConfig::default()
     };
     let (tx, rx) = oneshot::channel::<()>();

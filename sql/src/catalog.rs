@@ -10,34 +10,13 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::{DataFusionError, Result};
 use datafusion::datasource::ViewTable;
 use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
 
 use crate::database::DbShared;
 use crate::session::SessionShared;
 
-/// Metadata key prefixes.
-pub const SCHEMA_PREFIX: &str = "schema/";
-pub const VIEW_PREFIX: &str = "view/";
-pub const SEQUENCE_PREFIX: &str = "seq/";
-
-/// The schema every database has.
-pub const DEFAULT_SCHEMA: &str = "public";
-
-/// A stored view.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ViewDef {
-    pub sql: String,
-    /// Schema that unqualified names in `sql` resolve to.
-    pub schema: String,
-}
-
-pub fn view_key(schema: &str, name: &str) -> String {
-    format!("{VIEW_PREFIX}{schema}/{name}")
-}
-
-pub fn schema_key(schema: &str) -> String {
-    format!("{SCHEMA_PREFIX}{schema}")
-}
+pub use provdb_engine::catalog::{
+    DEFAULT_SCHEMA, SCHEMA_PREFIX, SEQUENCE_PREFIX, VIEW_PREFIX, ViewDef, schema_key, view_key,
+};
 
 /// The one catalog (database) a session sees.
 #[derive(Debug)]

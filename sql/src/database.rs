@@ -13,6 +13,7 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
+use provdb_engine::dlprov::Dlprov;
 use provdb_storage::{Storage, StorageOptions, TableDef, TableId};
 
 use crate::error::{SqlResult, from_storage};
@@ -58,6 +59,8 @@ pub struct DbShared {
     pub store_url: ObjectStoreUrl,
     pub runtime: Arc<RuntimeEnv>,
     pub sequences: Arc<Sequences>,
+    /// The DfAnalyzer/DLProv ingest, sharing sequences with SQL.
+    pub dlprov: Dlprov,
     /// Parsed column defaults per (table, DDL version).
     defaults: Mutex<HashMap<TableId, DefaultsEntry>>,
     /// A bare context used to parse default expressions.
@@ -144,12 +147,14 @@ impl Database {
             Arc::clone(&sequences),
             public,
         )));
+        let dlprov = Dlprov::start(storage.clone(), Arc::clone(&sequences));
         Ok(Arc::new(Database {
             shared: Arc::new(DbShared {
                 storage,
                 store_url,
                 runtime,
                 sequences,
+                dlprov,
                 defaults: Mutex::new(HashMap::new()),
                 expr_ctx,
             }),
@@ -164,6 +169,11 @@ impl Database {
     /// The storage engine underneath (for tools and tests).
     pub fn storage(&self) -> &Storage {
         &self.shared.storage
+    }
+
+    /// The DfAnalyzer-compatible ingest (dataflow specs, task messages).
+    pub fn dlprov(&self) -> &Dlprov {
+        &self.shared.dlprov
     }
 
     /// Flush buffers and stop background work. Data is durable without this

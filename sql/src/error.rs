@@ -55,6 +55,17 @@ impl fmt::Display for SqlError {
 impl std::error::Error for SqlError {}
 
 /// Map a storage error to the SQLSTATE a PostgreSQL client expects.
+pub fn from_engine(e: provdb_engine::EngineError) -> SqlError {
+    use provdb_engine::EngineError as E;
+    match e {
+        E::Storage(s) => from_storage(s),
+        E::NotFound(m) => SqlError::new("42P01", m),
+        E::BadRequest(m) | E::Invalid(m) => SqlError::new("22023", m),
+        E::Conflict(m) => SqlError::new("55000", m),
+        other => SqlError::new("XX000", other.to_string()),
+    }
+}
+
 pub fn from_storage(e: provdb_storage::StorageError) -> SqlError {
     SqlError::new(from_storage_code(&e), e.to_string())
 }

@@ -1,11 +1,9 @@
 //! Sequences: `CREATE SEQUENCE`, `nextval`, `currval`, `setval`, and the
 //! implicit sequences of serial and identity columns.
 //!
-//! As in PostgreSQL, sequences are not transactional and values may be
-//! skipped after a crash: each durable reservation covers the next
-//! [`RESERVE`] values, so only one nextval in [`RESERVE`] waits for the WAL.
+//! The counters themselves live in the engine ([`Sequences`]); this module
+//! resolves names as SQL writes them and exposes the functions to DataFusion.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, Int64Array, StringArray};
@@ -14,118 +12,13 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
-use parking_lot::Mutex;
-use provdb_storage::{Storage, WalOp};
-use serde::{Deserialize, Serialize};
+use provdb_storage::Storage;
 
-use crate::catalog::SEQUENCE_PREFIX;
-use crate::error::{SqlError, SqlResult};
+use crate::error::from_engine;
 use crate::table::external;
 
-/// Values reserved per durable write.
-pub const RESERVE: i64 = 32;
-
-/// A sequence's durable definition and reservation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SequenceDef {
-    pub start: i64,
-    pub increment: i64,
-    /// Highest value that may have been handed out (None = none yet).
-    pub reserved: Option<i64>,
-}
-
-#[derive(Debug)]
-struct SeqState {
-    def: SequenceDef,
-    next: i64,
-}
-
-/// All sequences of a database.
-#[derive(Debug, Default)]
-pub struct Sequences {
-    cache: Mutex<HashMap<String, SeqState>>,
-}
-
-pub fn sequence_key(schema: &str, name: &str) -> String {
-    format!("{SEQUENCE_PREFIX}{schema}/{name}")
-}
-
-impl Sequences {
-    /// Forget cached state (after DROP SEQUENCE).
-    pub fn forget(&self, key: &str) {
-        self.cache.lock().remove(key);
-    }
-
-    /// The next value of the sequence stored under `key`.
-    pub fn next(&self, storage: &Storage, key: &str) -> SqlResult<i64> {
-        let mut cache = self.cache.lock();
-        if !cache.contains_key(key) {
-            let def = load(storage, key)?;
-            let next = def.reserved.map(|r| r + def.increment).unwrap_or(def.start);
-            cache.insert(key.to_string(), SeqState { def, next });
-        }
-        let st = cache
-            .get_mut(key)
-            .ok_or_else(|| SqlError::internal("sequence cache"))?;
-        let value = st.next;
-        let reserved = st.def.reserved;
-        let exhausted = match reserved {
-            None => true,
-            Some(r) => (st.def.increment > 0 && value > r) || (st.def.increment < 0 && value < r),
-        };
-        if exhausted {
-            let mut def = st.def.clone();
-            def.reserved = Some(value + st.def.increment * (RESERVE - 1));
-            persist(storage, key, &def)?;
-            st.def = def;
-        }
-        st.next = value + st.def.increment;
-        Ok(value)
-    }
-
-    /// `setval`: the next nextval returns `value + increment`.
-    pub fn set(&self, storage: &Storage, key: &str, value: i64) -> SqlResult<i64> {
-        let mut cache = self.cache.lock();
-        let mut def = match cache.remove(key) {
-            Some(s) => s.def,
-            None => load(storage, key)?,
-        };
-        def.reserved = Some(value);
-        persist(storage, key, &def)?;
-        cache.insert(
-            key.to_string(),
-            SeqState {
-                next: value + def.increment,
-                def,
-            },
-        );
-        Ok(value)
-    }
-}
-
-fn load(storage: &Storage, key: &str) -> SqlResult<SequenceDef> {
-    let v = storage.meta_get(key).ok_or_else(|| {
-        SqlError::new(
-            "42P01",
-            format!(
-                "relation \"{}\" does not exist",
-                &key[SEQUENCE_PREFIX.len()..].replace('/', ".")
-            ),
-        )
-    })?;
-    serde_json::from_value(v).map_err(|e| SqlError::internal(format!("bad sequence metadata: {e}")))
-}
-
-fn persist(storage: &Storage, key: &str, def: &SequenceDef) -> SqlResult<()> {
-    let value = serde_json::to_value(def).map_err(|e| SqlError::internal(e.to_string()))?;
-    let op = WalOp::PutMeta {
-        key: key.to_string(),
-        value,
-    };
-    // Called from inside query execution; the WAL writer is its own thread.
-    futures::executor::block_on(storage.commit(vec![op])).map_err(crate::error::from_storage)?;
-    Ok(())
-}
+pub use provdb_engine::catalog::sequence_key;
+pub use provdb_engine::sequence::{SequenceDef, Sequences};
 
 /// Resolve a sequence name as written in SQL (`s`, `schema.s`, `"S"`).
 pub fn resolve_name(name: &str, search_path: &[String], storage: &Storage) -> String {
@@ -253,7 +146,7 @@ impl ScalarUDFImpl for SequenceUdf {
                     self.sequences.set(&self.storage, &key, vals.value(j))
                 }
             }
-            .map_err(external)?;
+            .map_err(|e| external(from_engine(e)))?;
             out.push(Some(v));
         }
         if args.number_rows == 0 || (arrays[0].len() == 1 && args.number_rows <= 1) {

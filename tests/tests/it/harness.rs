@@ -105,6 +105,8 @@ pub struct ServerOptions {
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// Port of the HTTP API (DfAnalyzer ingest).
+    pub http_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     opts: ServerOptions,
@@ -129,6 +131,7 @@ impl Server {
         let mut s = Server {
             child: None,
             port: 0,
+            http_port: 0,
             data_dir,
             log_path,
             opts,
@@ -145,6 +148,7 @@ impl Server {
         // A port can be taken between free_port() and the server's bind: retry.
         for attempt in 0..3 {
             self.port = free_port();
+            self.http_port = free_port();
             self.starts += 1;
             let log = std::fs::OpenOptions::new()
                 .create(true)
@@ -157,7 +161,9 @@ impl Server {
                 .arg("--data-dir")
                 .arg(&self.data_dir)
                 .arg("--listen")
-                .arg(format!("127.0.0.1:{}", self.port));
+                .arg(format!("127.0.0.1:{}", self.port))
+                .arg("--http-listen")
+                .arg(format!("127.0.0.1:{}", self.http_port));
             if let Some((user, password)) = &self.opts.auth {
                 cmd.args(["--user", user, "--password", password]);
             }
@@ -269,6 +275,11 @@ impl Server {
 
     /// libpq-style connection string for this server (trust or with the
     /// configured credentials).
+    /// Base URL of the HTTP API, as DLProv's `DFA_URL` would be set.
+    pub fn http_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.http_port)
+    }
+
     pub fn conn_str(&self) -> String {
         match &self.opts.auth {
             Some((u, p)) => format!(

@@ -5,6 +5,7 @@
 mod auth;
 mod copy;
 mod crash;
+mod dlprov;
 mod errors;
 mod harness;
 mod inprocess;
