@@ -109,7 +109,7 @@ async fn not_found(req: Request<Body>) -> Response {
 async fn post_dataflow(State(db): State<Arc<Database>>, body: Bytes) -> Response {
     let value = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     match db.dlprov().register_dataflow(&value).await {
         Ok(reg) => {
@@ -123,7 +123,7 @@ async fn post_dataflow(State(db): State<Arc<Database>>, body: Bytes) -> Response
 async fn post_task(State(db): State<Arc<Database>>, body: Bytes) -> Response {
     let value = match parse_json(&body) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     match db.dlprov().ingest(std::slice::from_ref(&value)).await {
         Ok(_) => json_response(StatusCode::OK, &value),
@@ -134,7 +134,7 @@ async fn post_task(State(db): State<Arc<Database>>, body: Bytes) -> Response {
 async fn post_batch(State(db): State<Arc<Database>>, body: Bytes) -> Response {
     let messages = match parse_batch(&body) {
         Ok(m) => m,
-        Err(r) => return r,
+        Err(m) => return bad_request(&m),
     };
     if messages.is_empty() {
         return error_response(StatusCode::BAD_REQUEST, "the batch holds no messages");
@@ -146,39 +146,33 @@ async fn post_batch(State(db): State<Arc<Database>>, body: Bytes) -> Response {
 }
 
 /// A JSON array of messages, or NDJSON (one message per non-blank line).
-fn parse_batch(body: &[u8]) -> Result<Vec<Json>, Response> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, &format!("body is not UTF-8: {e}")))?;
+/// The error is the message of a 400 reply.
+fn parse_batch(body: &[u8]) -> Result<Vec<Json>, String> {
+    let text = std::str::from_utf8(body).map_err(|e| format!("body is not UTF-8: {e}"))?;
     if text.trim_start().starts_with('[') {
         return match serde_json::from_str::<Json>(text) {
             Ok(Json::Array(a)) => Ok(a),
-            Ok(_) => Err(error_response(
-                StatusCode::BAD_REQUEST,
-                "expected a JSON array",
-            )),
-            Err(e) => Err(error_response(
-                StatusCode::BAD_REQUEST,
-                &format!("malformed JSON: {e}"),
-            )),
+            Ok(_) => Err("expected a JSON array".to_string()),
+            Err(e) => Err(format!("malformed JSON: {e}")),
         };
     }
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str::<Json>(l).map_err(|e| {
-                error_response(
-                    StatusCode::BAD_REQUEST,
-                    &format!("line {}: malformed JSON: {e}", i + 1),
-                )
-            })
+            serde_json::from_str::<Json>(l)
+                .map_err(|e| format!("line {}: malformed JSON: {e}", i + 1))
         })
         .collect()
 }
 
-fn parse_json(body: &[u8]) -> Result<Json, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| error_response(StatusCode::BAD_REQUEST, &format!("malformed JSON: {e}")))
+/// The error is the message of a 400 reply.
+fn parse_json(body: &[u8]) -> Result<Json, String> {
+    serde_json::from_slice(body).map_err(|e| format!("malformed JSON: {e}"))
+}
+
+fn bad_request(msg: &str) -> Response {
+    error_response(StatusCode::BAD_REQUEST, msg)
 }
 
 fn engine_error(e: EngineError) -> Response {
@@ -231,6 +225,6 @@ mod tests {
         assert_eq!(parse_batch(b"[{\"a\":1},{\"a\":2}]").unwrap().len(), 2);
         assert_eq!(parse_batch(b"{\"a\":1}\n\n{\"a\":2}\n").unwrap().len(), 2);
         let err = parse_batch(b"{\"a\":1}\n{oops\n").unwrap_err();
-        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+        assert!(err.starts_with("line 2: malformed JSON"), "{err}");
     }
 }

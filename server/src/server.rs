@@ -90,13 +90,12 @@ pub async fn run_server_with_listener(
     );
     let _ = stop_tx.send(true);
     drain(&mut tasks, config.shutdown_grace).await;
-    if let Some(h) = http {
-        if tokio::time::timeout(config.shutdown_grace, h)
+    if let Some(h) = http
+        && tokio::time::timeout(config.shutdown_grace, h)
             .await
             .is_err()
-        {
-            tracing::warn!("HTTP requests still running after the grace period");
-        }
+    {
+        tracing::warn!("HTTP requests still running after the grace period");
     }
     drop(ctx);
     db.close().await?;

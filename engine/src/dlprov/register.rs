@@ -85,9 +85,9 @@ pub fn plan(
         };
         for a in &set.attributes {
             let key = format!("{}/{}", set.tag, a.name);
-            if !rec.attributes.contains_key(&key) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = rec.attributes.entry(key) {
                 let id = next("att_id_seq", &mut pre)?;
-                rec.attributes.insert(key, id);
+                slot.insert(id);
                 rows.entry("attribute").or_default().push(vec![
                     Value::Int(id),
                     Value::Int(ds),
