@@ -99,14 +99,14 @@ def pct(xs, p):
     return xs[min(len(xs) - 1, int(len(xs) * p))]
 
 
-def latency_and_freshness(http_port, pg_port, n):
+def latency_and_freshness(http_port, pg_port, n, tag):
     h = Http(http_port)
-    start_run(h, "lat-run")
+    start_run(h, tag)
     db = psycopg.connect(host="127.0.0.1", port=pg_port, user="bench", dbname="provdb", autocommit=True)
-    tid = db.execute("SELECT id FROM public.task WHERE df_exec = 'lat-run' AND identifier = 4").fetchone()[0]
+    tid = db.execute("SELECT id FROM public.task WHERE df_exec = %s AND identifier = 4", (tag,)).fetchone()[0]
     acks, fresh_ms, visible = [], [], 0
     for e in range(1, n + 1):
-        body = json.dumps(epoch("lat-run", e))
+        body = json.dumps(epoch(tag, e))
         t0 = time.perf_counter()
         h.post("/pde/task/json", body)
         acks.append((time.perf_counter() - t0) * 1000)
@@ -174,7 +174,7 @@ def main():
         lat, fresh, visible, checks = [], [], 0, 0
         c32, batch = [], []
         for r in range(args.repeats):
-            a, f, v, c = latency_and_freshness(http_port, pg_port, args.messages)
+            a, f, v, c = latency_and_freshness(http_port, pg_port, args.messages, f"lat-run-{r}")
             lat.append(a)
             fresh.extend(f)
             visible += v
