@@ -41,6 +41,19 @@ impl Ctx<'_> {
             .next_in(self.storage, &key, &mut round.pre_ops)
     }
 
+    /// The `ds_<set>` table of a registered set.
+    fn set_table(&self, rec: &DataflowRecord, set: &SetSpec) -> Result<TableDef> {
+        let name = set_table_name(&set.tag);
+        self.storage
+            .table_by_name(&rec.spec.tag, &name)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!(
+                    "table {}.{name} does not exist (was it dropped?)",
+                    rec.spec.tag
+                ))
+            })
+    }
+
     /// Apply one message. On error the caller rolls the round back to its
     /// mark; nothing here is partial once validation has passed.
     pub async fn apply(
@@ -131,16 +144,7 @@ impl Ctx<'_> {
                 .spec
                 .set(&s.set)
                 .ok_or_else(|| EngineError::internal("set vanished"))?;
-            let table = self
-                .storage
-                .table_by_name(&rec.spec.tag, &set_table_name(&set.tag))
-                .ok_or_else(|| {
-                    EngineError::NotFound(format!(
-                        "{at}: table {}.{} does not exist (was it dropped?)",
-                        rec.spec.tag,
-                        set_table_name(&set.tag)
-                    ))
-                })?;
+            let table = self.set_table(rec, set).map_err(|e| e.context(&at))?;
             let mut rows = Vec::with_capacity(s.rows.len());
             for (j, values) in s.rows.iter().enumerate() {
                 if values.len() != set.attributes.len() {
@@ -418,16 +422,7 @@ impl Ctx<'_> {
         me: i64,
         parent: i64,
     ) -> Result<()> {
-        let table = self
-            .storage
-            .table_by_name(&rec.spec.tag, &set_table_name(&set.tag))
-            .ok_or_else(|| {
-                EngineError::NotFound(format!(
-                    "table {}.{} does not exist (was it dropped?)",
-                    rec.spec.tag,
-                    set_table_name(&set.tag)
-                ))
-            })?;
+        let table = self.set_table(rec, set)?;
         caches.check_set_table(self.storage, table.id);
         let generation = caches
             .produced
