@@ -54,7 +54,7 @@ impl fmt::Display for SqlError {
 
 impl std::error::Error for SqlError {}
 
-/// Map a storage error to the SQLSTATE a PostgreSQL client expects.
+/// Map an engine error (sequences, catalog formats) to a SQLSTATE.
 pub fn from_engine(e: provdb_engine::EngineError) -> SqlError {
     use provdb_engine::EngineError as E;
     match e {
@@ -66,6 +66,7 @@ pub fn from_engine(e: provdb_engine::EngineError) -> SqlError {
     }
 }
 
+/// Map a storage error to the SQLSTATE a PostgreSQL client expects.
 pub fn from_storage(e: provdb_storage::StorageError) -> SqlError {
     SqlError::new(from_storage_code(&e), e.to_string())
 }

@@ -119,7 +119,7 @@ pub async fn checkpoint(storage: &Storage) -> Result<()> {
 
 /// Batches written with an older schema (before columns were added) get NULL
 /// columns so the segment has the table's current schema.
-fn adapt_batches(
+pub fn adapt_batches(
     batches: &[RecordBatch],
     schema: &arrow::datatypes::SchemaRef,
 ) -> Result<Vec<RecordBatch>> {

@@ -8,7 +8,7 @@ use arrow::array::{RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
 
 use crate::error::Result;
-use crate::maintenance::adapt_batch;
+use crate::maintenance::adapt_batches;
 use crate::segment::read_segment;
 use crate::storage::{Storage, TableSnapshot};
 use crate::table::SourceId;
@@ -31,20 +31,11 @@ impl Storage {
         let mut out = Vec::new();
         for seg in &snap.segments {
             let batches = read_segment(&self.inner.store, &seg.file.meta, None).await?;
-            let batches = batches
-                .iter()
-                .map(|b| adapt_batch(b, &schema))
-                .collect::<Result<Vec<_>>>()?;
-            let all = concat_batches(&schema, &batches)?;
+            let all = concat_batches(&schema, &adapt_batches(&batches, &schema)?)?;
             out.push(live_rows(seg.file.meta.id, all, &seg.dv)?);
         }
         for mem in &snap.memtables {
-            let batches = mem
-                .batches
-                .iter()
-                .map(|b| adapt_batch(b, &schema))
-                .collect::<Result<Vec<_>>>()?;
-            let all = concat_batches(&schema, &batches)?;
+            let all = concat_batches(&schema, &adapt_batches(&mem.batches, &schema)?)?;
             out.push(live_rows(mem.id, all, &mem.dv)?);
         }
         out.retain(|s| s.batch.num_rows() > 0);

@@ -35,10 +35,17 @@ struct SetRows<'a> {
 
 impl Ctx<'_> {
     fn next(&self, round: &mut Round, schema: &str, seq: &str) -> Result<i64> {
-        let key = sequence_key(schema, seq);
-        round.sequences.insert(key.clone());
+        self.next_key(round, &sequence_key(schema, seq))
+    }
+
+    /// The next value of the sequence under `key`; its reservation, if one
+    /// is needed, goes into the round's commit.
+    fn next_key(&self, round: &mut Round, key: &str) -> Result<i64> {
+        if !round.sequences.contains(key) {
+            round.sequences.insert(key.to_string());
+        }
         self.sequences
-            .next_in(self.storage, &key, &mut round.pre_ops)
+            .next_in(self.storage, key, &mut round.pre_ops)
     }
 
     /// The `ds_<set>` table of a registered set.
@@ -74,7 +81,9 @@ impl Ctx<'_> {
                 m.dataflow, m.transformation
             ))
         })?;
-        let dt_id = rec.transformations[&dt.tag];
+        let dt_id = *rec.transformations.get(&dt.tag).ok_or_else(|| {
+            EngineError::internal(format!("transformation {} has no catalog id", dt.tag))
+        })?;
         // 1. Validate everything that can be wrong with the message.
         let staged = self.check_sets(rec, &dt.tag, m)?;
         let parents = self.resolve_parents(rec, caches, m)?;
@@ -124,21 +133,26 @@ impl Ctx<'_> {
         let mut out = Vec::new();
         for (i, s) in m.sets.iter().enumerate() {
             let at = format!("sets[{i}] (\"{}\")", s.set);
-            let Some(u) = uses.iter().find(|u| u.set == s.set) else {
-                return Err(EngineError::NotFound(format!(
-                    "{at}: transformation \"{dt}\" of dataflow \"{}\" has no set \"{}\"",
-                    rec.spec.tag, s.set
-                )));
-            };
-            if let Some(dep) = &u.dependency
-                && uses
-                    .iter()
-                    .all(|x| x.set != s.set || x.dependency.is_some())
+            if !uses
+                .iter()
+                .any(|u| u.set == s.set && u.dependency.is_none())
             {
-                return Err(EngineError::Invalid(format!(
-                    "{at}: \"{}\" is an input of \"{dt}\" produced by \"{dep}\"; its rows are sent by \"{dep}\"'s tasks",
-                    s.set
-                )));
+                return Err(
+                    match uses.iter().find_map(|u| {
+                        (u.set == s.set)
+                            .then_some(u.dependency.as_deref())
+                            .flatten()
+                    }) {
+                        Some(dep) => EngineError::Invalid(format!(
+                            "{at}: \"{}\" is an input of \"{dt}\" produced by \"{dep}\"; its rows are sent by \"{dep}\"'s tasks",
+                            s.set
+                        )),
+                        None => EngineError::NotFound(format!(
+                            "{at}: transformation \"{dt}\" of dataflow \"{}\" has no set \"{}\"",
+                            rec.spec.tag, s.set
+                        )),
+                    },
+                );
             }
             let set = rec
                 .spec
@@ -389,11 +403,7 @@ impl Ctx<'_> {
         let seq = set_sequence_key(&rec.spec.tag, &s.set.tag);
         for values in s.rows {
             let mut row = vec![Value::Null; schema.fields().len()];
-            round.sequences.insert(seq.clone());
-            row[0] = Value::Int(
-                self.sequences
-                    .next_in(self.storage, &seq, &mut round.pre_ops)?,
-            );
+            row[0] = Value::Int(self.next_key(round, &seq)?);
             row[task_col] = Value::Int(task_id);
             for (c, v) in attr_cols.iter().zip(values) {
                 row[*c] = v;

@@ -69,7 +69,6 @@ enum Job {
 #[derive(Clone)]
 pub struct Dlprov {
     tx: mpsc::UnboundedSender<Job>,
-    storage: Storage,
 }
 
 impl std::fmt::Debug for Dlprov {
@@ -83,14 +82,14 @@ impl Dlprov {
     pub fn start(storage: Storage, sequences: Arc<Sequences>) -> Dlprov {
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker {
-            storage: storage.clone(),
+            storage,
             sequences,
             catalog: None,
             dataflows: None,
             caches: Caches::default(),
         };
         tokio::spawn(worker.run(rx));
-        Dlprov { tx, storage }
+        Dlprov { tx }
     }
 
     /// Register (or re-register, evolving) a dataflow from its JSON spec.
@@ -120,15 +119,6 @@ impl Dlprov {
         let (reply, rx) = oneshot::channel();
         self.send(Job::Tasks { messages, reply })?;
         rx.await.map_err(|_| stopped())?
-    }
-
-    /// The registered dataflows' tags.
-    pub fn dataflows(&self) -> Result<Vec<String>> {
-        let mut v: Vec<String> = DataflowRecord::load_all(&self.storage)?
-            .into_keys()
-            .collect();
-        v.sort();
-        Ok(v)
     }
 
     fn send(&self, job: Job) -> Result<()> {
