@@ -11,6 +11,7 @@
 pub mod catalog;
 pub mod dlprov;
 pub mod error;
+pub mod lineage;
 pub mod rows;
 pub mod sequence;
 

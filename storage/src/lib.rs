@@ -21,6 +21,7 @@ pub mod error;
 pub mod maintenance;
 pub mod manifest;
 pub mod memtable;
+pub mod observer;
 pub mod pk;
 pub mod read;
 pub mod record;
@@ -32,6 +33,7 @@ pub mod wal;
 pub mod writer;
 
 pub use error::{Result, StorageError};
+pub use observer::CommitObserver;
 pub use pk::RowAddr;
 pub use read::SourceRows;
 pub use record::WalOp;

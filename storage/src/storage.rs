@@ -23,6 +23,7 @@ use url::Url;
 use crate::error::{IoContext, Result, StorageError};
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
+use crate::observer::CommitObserver;
 use crate::pk::RowAddr;
 use crate::record::WalOp;
 use crate::segment::{self, SegmentFile, SegmentMeta};
@@ -138,6 +139,7 @@ pub(crate) struct Inner {
     /// Held (locked) while open; released by `close`.
     pub lock_file: Mutex<Option<File>>,
     pub background: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub observer: crate::observer::ObserverSlot,
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -222,10 +224,12 @@ impl Storage {
         let wal = WalWriter::open(&wal_dir, stats.next_lsn, opts.fsync)?;
         let state = Arc::new(RwLock::new(state));
         let (tx, rx) = mpsc::sync_channel(4096);
+        let observer: crate::observer::ObserverSlot = Arc::default();
         let writer = Writer {
             wal,
             state: Arc::clone(&state),
             poisoned: None,
+            observer: Arc::clone(&observer),
         };
         let handle = std::thread::Builder::new()
             .name("provdb-wal".into())
@@ -248,6 +252,7 @@ impl Storage {
                 files: Mutex::new(files),
                 lock_file: Mutex::new(Some(lock)),
                 background: Mutex::new(None),
+                observer,
                 shutdown,
             }),
         };
@@ -257,6 +262,12 @@ impl Storage {
             *storage.inner.background.lock() = Some(handle);
         }
         Ok(storage)
+    }
+
+    /// Register the observer told of every later commit (replacing any
+    /// previous one). See [`crate::observer`].
+    pub fn set_observer(&self, observer: Option<Arc<dyn CommitObserver>>) {
+        *self.inner.observer.write() = observer;
     }
 
     pub fn options(&self) -> &StorageOptions {

@@ -49,6 +49,8 @@ pub(crate) struct Writer {
     /// Set after an fsync failure: the log may not hold what memory holds, so
     /// no further commit is accepted (as PostgreSQL does on fsync failure).
     pub poisoned: Option<String>,
+    /// Told of every commit once durable, before its caller is answered.
+    pub observer: crate::observer::ObserverSlot,
 }
 
 impl Writer {
@@ -120,7 +122,11 @@ impl Writer {
             return;
         }
         let mut state = self.state.write();
+        let observer = self.observer.read().clone();
         for (lsn, ops, reply) in accepted {
+            if let Some(obs) = &observer {
+                obs.on_commit(lsn, &ops);
+            }
             let result = ops.into_iter().try_for_each(|op| state.apply(lsn, op));
             if let Err(e) = &result {
                 error!(lsn, error = %e, "applying a logged commit failed");
