@@ -14,6 +14,7 @@ use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::SessionContext;
 use parking_lot::Mutex;
 use provdb_engine::dlprov::Dlprov;
+use provdb_engine::lineage::Lineage;
 use provdb_storage::{Storage, StorageOptions, TableDef, TableId};
 
 use crate::error::{SqlResult, from_storage};
@@ -61,6 +62,10 @@ pub struct DbShared {
     pub sequences: Arc<Sequences>,
     /// The DfAnalyzer/DLProv ingest, sharing sequences with SQL.
     pub dlprov: Dlprov,
+    /// The lineage index, current with every acknowledged commit.
+    pub lineage: Lineage,
+    /// Derived rows of the `prov` tables, per graph version.
+    pub derived: Arc<crate::lineage::DerivedCache>,
     /// Parsed column defaults per (table, DDL version).
     defaults: Mutex<HashMap<TableId, DefaultsEntry>>,
     /// A bare context used to parse default expressions.
@@ -84,13 +89,23 @@ impl DbShared {
         session: &Arc<SessionShared>,
     ) -> Result<Arc<dyn TableProvider>> {
         let defaults = self.defaults_of(&def)?;
-        Ok(Arc::new(ProvTable {
+        let part = crate::lineage::graph_table::Part::of(&def.namespace, &def.name);
+        let stored = Arc::new(ProvTable {
             storage: self.storage.clone(),
             store_url: self.store_url.clone(),
             def,
             defaults,
             session: Arc::clone(session),
-        }))
+        });
+        Ok(match part {
+            Some(part) => Arc::new(crate::lineage::GraphTable {
+                stored,
+                part,
+                lineage: self.lineage.clone(),
+                cache: Arc::clone(&self.derived),
+            }),
+            None => stored,
+        })
     }
 
     fn defaults_of(&self, def: &TableDef) -> Result<HashMap<String, Expr>> {
@@ -147,6 +162,11 @@ impl Database {
             Arc::clone(&sequences),
             public,
         )));
+        // Build the lineage index before anything can write (see
+        // `provdb_engine::lineage`).
+        let lineage = Lineage::open(&storage)
+            .await
+            .map_err(crate::error::from_engine)?;
         let dlprov = Dlprov::start(storage.clone(), Arc::clone(&sequences));
         Ok(Arc::new(Database {
             shared: Arc::new(DbShared {
@@ -155,6 +175,8 @@ impl Database {
                 runtime,
                 sequences,
                 dlprov,
+                lineage,
+                derived: Arc::default(),
                 defaults: Mutex::new(HashMap::new()),
                 expr_ctx,
             }),
@@ -174,6 +196,11 @@ impl Database {
     /// The DfAnalyzer-compatible ingest (dataflow specs, task messages).
     pub fn dlprov(&self) -> &Dlprov {
         &self.shared.dlprov
+    }
+
+    /// The lineage index.
+    pub fn lineage(&self) -> &Lineage {
+        &self.shared.lineage
     }
 
     /// Flush buffers and stop background work. Data is durable without this

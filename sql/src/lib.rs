@@ -26,6 +26,7 @@ pub mod database;
 pub mod ddl;
 pub mod error;
 pub mod functions;
+pub mod lineage;
 pub mod rewrite;
 pub mod sequence;
 pub mod session;

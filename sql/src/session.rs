@@ -276,6 +276,17 @@ impl Session {
             ctx.register_udf(ScalarUDF::new_from_impl(udf));
         }
         crate::functions::register(&ctx);
+        let lineage = db.shared.lineage.clone();
+        ctx.register_udtf(
+            "lineage",
+            Arc::new(crate::lineage::LineageFn {
+                lineage: lineage.clone(),
+            }),
+        );
+        ctx.register_udtf(
+            "lineage_path",
+            Arc::new(crate::lineage::LineagePathFn { lineage }),
+        );
         *shared.state.write() = Arc::downgrade(&ctx.state_ref());
         Session {
             db,
@@ -742,12 +753,51 @@ impl Session {
         }
     }
 
+    /// Run the subqueries given as lineage function arguments and put their
+    /// values in their place (see [`crate::lineage::subquery`]).
+    async fn lineage_subqueries(&self, stmt: &mut Statement) -> SqlResult<()> {
+        let found = crate::lineage::subquery::find(stmt)?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        let mut values = Vec::with_capacity(found.len());
+        for arg in found {
+            let query = Statement::Query(Box::new(arg.query.clone()));
+            let plan = Box::pin(self.plan_statement(query)).await?;
+            let batches = self
+                .ctx
+                .execute_logical_plan(plan)
+                .await
+                .map_err(from_datafusion)?
+                .collect()
+                .await
+                .map_err(from_datafusion)?;
+            let mut texts = Vec::new();
+            for b in &batches {
+                if b.num_columns() == 0 {
+                    continue;
+                }
+                let col = datafusion::arrow::compute::cast(
+                    b.column(0),
+                    &datafusion::arrow::datatypes::DataType::Utf8,
+                )
+                .map_err(|e| SqlError::internal(e.to_string()))?;
+                let col = datafusion::arrow::array::AsArray::as_string::<i32>(col.as_ref());
+                texts.extend(col.iter().flatten().map(str::to_string));
+            }
+            values.push((arg, texts));
+        }
+        crate::lineage::subquery::substitute(stmt, values)
+    }
+
     async fn plan_statement(&self, mut stmt: Statement) -> SqlResult<LogicalPlan> {
         crate::rewrite::insert_defaults(
             &mut stmt,
             &self.db.shared.storage,
             &self.current_schema(),
         )?;
+        crate::rewrite::table_function_named_args(&mut stmt)?;
+        self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
         state
             .statement_to_plan(DfStatement::Statement(Box::new(stmt)))

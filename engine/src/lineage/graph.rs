@@ -213,6 +213,12 @@ impl Graph {
         }
     }
 
+    /// Whether a node's class is known (a DLProv node, or a user node with a
+    /// row in `prov.entity|activity|agent`) rather than inferred.
+    pub fn declared(&self, n: NodeIdx) -> bool {
+        self.class[n as usize].1 == Certainty::Declared
+    }
+
     pub fn class(&self, n: NodeIdx) -> NodeKind {
         self.class[n as usize].0
     }

@@ -9,7 +9,8 @@
 //!   [`CommitObserver`]), so lineage is current the moment a write is
 //!   acknowledged;
 //! - [`traverse`]: frontier-at-a-time BFS and shortest paths;
-//! - [`schema`]: the stored `prov` tables.
+//! - [`schema`]: the stored `prov` tables;
+//! - [`view`]: the derived rows schema `prov` shows beside the stored ones.
 //!
 //! The index lives in memory only. [`Lineage::open`] rebuilds it from the
 //! tables when the database opens (`docs/lineage.md` gives the measured
@@ -21,6 +22,7 @@ pub mod ids;
 pub mod maintain;
 pub mod schema;
 pub mod traverse;
+pub mod view;
 
 #[cfg(test)]
 mod tests;

@@ -19,16 +19,26 @@ fn reference_run() -> Vec<Json> {
         .collect()
 }
 
-fn spec() -> Json {
+pub(crate) fn spec() -> Json {
     serde_json::from_str(SPEC).expect("spec fixture")
 }
 
 /// POST like dfa_lib_python: `DFA_URL + '/pde/...'` (so `//pde/...`).
-async fn post(http: &reqwest::Client, base: &str, path: &str, body: &Json) -> (u16, Json) {
+pub(crate) async fn post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: &Json,
+) -> (u16, Json) {
     post_raw(http, base, path, body.to_string()).await
 }
 
-async fn post_raw(http: &reqwest::Client, base: &str, path: &str, body: String) -> (u16, Json) {
+pub(crate) async fn post_raw(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: String,
+) -> (u16, Json) {
     let resp = http
         .post(format!("{base}{path}"))
         .header("Content-Type", "application/json")

@@ -9,6 +9,7 @@ mod dlprov;
 mod errors;
 mod harness;
 mod inprocess;
+mod lineage;
 mod psql;
 mod python;
 mod raw;

@@ -348,6 +348,7 @@ slt_files!(
     explain,
     aggregates_joins,
     catalog,
+    lineage,
 );
 
 #[test]

@@ -1,0 +1,72 @@
+//! The derived part of schema `prov`: what `prov.relation`, `prov.entity`,
+//! `prov.activity` and `prov.agent` show beside their stored rows.
+//!
+//! `prov.relation` lists the edges derived from DLProv rows and the two
+//! shortcut relations traversal also follows (see [`super::traverse`]):
+//! `wasDerivedFrom` from each entity a task generated to each entity it
+//! used, and `wasInformedBy` from a task to each task that generated
+//! something it used. The node tables list the DLProv nodes and the user
+//! nodes only named in relations (their class inferred).
+
+use std::collections::BTreeSet;
+
+use super::graph::{Graph, KindId, NodeIdx, NodeKind, Origin, kind};
+use super::ids::NodeKey;
+
+fn derived(g: &Graph, n: NodeIdx, out: bool, k: KindId) -> impl Iterator<Item = NodeIdx> + '_ {
+    let edges = if out { g.out_edges(n) } else { g.in_edges(n) };
+    edges
+        .iter()
+        .filter(move |e| e.origin == Origin::Derived && e.kind == k)
+        .map(|e| e.node)
+}
+
+/// Derived edges, shortcuts included, as (subject, kind, object).
+pub fn derived_relations(g: &Graph) -> Vec<(NodeIdx, KindId, NodeIdx)> {
+    let mut rows: Vec<(NodeIdx, KindId, NodeIdx)> = g
+        .triples()
+        .filter(|t| t.3 == Origin::Derived)
+        .map(|(s, k, o, _)| (s, k, o))
+        .collect();
+    for n in 0..g.node_count() as NodeIdx {
+        if !matches!(g.key(n), NodeKey::Task(_)) {
+            continue;
+        }
+        let inputs: Vec<NodeIdx> = derived(g, n, true, kind::USED).collect();
+        for o in derived(g, n, false, kind::WAS_GENERATED_BY) {
+            for &i in inputs.iter().filter(|&&i| i != o) {
+                rows.push((o, kind::WAS_DERIVED_FROM, i));
+            }
+        }
+        let informants: BTreeSet<NodeIdx> = inputs
+            .iter()
+            .flat_map(|&i| derived(g, i, true, kind::WAS_GENERATED_BY))
+            .filter(|&p| p != n)
+            .collect();
+        rows.extend(
+            informants
+                .into_iter()
+                .map(|p| (n, kind::WAS_INFORMED_BY, p)),
+        );
+    }
+    rows
+}
+
+/// Nodes of class `class` that have no stored `prov.*` row: DLProv nodes
+/// and user nodes only named in relations.
+pub fn derived_nodes(g: &Graph, class: NodeKind) -> Vec<NodeIdx> {
+    (0..g.node_count() as NodeIdx)
+        .filter(|&n| g.class(n) == class)
+        .filter(|&n| !matches!(g.key(n), NodeKey::User(_)) || !g.declared(n))
+        .collect()
+}
+
+/// A readable label for DLProv nodes: the dataset of a row, the tag of an
+/// execution or dataflow.
+pub fn label(g: &Graph, n: NodeIdx) -> Option<String> {
+    match g.key(n) {
+        NodeKey::Row { dataset, .. } => Some(g.symbols.text(dataset).to_string()),
+        NodeKey::Execution(s) | NodeKey::Dataflow(s) => Some(g.symbols.text(s).to_string()),
+        _ => None,
+    }
+}
