@@ -73,16 +73,30 @@ class Postgres:
 class Provdb:
     name = "provdb"
 
-    def __init__(self, work, binary):
+    def __init__(self, work, binary, log_level="warn", http=False):
+        self.binary = binary
+        self.http_port = free_port() if http else None
+        self.data_dir = os.path.join(work, "provdb-data")
+        self.log_path = os.path.join(work, "provdb.log")
+        self.log_level = log_level
         self.port = free_port()
-        log = open(os.path.join(work, "provdb.log"), "w")
-        self.proc = subprocess.Popen(
-            [binary, "serve", "--data-dir", os.path.join(work, "provdb-data"),
-             "--listen", f"127.0.0.1:{self.port}", "--no-http", "--log", "warn"],
-            stdout=log, stderr=log)
-        wait_port(self.port, self.proc)
+        self.start()
         self.version = subprocess.run([binary, "--version"], capture_output=True,
                                       text=True).stdout.strip()
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [self.binary, "serve", "--data-dir", self.data_dir,
+             "--listen", f"127.0.0.1:{self.port}", "--log", self.log_level]
+            + (["--http-listen", f"127.0.0.1:{self.http_port}"] if self.http_port
+               else ["--no-http"]),
+            stdout=log, stderr=log)
+        wait_port(self.port, self.proc, timeout=900)
+
+    def restart(self):
+        self.stop()
+        self.start()
 
     def connect(self):
         return psycopg.connect(host="127.0.0.1", port=self.port, user="bench",
@@ -90,7 +104,7 @@ class Provdb:
 
     def stop(self):
         self.proc.terminate()
-        self.proc.wait(timeout=120)
+        self.proc.wait(timeout=300)
 
 
 def row_text(i):

@@ -3,7 +3,8 @@
 # here), then the DLProv ingest. Installs what it needs (PostgreSQL server,
 # psycopg), builds provdb in release mode, writes docs/benchmarks.md (each
 # script rewrites its own section). Arguments go to benches/core.py
-# (e.g. --rows 1000000 --repeats 3); BENCH=core or BENCH=ingest runs one.
+# (e.g. --rows 1000000 --repeats 3); BENCH=core, BENCH=ingest or
+# BENCH=lineage runs one (arguments then go to that script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
@@ -11,6 +12,7 @@ if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
 fi
 export PATH="/usr/lib/postgresql/15/bin:$PATH"
 python3 -c "import psycopg" 2>/dev/null || pip install "psycopg[binary]"
+python3 -c "import duckdb" 2>/dev/null || pip install duckdb
 cargo build --release -p provdb-server --bin provdb
 target="${CARGO_TARGET_DIR:-target}"
 bench="${BENCH:-all}"
@@ -19,4 +21,9 @@ if [ "$bench" = all ] || [ "$bench" = core ]; then
 fi
 if [ "$bench" = all ] || [ "$bench" = ingest ]; then
     python3 benches/ingest.py --provdb "$target/release/provdb" --out docs/benchmarks.md
+fi
+if [ "$bench" = lineage ]; then
+    python3 benches/lineage.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
+elif [ "$bench" = all ]; then
+    python3 benches/lineage.py --provdb "$target/release/provdb" --out docs/benchmarks.md
 fi

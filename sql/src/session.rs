@@ -111,6 +111,9 @@ pub struct Prepared {
     pub result_schema: Option<SchemaRef>,
     /// The planned statement (queries and DML), reused on every execution.
     plan: Option<LogicalPlan>,
+    /// Lineage function arguments hold `$n` parameters: plan again at each
+    /// execution with the values in place.
+    replan: bool,
 }
 
 /// Session state shared with the table providers of the session.
@@ -369,6 +372,7 @@ impl Session {
                 param_types: vec![],
                 result_schema: None,
                 plan: None,
+                replan: false,
             });
         };
         if !is_datafusion_statement(&stmt) {
@@ -385,12 +389,20 @@ impl Session {
                 param_types: vec![],
                 result_schema,
                 plan: None,
+                replan: false,
             });
         }
+        let mut stmt = stmt;
+        let replan = crate::lineage::subquery::has_placeholder_args(&mut stmt);
+        let hidden = if replan {
+            crate::lineage::subquery::max_placeholder(&stmt)
+        } else {
+            0
+        };
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
-        let count = inferred.len().max(param_types.len());
+        let count = inferred.len().max(param_types.len()).max(hidden);
         let types = (0..count)
             .map(|i| {
                 let declared = param_types.get(i).cloned().flatten();
@@ -408,6 +420,7 @@ impl Session {
             param_types: types,
             result_schema,
             plan: Some(plan),
+            replan,
         })
     }
 
@@ -417,6 +430,9 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> SqlResult<QueryOutput> {
+        if prepared.replan {
+            return self.execute_replanned(prepared, params).await;
+        }
         match &prepared.plan {
             None => {
                 let mut statements = parse(&prepared.sql)?;
@@ -433,6 +449,26 @@ impl Session {
                 self.run(Work::Plan(Box::new(plan))).await
             }
         }
+    }
+
+    /// Execute a prepared statement whose lineage arguments hold parameters:
+    /// write the bound values into them and plan the statement again.
+    async fn execute_replanned(
+        &mut self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> SqlResult<QueryOutput> {
+        let Some(mut stmt) = parse(&prepared.sql)?.pop() else {
+            return Ok(QueryOutput::Empty);
+        };
+        crate::lineage::subquery::bind_placeholder_args(&mut stmt, &params)?;
+        self.shared.new_statement();
+        let plan = self
+            .plan_statement(stmt)
+            .await?
+            .with_param_values(ParamValues::from(params))
+            .map_err(from_datafusion)?;
+        self.run(Work::Plan(Box::new(plan))).await
     }
 
     /// Finish a COPY FROM STDIN after the client sent CopyDone: commit its rows

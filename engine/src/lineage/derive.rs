@@ -24,7 +24,7 @@ use arrow::datatypes::{DataType, Int64Type};
 use provdb_storage::{TableDef, TableId};
 
 use super::graph::{Graph, KindId, NodeIdx, NodeKind, Origin, kind};
-use super::ids::{NodeKey, Sym};
+use super::ids::{DatasetId, NodeKey};
 use super::schema::{PROV_SCHEMA, RELATION_TABLE};
 use crate::catalog::DEFAULT_SCHEMA;
 use crate::dlprov::spec::task_column;
@@ -34,7 +34,7 @@ use crate::dlprov::state::DataflowRecord;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Role {
     Dataset {
-        dataset: Sym,
+        dataset: DatasetId,
         producers: Vec<String>,
         consumers: Vec<String>,
     },
@@ -339,7 +339,6 @@ pub fn owned_edges(graph: &Graph, node: NodeIdx) -> Vec<Triple> {
     let key = graph.key(node);
     let mut out: Vec<Triple> = graph
         .out_edges(node)
-        .iter()
         .filter(|e| e.origin == Origin::Derived)
         .filter(|e| !matches!(key, NodeKey::Task(_)) || e.kind != kind::USED)
         .map(|e| (node, e.kind, e.node))
@@ -348,7 +347,6 @@ pub fn owned_edges(graph: &Graph, node: NodeIdx) -> Vec<Triple> {
         out.extend(
             graph
                 .in_edges(node)
-                .iter()
                 .filter(|e| e.origin == Origin::Derived && e.kind == kind::USED)
                 .map(|e| (e.node, e.kind, node)),
         );

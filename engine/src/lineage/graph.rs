@@ -7,14 +7,26 @@
 //! `prov.relation`. Both may link the same two nodes; traversal does not care.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 
-use super::ids::{NodeKey, Sym, Symbols};
+use hashbrown::{DefaultHashBuilder, HashTable};
+
+use super::ids::{NodeKey, PackedKey, Sym, Symbols};
 
 /// A node's compact id: its position in [`Graph`]'s tables.
 pub type NodeIdx = u32;
 
-/// A relation kind's compact id: its position in [`Kinds`].
-pub type KindId = u16;
+/// A relation kind's compact id: its position in [`Kinds`] (7 bits).
+pub type KindId = u8;
+
+/// Kind ids go up to this one; later kinds share it (see [`Kinds::intern`]).
+pub const OTHER_KIND: KindId = 126;
+
+/// Marks a removed entry in a compacted adjacency array.
+const DEAD: u8 = 0x7F;
+
+/// The high bit of a stored kind byte: the edge is a user edge.
+const USER_BIT: u8 = 0x80;
 
 /// The three PROV node classes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,6 +45,14 @@ impl NodeKind {
             NodeKind::Agent => "agent",
         }
     }
+
+    fn from_bits(b: u8) -> NodeKind {
+        match b & 3 {
+            1 => NodeKind::Activity,
+            2 => NodeKind::Agent,
+            _ => NodeKind::Entity,
+        }
+    }
 }
 
 /// Where an edge comes from.
@@ -46,7 +66,7 @@ pub enum Origin {
 }
 
 /// One adjacency entry: the node at the other end, the relation kind, and
-/// where the edge comes from. 8 bytes.
+/// where the edge comes from. Stored as 5 bytes (node, kind | origin bit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edge {
     pub node: NodeIdx,
@@ -54,14 +74,141 @@ pub struct Edge {
     pub origin: Origin,
 }
 
-/// How sure we are of a node's class: declared (a row of `prov.entity`,
-/// `prov.activity`, `prov.agent`, or a DLProv row) beats inferred from a
-/// relation's position.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Certainty {
-    Inferred,
-    Declared,
+impl Edge {
+    fn kind_byte(self) -> u8 {
+        match self.origin {
+            Origin::Derived => self.kind,
+            Origin::User => self.kind | USER_BIT,
+        }
+    }
+
+    fn from_parts(node: NodeIdx, byte: u8) -> Edge {
+        Edge {
+            node,
+            kind: byte & !USER_BIT,
+            origin: if byte & USER_BIT != 0 {
+                Origin::User
+            } else {
+                Origin::Derived
+            },
+        }
+    }
 }
+
+/// One direction of adjacency: a compacted part (CSR: per-node offsets into
+/// parallel node and kind arrays, removed entries marked dead) and the
+/// edges added since the last compaction. Compaction runs when the added
+/// and dead entries reach a quarter of the compacted ones, so its cost is
+/// amortized over the writes.
+#[derive(Debug, Default)]
+struct Adjacency {
+    offsets: Vec<u32>,
+    nodes: Vec<NodeIdx>,
+    kinds: Vec<u8>,
+    added: HashMap<NodeIdx, Vec<Edge>>,
+    added_len: usize,
+    dead: usize,
+}
+
+impl Adjacency {
+    fn base(&self, n: NodeIdx) -> std::ops::Range<usize> {
+        let i = n as usize;
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => a as usize..b as usize,
+            _ => 0..0,
+        }
+    }
+
+    fn edges(&self, n: NodeIdx) -> impl Iterator<Item = Edge> + '_ {
+        let r = self.base(n);
+        let base = self.nodes[r.clone()]
+            .iter()
+            .zip(&self.kinds[r])
+            .filter(|(_, k)| **k != DEAD)
+            .map(|(&node, &k)| Edge::from_parts(node, k));
+        base.chain(self.added.get(&n).into_iter().flatten().copied())
+    }
+
+    fn push(&mut self, n: NodeIdx, e: Edge) {
+        self.added.entry(n).or_default().push(e);
+        self.added_len += 1;
+    }
+
+    fn remove(&mut self, n: NodeIdx, e: Edge) -> bool {
+        if let Some(list) = self.added.get_mut(&n)
+            && let Some(i) = list.iter().rposition(|x| *x == e)
+        {
+            list.swap_remove(i);
+            if list.is_empty() {
+                self.added.remove(&n);
+            }
+            self.added_len -= 1;
+            return true;
+        }
+        let byte = e.kind_byte();
+        for i in self.base(n) {
+            if self.nodes[i] == e.node && self.kinds[i] == byte {
+                self.kinds[i] = DEAD;
+                self.dead += 1;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Compact when the added and dead entries reach half the compacted
+    /// ones: the compacted part at least doubles between compactions, so
+    /// their total cost stays within twice the edges written.
+    fn wants_compaction(&self) -> bool {
+        let pending = self.added_len + self.dead;
+        pending > 4096 && pending * 2 > self.nodes.len()
+    }
+
+    fn compact(&mut self, node_count: usize) {
+        let live = self.nodes.len() - self.dead + self.added_len;
+        let mut added: Vec<(NodeIdx, Vec<Edge>)> =
+            std::mem::take(&mut self.added).into_iter().collect();
+        added.sort_unstable_by_key(|(n, _)| *n);
+        let mut added = added.into_iter().peekable();
+        let mut offsets = Vec::with_capacity(node_count + 1);
+        let mut nodes = Vec::with_capacity(live);
+        let mut kinds = Vec::with_capacity(live);
+        offsets.push(0u32);
+        for n in 0..node_count as NodeIdx {
+            let r = self.base(n);
+            for (&node, &k) in self.nodes[r.clone()].iter().zip(&self.kinds[r]) {
+                if k != DEAD {
+                    nodes.push(node);
+                    kinds.push(k);
+                }
+            }
+            if let Some((_, list)) = added.next_if(|(m, _)| *m == n) {
+                for e in list {
+                    nodes.push(e.node);
+                    kinds.push(e.kind_byte());
+                }
+            }
+            offsets.push(u32::try_from(nodes.len()).unwrap_or(u32::MAX));
+        }
+        self.offsets = offsets;
+        self.nodes = nodes;
+        self.kinds = kinds;
+        self.added_len = 0;
+        self.dead = 0;
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let added: usize = self
+            .added
+            .values()
+            .map(|v| v.capacity() * std::mem::size_of::<Edge>() + 40)
+            .sum();
+        self.offsets.capacity() * 4 + self.nodes.capacity() * 4 + self.kinds.capacity() + added
+    }
+}
+
+/// A node's class byte: the [`NodeKind`] and whether it was declared.
+const DECLARED: u8 = 4;
 
 /// The PROV relation names provdb knows, with the classes of their subject
 /// and object (used to infer the class of nodes only named in relations).
@@ -117,13 +264,17 @@ impl Default for Kinds {
 }
 
 impl Kinds {
-    /// The id of `name`, adding it if new. Saturates at `KindId::MAX` kinds.
+    /// The id of `name`, adding it if new. The index keeps 126 distinct
+    /// kinds; later ones all get [`OTHER_KIND`], shown as `other`.
     pub fn intern(&mut self, name: &str) -> KindId {
         let lower = name.to_ascii_lowercase();
         if let Some(id) = self.by_lower.get(&lower) {
             return *id;
         }
-        let id = KindId::try_from(self.names.len()).unwrap_or(KindId::MAX);
+        if self.names.len() >= OTHER_KIND as usize {
+            return OTHER_KIND;
+        }
+        let id = self.names.len() as KindId;
         self.names.push(name.to_string());
         self.by_lower.insert(lower, id);
         id
@@ -134,7 +285,7 @@ impl Kinds {
     }
 
     pub fn name(&self, id: KindId) -> &str {
-        self.names.get(id as usize).map_or("?", String::as_str)
+        self.names.get(id as usize).map_or("other", String::as_str)
     }
 
     /// Subject and object classes of a known kind.
@@ -148,14 +299,16 @@ impl Kinds {
 pub struct Graph {
     pub symbols: Symbols,
     pub kinds: Kinds,
-    keys: Vec<NodeKey>,
-    index: HashMap<NodeKey, NodeIdx>,
-    class: Vec<(NodeKind, Certainty)>,
-    out: Vec<Vec<Edge>>,
-    inn: Vec<Vec<Edge>>,
+    keys: Vec<PackedKey>,
+    index: HashTable<NodeIdx>,
+    hasher: DefaultHashBuilder,
+    class: Vec<u8>,
+    out: Adjacency,
+    inn: Adjacency,
     edges: u64,
     /// Bumped on every change; lets readers cache what they derive.
     version: u64,
+    bulk: bool,
 }
 
 impl Graph {
@@ -172,77 +325,111 @@ impl Graph {
     }
 
     pub fn key(&self, n: NodeIdx) -> NodeKey {
-        self.keys[n as usize]
+        self.keys[n as usize].unpack()
+    }
+
+    /// The packed form of `key`; keys too large to pack are user nodes
+    /// named by their text (`None` if that text is not interned).
+    fn packed(&self, key: &NodeKey) -> Option<PackedKey> {
+        match PackedKey::pack(*key) {
+            Some(p) => Some(p),
+            None => self
+                .symbols
+                .get(&key.render(&self.symbols))
+                .and_then(|s| PackedKey::pack(NodeKey::User(s))),
+        }
     }
 
     pub fn lookup(&self, key: &NodeKey) -> Option<NodeIdx> {
-        self.index.get(key).copied()
+        let packed = self.packed(key)?;
+        let hash = self.hasher.hash_one(packed);
+        self.index
+            .find(hash, |&n| self.keys[n as usize] == packed)
+            .copied()
     }
 
     /// The node for `key`, created (as an inferred entity) if new.
     pub fn node(&mut self, key: NodeKey) -> NodeIdx {
-        if let Some(n) = self.index.get(&key) {
-            return *n;
+        let packed = match PackedKey::pack(key) {
+            Some(p) => p,
+            None => {
+                let text = key.render(&self.symbols);
+                let sym = self.symbols.intern(&text);
+                PackedKey::pack(NodeKey::User(sym))
+                    .unwrap_or(PackedKey::pack(NodeKey::User(0)).expect("user keys pack"))
+            }
+        };
+        let hash = self.hasher.hash_one(packed);
+        let keys = &self.keys;
+        if let Some(&n) = self.index.find(hash, |&n| keys[n as usize] == packed) {
+            return n;
         }
         let n = NodeIdx::try_from(self.keys.len()).unwrap_or(NodeIdx::MAX);
-        self.keys.push(key);
-        self.index.insert(key, n);
-        let class = key.fixed_class();
-        self.class.push(match class {
-            Some(c) => (c, Certainty::Declared),
-            None => (NodeKind::Entity, Certainty::Inferred),
+        self.keys.push(packed);
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.index
+            .insert_unique(hash, n, |&m| hasher.hash_one(keys[m as usize]));
+        self.class.push(match packed.unpack().fixed_class() {
+            Some(c) => c as u8 | DECLARED,
+            None => NodeKind::Entity as u8,
         });
-        self.out.push(Vec::new());
-        self.inn.push(Vec::new());
         self.version += 1;
         n
     }
 
     /// Record the declared class of a user node.
     pub fn declare(&mut self, n: NodeIdx, kind: NodeKind) {
-        if self.keys[n as usize].fixed_class().is_none() {
-            self.class[n as usize] = (kind, Certainty::Declared);
+        if self.key(n).fixed_class().is_none() {
+            self.class[n as usize] = kind as u8 | DECLARED;
             self.version += 1;
         }
     }
 
     fn infer(&mut self, n: NodeIdx, kind: NodeKind) {
         let slot = &mut self.class[n as usize];
-        if slot.1 == Certainty::Inferred {
-            slot.0 = kind;
+        if *slot & DECLARED == 0 {
+            *slot = kind as u8;
         }
     }
 
     /// Whether a node's class is known (a DLProv node, or a user node with a
     /// row in `prov.entity|activity|agent`) rather than inferred.
     pub fn declared(&self, n: NodeIdx) -> bool {
-        self.class[n as usize].1 == Certainty::Declared
+        self.class[n as usize] & DECLARED != 0
     }
 
     pub fn class(&self, n: NodeIdx) -> NodeKind {
-        self.class[n as usize].0
+        NodeKind::from_bits(self.class[n as usize])
     }
 
-    pub fn out_edges(&self, n: NodeIdx) -> &[Edge] {
-        &self.out[n as usize]
+    /// Edges from `n` (it is their subject).
+    pub fn out_edges(&self, n: NodeIdx) -> impl Iterator<Item = Edge> + '_ {
+        self.out.edges(n)
     }
 
-    pub fn in_edges(&self, n: NodeIdx) -> &[Edge] {
-        &self.inn[n as usize]
+    /// Edges into `n` (it is their object); `Edge::node` is the subject.
+    pub fn in_edges(&self, n: NodeIdx) -> impl Iterator<Item = Edge> + '_ {
+        self.inn.edges(n)
     }
 
     /// Add the edge `subject --kind--> object`.
     pub fn add_edge(&mut self, subject: NodeIdx, kind: KindId, object: NodeIdx, origin: Origin) {
-        self.out[subject as usize].push(Edge {
-            node: object,
-            kind,
-            origin,
-        });
-        self.inn[object as usize].push(Edge {
-            node: subject,
-            kind,
-            origin,
-        });
+        self.out.push(
+            subject,
+            Edge {
+                node: object,
+                kind,
+                origin,
+            },
+        );
+        self.inn.push(
+            object,
+            Edge {
+                node: subject,
+                kind,
+                origin,
+            },
+        );
         if origin == Origin::User
             && let Some((s, o)) = self.kinds.classes(kind)
         {
@@ -251,6 +438,7 @@ impl Graph {
         }
         self.edges += 1;
         self.version += 1;
+        self.maybe_compact();
     }
 
     /// Remove one `subject --kind--> object` edge of `origin`; false if absent.
@@ -261,37 +449,65 @@ impl Graph {
         object: NodeIdx,
         origin: Origin,
     ) -> bool {
-        let fwd = Edge {
-            node: object,
-            kind,
-            origin,
-        };
-        let back = Edge {
-            node: subject,
-            kind,
-            origin,
-        };
-        let removed = remove_one(&mut self.out[subject as usize], fwd);
+        let removed = self.out.remove(
+            subject,
+            Edge {
+                node: object,
+                kind,
+                origin,
+            },
+        );
         if removed {
-            remove_one(&mut self.inn[object as usize], back);
+            self.inn.remove(
+                object,
+                Edge {
+                    node: subject,
+                    kind,
+                    origin,
+                },
+            );
             self.edges -= 1;
             self.version += 1;
+            self.maybe_compact();
         }
         removed
     }
 
+    fn maybe_compact(&mut self) {
+        if !self.bulk && (self.out.wants_compaction() || self.inn.wants_compaction()) {
+            self.compact();
+        }
+    }
+
+    /// Bulk loading: no compaction until [`Graph::compact`] is called (the
+    /// initial build adds every edge, then compacts once).
+    pub fn set_bulk(&mut self, bulk: bool) {
+        self.bulk = bulk;
+    }
+
+    /// Rewrite both directions as compacted arrays and release spare
+    /// capacity of the node tables.
+    pub fn compact(&mut self) {
+        let n = self.keys.len();
+        self.out.compact(n);
+        self.inn.compact(n);
+        self.keys.shrink_to_fit();
+        self.class.shrink_to_fit();
+        self.symbols.shrink_to_fit();
+    }
+
     /// Every edge, as (subject, kind, object, origin), in node order.
     pub fn triples(&self) -> impl Iterator<Item = (NodeIdx, KindId, NodeIdx, Origin)> + '_ {
-        self.out.iter().enumerate().flat_map(|(s, edges)| {
-            edges
-                .iter()
-                .map(move |e| (s as NodeIdx, e.kind, e.node, e.origin))
+        (0..self.keys.len() as NodeIdx).flat_map(move |s| {
+            self.out
+                .edges(s)
+                .map(move |e| (s, e.kind, e.node, e.origin))
         })
     }
 
     /// Text id of a node, as SQL and PROV documents show it.
     pub fn node_text(&self, n: NodeIdx) -> String {
-        self.keys[n as usize].render(&self.symbols)
+        self.key(n).render(&self.symbols)
     }
 
     /// The node a text id names, if it exists.
@@ -309,27 +525,21 @@ impl Graph {
         self.symbols.intern(s)
     }
 
-    /// Approximate heap bytes held by adjacency and node tables.
-    pub fn heap_bytes(&self) -> usize {
-        let adjacency: usize = self
-            .out
-            .iter()
-            .chain(self.inn.iter())
-            .map(|v| v.capacity() * std::mem::size_of::<Edge>() + std::mem::size_of::<Vec<Edge>>())
-            .sum();
-        let nodes = self.keys.capacity() * std::mem::size_of::<NodeKey>()
-            + self.class.capacity() * 2
-            + self.index.capacity() * (std::mem::size_of::<NodeKey>() + 4 + 1);
-        adjacency + nodes + self.symbols.heap_bytes()
+    /// Heap bytes of the adjacency (both directions).
+    pub fn adjacency_bytes(&self) -> usize {
+        self.out.heap_bytes() + self.inn.heap_bytes()
     }
-}
 
-fn remove_one(list: &mut Vec<Edge>, e: Edge) -> bool {
-    match list.iter().rposition(|x| *x == e) {
-        Some(i) => {
-            list.swap_remove(i);
-            true
-        }
-        None => false,
+    /// Heap bytes of the node tables and the id dictionary.
+    pub fn dictionary_bytes(&self) -> usize {
+        self.keys.capacity() * 8
+            + self.index.capacity() * 5
+            + self.class.capacity()
+            + self.symbols.heap_bytes()
+    }
+
+    /// Approximate heap bytes of the whole index, from allocation capacities.
+    pub fn heap_bytes(&self) -> usize {
+        self.adjacency_bytes() + self.dictionary_bytes()
     }
 }

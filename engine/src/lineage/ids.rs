@@ -1,4 +1,5 @@
-//! Stable text ids of PROV nodes and their compact keys.
+//! Stable text ids of PROV nodes, their compact keys, and the string
+//! dictionary behind them.
 //!
 //! Nodes derived from DLProv rows get ids computed from the row, so the same
 //! row always has the same id, in SQL and in exported PROV documents:
@@ -14,61 +15,110 @@
 //!
 //! Any other text (e.g. `ex:model-7`, from `prov.*` rows or imports) names a
 //! user node as is.
+//!
+//! In the index a node is a [`PackedKey`] (8 bytes); strings live once in
+//! [`Symbols`], an arena with a hash table of offsets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
+use tracing::error;
 
 use super::graph::NodeKind;
 
 /// An interned string.
 pub type Sym = u32;
 
-/// Interned strings: execution and dataflow tags, `tag.set` dataset names,
-/// user node ids.
+/// A DLProv dataset (`tag.set`), by registration order.
+pub type DatasetId = u16;
+
+/// Interned strings (execution and dataflow tags, user node ids) in one
+/// arena, and the registered DLProv datasets.
 #[derive(Debug, Default)]
 pub struct Symbols {
-    strings: Vec<Box<str>>,
-    map: HashMap<Box<str>, Sym>,
-    /// Syms of the `tag.set` names of known DLProv datasets.
-    datasets: HashSet<Sym>,
+    text: String,
+    ends: Vec<u32>,
+    table: HashTable<Sym>,
+    hasher: DefaultHashBuilder,
+    datasets: Vec<Box<str>>,
+    dataset_ids: HashMap<Box<str>, DatasetId>,
+}
+
+fn slice<'a>(text: &'a str, ends: &[u32], id: Sym) -> &'a str {
+    let i = id as usize;
+    let Some(&end) = ends.get(i) else {
+        return "";
+    };
+    let start = if i == 0 { 0 } else { ends[i - 1] };
+    text.get(start as usize..end as usize).unwrap_or("")
 }
 
 impl Symbols {
     pub fn intern(&mut self, s: &str) -> Sym {
-        if let Some(id) = self.map.get(s) {
-            return *id;
+        let hash = self.hasher.hash_one(s);
+        let Symbols {
+            text, ends, table, ..
+        } = self;
+        if let Some(&id) = table.find(hash, |&id| slice(text, ends, id) == s) {
+            return id;
         }
-        let id = Sym::try_from(self.strings.len()).unwrap_or(Sym::MAX);
-        self.strings.push(s.into());
-        self.map.insert(s.into(), id);
+        let id = Sym::try_from(ends.len()).unwrap_or(Sym::MAX);
+        let Ok(end) = u32::try_from(text.len() + s.len()) else {
+            error!("lineage symbol arena is full (4 GiB of ids); id not indexed");
+            return Sym::MAX;
+        };
+        text.push_str(s);
+        ends.push(end);
+        let hasher = &self.hasher;
+        let (text, ends) = (&self.text, &self.ends);
+        self.table
+            .insert_unique(hash, id, |&x| hasher.hash_one(slice(text, ends, x)));
         id
     }
 
     pub fn get(&self, s: &str) -> Option<Sym> {
-        self.map.get(s).copied()
+        let hash = self.hasher.hash_one(s);
+        self.table
+            .find(hash, |&id| slice(&self.text, &self.ends, id) == s)
+            .copied()
     }
 
     pub fn text(&self, id: Sym) -> &str {
-        self.strings.get(id as usize).map_or("", |s| s)
+        slice(&self.text, &self.ends, id)
     }
 
     /// Register the dataset `tag.set`, so `tag.set:<id>` parses as its row.
-    pub fn add_dataset(&mut self, tag: &str, set: &str) -> Sym {
-        let id = self.intern(&format!("{tag}.{set}"));
-        self.datasets.insert(id);
+    pub fn add_dataset(&mut self, tag: &str, set: &str) -> DatasetId {
+        let name = format!("{tag}.{set}");
+        if let Some(id) = self.dataset_ids.get(name.as_str()) {
+            return *id;
+        }
+        let id = DatasetId::try_from(self.datasets.len()).unwrap_or(DatasetId::MAX);
+        self.datasets.push(name.clone().into());
+        self.dataset_ids.insert(name.into(), id);
         id
     }
 
-    fn dataset(&self, name: &str) -> Option<Sym> {
-        self.get(name).filter(|s| self.datasets.contains(s))
+    pub fn dataset_name(&self, id: DatasetId) -> &str {
+        self.datasets.get(id as usize).map_or("?", |s| s)
+    }
+
+    fn dataset(&self, name: &str) -> Option<DatasetId> {
+        self.dataset_ids.get(name).copied()
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
     }
 
     pub fn heap_bytes(&self) -> usize {
-        let text: usize = self.strings.iter().map(|s| s.len()).sum();
-        text * 2 + self.strings.capacity() * 16 + self.map.capacity() * 24
+        self.text.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 5
     }
 }
 
-/// What a node is, compactly (16 bytes).
+/// What a node is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum NodeKey {
     Dataflow(Sym),
@@ -76,8 +126,61 @@ pub enum NodeKey {
     Task(i64),
     Scientist(i64),
     Hardware(i64),
-    Row { dataset: Sym, id: i64 },
+    Row { dataset: DatasetId, id: i64 },
     User(Sym),
+}
+
+/// A [`NodeKey`] in 8 bytes: a 3-bit tag and the payload (a symbol, a
+/// 61-bit id, or a 16-bit dataset with a 45-bit row id). Keys whose ids do
+/// not fit are indexed as user nodes named by their text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PackedKey(u64);
+
+const TAG_SHIFT: u32 = 61;
+const ROW_ID_BITS: u32 = 45;
+
+fn fits(v: i64, bits: u32) -> Option<u64> {
+    let mask = (1u64 << bits) - 1;
+    let packed = v as u64 & mask;
+    (sign_extend(packed, bits) == v).then_some(packed)
+}
+
+fn sign_extend(v: u64, bits: u32) -> i64 {
+    ((v << (64 - bits)) as i64) >> (64 - bits)
+}
+
+impl PackedKey {
+    pub fn pack(key: NodeKey) -> Option<PackedKey> {
+        let tagged = |tag: u64, payload: u64| Some(PackedKey(tag << TAG_SHIFT | payload));
+        match key {
+            NodeKey::User(s) => tagged(0, s as u64),
+            NodeKey::Dataflow(s) => tagged(1, s as u64),
+            NodeKey::Execution(s) => tagged(2, s as u64),
+            NodeKey::Task(id) => tagged(3, fits(id, TAG_SHIFT)?),
+            NodeKey::Scientist(id) => tagged(4, fits(id, TAG_SHIFT)?),
+            NodeKey::Hardware(id) => tagged(5, fits(id, TAG_SHIFT)?),
+            NodeKey::Row { dataset, id } => {
+                tagged(6, (dataset as u64) << ROW_ID_BITS | fits(id, ROW_ID_BITS)?)
+            }
+        }
+    }
+
+    pub fn unpack(self) -> NodeKey {
+        let payload = self.0 & ((1u64 << TAG_SHIFT) - 1);
+        let sym = payload as Sym;
+        match self.0 >> TAG_SHIFT {
+            1 => NodeKey::Dataflow(sym),
+            2 => NodeKey::Execution(sym),
+            3 => NodeKey::Task(sign_extend(payload, TAG_SHIFT)),
+            4 => NodeKey::Scientist(sign_extend(payload, TAG_SHIFT)),
+            5 => NodeKey::Hardware(sign_extend(payload, TAG_SHIFT)),
+            6 => NodeKey::Row {
+                dataset: (payload >> ROW_ID_BITS) as DatasetId,
+                id: sign_extend(payload & ((1u64 << ROW_ID_BITS) - 1), ROW_ID_BITS),
+            },
+            _ => NodeKey::User(sym),
+        }
+    }
 }
 
 impl NodeKey {
@@ -111,7 +214,7 @@ impl NodeKey {
             NodeKey::Task(id) => format!("task:{id}"),
             NodeKey::Scientist(id) => format!("scientist:{id}"),
             NodeKey::Hardware(id) => format!("hardware:{id}"),
-            NodeKey::Row { dataset, id } => format!("{}:{id}", syms.text(dataset)),
+            NodeKey::Row { dataset, id } => format!("{}:{id}", syms.dataset_name(dataset)),
             NodeKey::User(s) => syms.text(s).to_string(),
         }
     }

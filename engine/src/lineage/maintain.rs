@@ -16,7 +16,7 @@ use tracing::warn;
 use super::derive::{
     Columns, Deleted, Role, Roles, RowFacts, deleted_owner, owned_edges, row_facts,
 };
-use super::graph::{Graph, Origin};
+use super::graph::{Graph, KindId, Origin};
 use crate::dlprov::state::DATAFLOW_PREFIX;
 use crate::dlprov::state::DataflowRecord;
 
@@ -91,6 +91,9 @@ impl Maintainer {
         let Some(role) = self.roles.role(graph, table) else {
             return;
         };
+        if role == Role::UserRelation && pending.is_empty() {
+            return insert_relations(graph, batch);
+        }
         let mut cols = Columns::new(batch);
         for row in 0..cols.rows() {
             match row_facts(graph, &self.roles, &role, &mut cols, row) {
@@ -139,5 +142,43 @@ impl Maintainer {
                 pending.insert(d, ());
             }
         }
+    }
+}
+
+/// The bulk path for `prov.relation` rows (imports, COPY, the initial
+/// build): one pass over the string columns, no per-row allocation.
+fn insert_relations(graph: &mut Graph, batch: &arrow::array::RecordBatch) {
+    use arrow::array::{Array, AsArray};
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
+    };
+    let (Some(k), Some(s), Some(o)) = (column("kind"), column("subject"), column("object")) else {
+        return;
+    };
+    let (k, s, o) = (
+        k.as_string::<i32>(),
+        s.as_string::<i32>(),
+        o.as_string::<i32>(),
+    );
+    let mut last_kind: Option<(String, KindId)> = None;
+    for row in 0..batch.num_rows() {
+        if k.is_null(row) || s.is_null(row) || o.is_null(row) {
+            continue;
+        }
+        let kind = match &last_kind {
+            Some((name, id)) if name == k.value(row) => *id,
+            _ => {
+                let id = graph.kinds.intern(k.value(row));
+                last_kind = Some((k.value(row).to_string(), id));
+                id
+            }
+        };
+        let subject = graph.key_for_text(s.value(row));
+        let subject = graph.node(subject);
+        let object = graph.key_for_text(o.value(row));
+        let object = graph.node(object);
+        graph.add_edge(subject, kind, object, Origin::User);
     }
 }

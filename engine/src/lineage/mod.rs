@@ -84,16 +84,20 @@ impl Lineage {
         let mut graph = Graph::default();
         let roles = Roles::new(storage.tables(), DataflowRecord::load_all(storage)?);
         let mut maintainer = Maintainer::new(roles);
+        graph.set_bulk(true);
         for table in maintainer.roles.tables_with_roles(&mut graph) {
             let snap = storage.snapshot(table).map_err(EngineError::from)?;
             for part in storage.read_live(&snap).await.map_err(EngineError::from)? {
                 maintainer.insert(&mut graph, table, &part.batch, &mut Default::default());
             }
         }
+        graph.set_bulk(false);
+        graph.compact();
         info!(
             nodes = graph.node_count(),
             edges = graph.edge_count(),
             heap_bytes = graph.heap_bytes(),
+            adjacency_bytes = graph.adjacency_bytes(),
             ms = started.elapsed().as_millis() as u64,
             "lineage index built"
         );

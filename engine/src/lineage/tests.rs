@@ -378,3 +378,83 @@ async fn reference_run_gives_the_expected_graph() {
     assert!(reached.iter().any(|n| n.starts_with("scientist:")));
     assert!(reached.iter().any(|n| n.starts_with("hardware:")));
 }
+
+#[test]
+fn adjacency_survives_compactions_with_adds_and_removes() {
+    use super::graph::{Graph, Origin};
+    use super::ids::NodeKey;
+    use std::collections::BTreeMap;
+
+    let mut g = Graph::default();
+    let mut rng = Rng(7);
+    let nodes: Vec<u32> = (0..500)
+        .map(|i| {
+            let key = g.key_for_text(&format!("n{i}"));
+            g.node(key)
+        })
+        .collect();
+    let kinds = [
+        g.kinds.intern("used"),
+        g.kinds.intern("wasDerivedFrom"),
+        g.kinds.intern("myRelation"),
+    ];
+    // The model: a multiset of (subject, kind, object, origin).
+    let mut model: BTreeMap<(u32, u8, u32, bool), usize> = BTreeMap::new();
+    for step in 0..60_000u32 {
+        let s = nodes[rng.below(500) as usize];
+        let o = nodes[rng.below(500) as usize];
+        let k = kinds[rng.below(3) as usize];
+        let user = rng.below(2) == 0;
+        let origin = if user { Origin::User } else { Origin::Derived };
+        if rng.below(3) == 0 {
+            let had = model.get(&(s, k, o, user)).copied().unwrap_or(0) > 0;
+            assert_eq!(g.remove_edge(s, k, o, origin), had, "step {step}");
+            if had {
+                *model.get_mut(&(s, k, o, user)).expect("present") -= 1;
+            }
+        } else {
+            g.add_edge(s, k, o, origin);
+            *model.entry((s, k, o, user)).or_default() += 1;
+        }
+    }
+    let expect_out = |n: u32| {
+        let mut v: Vec<(u8, u32, bool)> = model
+            .iter()
+            .filter(|((s, ..), c)| *s == n && **c > 0)
+            .flat_map(|((_, k, o, u), c)| std::iter::repeat_n((*k, *o, *u), *c))
+            .collect();
+        v.sort();
+        v
+    };
+    let total: usize = model.values().sum();
+    assert_eq!(g.edge_count() as usize, total);
+    for &n in &nodes {
+        let mut got: Vec<(u8, u32, bool)> = g
+            .out_edges(n)
+            .map(|e| (e.kind, e.node, e.origin == Origin::User))
+            .collect();
+        got.sort();
+        assert_eq!(got, expect_out(n), "out edges of node {n}");
+        let ins = g.in_edges(n).count();
+        let want_in: usize = model
+            .iter()
+            .filter(|((_, _, o, _), _)| *o == n)
+            .map(|(_, c)| *c)
+            .sum();
+        assert_eq!(ins, want_in, "in edges of node {n}");
+    }
+    // Unusual keys round-trip or fall back to their text.
+    for key in [
+        NodeKey::Task(-5),
+        NodeKey::Task(i64::MAX),
+        NodeKey::Scientist(0),
+    ] {
+        let n = g.node(key);
+        let text = g.node_text(n);
+        assert_eq!(g.find(&text), Some(n), "{text}");
+    }
+    assert_eq!(
+        g.node_text(g.find("task:-5").expect("negative id")),
+        "task:-5"
+    );
+}

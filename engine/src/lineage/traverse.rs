@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 
 use roaring::RoaringBitmap;
 
-use super::graph::{Graph, KindId, NodeIdx, Origin, kind};
+use super::graph::{Edge, Graph, KindId, NodeIdx, Origin, kind};
 use super::ids::NodeKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,15 @@ pub struct Step {
     pub via: Option<NodeIdx>,
 }
 
+/// Call `f` for each edge of `n` in the walk's direction.
+fn each_edge(g: &Graph, n: NodeIdx, upstream: bool, mut f: impl FnMut(Edge)) {
+    if upstream {
+        g.out_edges(n).for_each(&mut f);
+    } else {
+        g.in_edges(n).for_each(&mut f);
+    }
+}
+
 /// The nodes one hop from `n`, with the relation followed.
 pub fn neighbours(
     g: &Graph,
@@ -74,17 +83,11 @@ pub fn neighbours(
     f: &KindFilter,
     out: &mut Vec<(NodeIdx, KindId)>,
 ) {
-    let edges = if upstream {
-        g.out_edges(n)
-    } else {
-        g.in_edges(n)
-    };
-    out.extend(
-        edges
-            .iter()
-            .filter(|e| f.allows(e.kind))
-            .map(|e| (e.node, e.kind)),
-    );
+    each_edge(g, n, upstream, |e| {
+        if f.allows(e.kind) {
+            out.push((e.node, e.kind));
+        }
+    });
     let key = g.key(n);
     if matches!(key, NodeKey::Row { .. }) && f.allows(kind::WAS_DERIVED_FROM) {
         // entity <-generated- task -used-> entity
@@ -93,7 +96,7 @@ pub fn neighbours(
         } else {
             (kind::USED, kind::WAS_GENERATED_BY)
         };
-        two_hops(g, n, upstream, first, second, kind::WAS_DERIVED_FROM, out);
+        two_hops(g, n, upstream, (first, second), kind::WAS_DERIVED_FROM, out);
     }
     if matches!(key, NodeKey::Task(_)) && f.allows(kind::WAS_INFORMED_BY) {
         // task -used-> entity -generated-> task
@@ -102,49 +105,50 @@ pub fn neighbours(
         } else {
             (kind::WAS_GENERATED_BY, kind::USED)
         };
-        two_hops(g, n, upstream, first, second, kind::WAS_INFORMED_BY, out);
+        two_hops(g, n, upstream, (first, second), kind::WAS_INFORMED_BY, out);
     }
 }
 
+/// Nodes two derived hops from `n` (kinds `first` then `second`), reported
+/// as one hop of kind `as_kind`.
 fn two_hops(
     g: &Graph,
     n: NodeIdx,
     upstream: bool,
-    first: KindId,
-    second: KindId,
+    (first, second): (KindId, KindId),
     as_kind: KindId,
     out: &mut Vec<(NodeIdx, KindId)>,
 ) {
-    let step = |x: NodeIdx| {
-        if upstream {
-            g.out_edges(x)
-        } else {
-            g.in_edges(x)
-        }
-    };
-    for e1 in step(n) {
+    each_edge(g, n, upstream, |e1| {
         if e1.kind != first || e1.origin != Origin::Derived {
-            continue;
+            return;
         }
-        for e2 in step(e1.node) {
+        each_edge(g, e1.node, upstream, |e2| {
             if e2.kind == second && e2.origin == Origin::Derived && e2.node != n {
                 out.push((e2.node, as_kind));
             }
-        }
-    }
+        });
+    });
 }
 
-/// A walk in progress; call [`Traversal::next_level`] until it returns
-/// `None`. Holds no lock: each level reads the graph it is given, so writes
-/// can land between levels.
+/// A walk in progress; call [`Traversal::next_level`] (or
+/// [`Traversal::next_level_into`]) until it reports the end. Holds no lock:
+/// each level reads the graph it is given, so writes can land between
+/// levels.
+///
+/// The frontier is a roaring bitmap, so each level visits its nodes in id
+/// order (sequential reads of the adjacency arrays); the visited set is one
+/// too. A `both` walk runs the two directions one after the other, each
+/// with its own visited set, and reports a node once.
 #[derive(Debug)]
 pub struct Traversal {
     starts: Vec<NodeIdx>,
     phases: Vec<bool>,
     phase: usize,
-    frontier: Vec<NodeIdx>,
+    frontier: RoaringBitmap,
     visited: RoaringBitmap,
-    emitted: RoaringBitmap,
+    /// Nodes reported by earlier phases (`both` only).
+    reported: Option<RoaringBitmap>,
     depth: u32,
     max_depth: u32,
     filter: KindFilter,
@@ -165,12 +169,12 @@ impl Traversal {
             Direction::Both => vec![true, false],
         };
         Traversal {
+            reported: (phases.len() > 1).then(RoaringBitmap::new),
             starts,
             phases,
             phase: 0,
-            frontier: Vec::new(),
+            frontier: RoaringBitmap::new(),
             visited: RoaringBitmap::new(),
-            emitted: RoaringBitmap::new(),
             depth: 0,
             max_depth: max_depth.unwrap_or(u32::MAX),
             filter,
@@ -180,20 +184,34 @@ impl Traversal {
     }
 
     fn restart_phase(&mut self) {
-        self.frontier = self.starts.clone();
-        self.visited = self.starts.iter().copied().collect();
+        if let Some(r) = &mut self.reported {
+            *r |= &self.visited;
+        }
+        self.frontier = self.starts.iter().copied().collect();
+        self.visited = self.frontier.clone();
         self.depth = 0;
     }
 
     /// The steps of the next non-empty level, or `None` when done.
     pub fn next_level(&mut self, g: &Graph) -> Option<Vec<Step>> {
+        let mut steps = Vec::new();
+        while steps.is_empty() {
+            if !self.next_level_into(g, &mut |s| steps.push(s)) {
+                return None;
+            }
+        }
+        Some(steps)
+    }
+
+    /// Report the steps of the next level to `sink`; false when done.
+    pub fn next_level_into(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) -> bool {
         if !self.started {
             self.started = true;
             self.restart_phase();
-            let mut steps = Vec::new();
+            let mut seen = RoaringBitmap::new();
             for &n in &self.starts {
-                if self.emitted.insert(n) {
-                    steps.push(Step {
+                if seen.insert(n) {
+                    sink(Step {
                         node: n,
                         depth: 0,
                         kind: None,
@@ -201,52 +219,47 @@ impl Traversal {
                     });
                 }
             }
-            if !steps.is_empty() {
-                return Some(steps);
-            }
+            return true;
         }
         loop {
             if self.phase >= self.phases.len() {
-                return None;
+                return false;
             }
             if self.frontier.is_empty() || self.depth >= self.max_depth {
                 self.phase += 1;
                 self.restart_phase();
                 continue;
             }
-            let steps = self.expand(g);
-            if !steps.is_empty() {
-                return Some(steps);
-            }
+            self.expand(g, sink);
+            return true;
         }
     }
 
-    fn expand(&mut self, g: &Graph) -> Vec<Step> {
+    fn expand(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) {
         let upstream = self.phases[self.phase];
         self.depth += 1;
-        let mut next = Vec::new();
-        let mut steps = Vec::new();
+        let mut next = RoaringBitmap::new();
         let frontier = std::mem::take(&mut self.frontier);
-        for n in frontier {
+        for n in &frontier {
             self.scratch.clear();
             neighbours(g, n, upstream, &self.filter, &mut self.scratch);
             for &(m, k) in &self.scratch {
                 if !self.visited.insert(m) {
                     continue;
                 }
-                next.push(m);
-                if self.emitted.insert(m) {
-                    steps.push(Step {
-                        node: m,
-                        depth: self.depth,
-                        kind: Some(k),
-                        via: Some(n),
-                    });
+                next.insert(m);
+                if self.reported.as_ref().is_some_and(|r| r.contains(m)) {
+                    continue;
                 }
+                sink(Step {
+                    node: m,
+                    depth: self.depth,
+                    kind: Some(k),
+                    via: Some(n),
+                });
             }
         }
         self.frontier = next;
-        steps
     }
 }
 

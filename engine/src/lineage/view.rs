@@ -13,12 +13,14 @@ use std::collections::BTreeSet;
 use super::graph::{Graph, KindId, NodeIdx, NodeKind, Origin, kind};
 use super::ids::NodeKey;
 
-fn derived(g: &Graph, n: NodeIdx, out: bool, k: KindId) -> impl Iterator<Item = NodeIdx> + '_ {
-    let edges = if out { g.out_edges(n) } else { g.in_edges(n) };
-    edges
-        .iter()
-        .filter(move |e| e.origin == Origin::Derived && e.kind == k)
-        .map(|e| e.node)
+fn derived(g: &Graph, n: NodeIdx, out: bool, k: KindId) -> Vec<NodeIdx> {
+    let pick =
+        |e: super::graph::Edge| (e.origin == Origin::Derived && e.kind == k).then_some(e.node);
+    if out {
+        g.out_edges(n).filter_map(pick).collect()
+    } else {
+        g.in_edges(n).filter_map(pick).collect()
+    }
 }
 
 /// Derived edges, shortcuts included, as (subject, kind, object).
@@ -32,7 +34,7 @@ pub fn derived_relations(g: &Graph) -> Vec<(NodeIdx, KindId, NodeIdx)> {
         if !matches!(g.key(n), NodeKey::Task(_)) {
             continue;
         }
-        let inputs: Vec<NodeIdx> = derived(g, n, true, kind::USED).collect();
+        let inputs: Vec<NodeIdx> = derived(g, n, true, kind::USED);
         for o in derived(g, n, false, kind::WAS_GENERATED_BY) {
             for &i in inputs.iter().filter(|&&i| i != o) {
                 rows.push((o, kind::WAS_DERIVED_FROM, i));
@@ -65,7 +67,7 @@ pub fn derived_nodes(g: &Graph, class: NodeKind) -> Vec<NodeIdx> {
 /// execution or dataflow.
 pub fn label(g: &Graph, n: NodeIdx) -> Option<String> {
     match g.key(n) {
-        NodeKey::Row { dataset, .. } => Some(g.symbols.text(dataset).to_string()),
+        NodeKey::Row { dataset, .. } => Some(g.symbols.dataset_name(dataset).to_string()),
         NodeKey::Execution(s) | NodeKey::Dataflow(s) => Some(g.symbols.text(s).to_string()),
         _ => None,
     }

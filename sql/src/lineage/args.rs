@@ -72,14 +72,23 @@ pub fn count(args: &[Expr], i: usize, func: &str, param: &str) -> Result<Option<
     if v.is_null() {
         return Ok(None);
     }
-    let n = match v.cast_to(&DataType::Int64) {
-        Ok(ScalarValue::Int64(Some(n))) if v.data_type().is_integer() => n,
-        _ => {
-            return plan_err!(
-                "{func}(): {param} must be an integer, got {} {v}",
-                v.data_type()
-            );
-        }
+    // Text that reads as an integer is accepted too: a `$n` parameter bound
+    // as text (its type cannot be inferred inside a table function).
+    let n = match v {
+        ScalarValue::Utf8(Some(t))
+        | ScalarValue::LargeUtf8(Some(t))
+        | ScalarValue::Utf8View(Some(t)) => t.trim().parse::<i64>().ok(),
+        _ if v.data_type().is_integer() => match v.cast_to(&DataType::Int64) {
+            Ok(ScalarValue::Int64(Some(n))) => Some(n),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(n) = n else {
+        return plan_err!(
+            "{func}(): {param} must be an integer, got {} {v}",
+            v.data_type()
+        );
     };
     match u32::try_from(n) {
         Ok(n) => Ok(Some(n)),

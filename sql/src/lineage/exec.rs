@@ -7,13 +7,17 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, RecordBatch, RecordBatchOptions, StringBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::Result;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Result, Statistics};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -46,13 +50,20 @@ impl LineageQuery {
     /// Output columns: `lineage()` gives (node, node_kind, depth, relation,
     /// via); `lineage_path()` gives (step, node, node_kind, relation, via).
     pub fn schema(&self) -> SchemaRef {
-        let first = match self {
-            LineageQuery::Walk { .. } => vec![
+        output_schema(matches!(self, LineageQuery::Path { .. }))
+    }
+}
+
+/// The output columns of `lineage()` (`path` false) or `lineage_path()`.
+pub fn output_schema(path: bool) -> SchemaRef {
+    {
+        let first = match path {
+            false => vec![
                 Field::new("node", DataType::Utf8, false),
                 Field::new("node_kind", DataType::Utf8, false),
                 Field::new("depth", DataType::Int32, false),
             ],
-            LineageQuery::Path { .. } => vec![
+            true => vec![
                 Field::new("step", DataType::Int32, false),
                 Field::new("node", DataType::Utf8, false),
                 Field::new("node_kind", DataType::Utf8, false),
@@ -74,6 +85,36 @@ pub struct LineageExec {
     schema: SchemaRef,
     limit: Option<usize>,
     props: Arc<PlanProperties>,
+    /// The whole answer of a small walk, found when the plan was built.
+    precomputed: Option<Arc<Vec<Step>>>,
+}
+
+/// Walks that finish within this many nodes are run when the plan is built:
+/// the optimizer then knows the exact row count (no repartitioning of a tiny
+/// input; `count(*)` answered from statistics).
+const EAGER_STEPS: usize = 8192;
+
+/// The walk's steps if it ends within [`EAGER_STEPS`].
+fn precompute(lineage: &Lineage, query: &LineageQuery) -> Option<Arc<Vec<Step>>> {
+    let LineageQuery::Walk {
+        starts,
+        direction,
+        max_depth,
+        filter,
+        ..
+    } = query
+    else {
+        return None;
+    };
+    let mut t = Traversal::new(starts.clone(), *direction, *max_depth, filter.clone());
+    let g = lineage.graph();
+    let mut steps = Vec::new();
+    while t.next_level_into(&g, &mut |s| steps.push(s)) {
+        if steps.len() > EAGER_STEPS {
+            return None;
+        }
+    }
+    Some(Arc::new(steps))
 }
 
 impl LineageExec {
@@ -95,6 +136,7 @@ impl LineageExec {
             Boundedness::Bounded,
         );
         Ok(LineageExec {
+            precomputed: precompute(&lineage, &query),
             lineage,
             query,
             projection,
@@ -144,6 +186,9 @@ impl DisplayAs for LineageExec {
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
+        if let Some(steps) = &self.precomputed {
+            write!(f, ", walked_at_planning={}", steps.len())?;
+        }
         Ok(())
     }
 }
@@ -175,6 +220,19 @@ impl ExecutionPlan for LineageExec {
         Ok(self)
     }
 
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        let mut stats = Statistics::new_unknown(&self.schema);
+        if let Some(steps) = &self.precomputed {
+            let n = self.limit.map_or(steps.len(), |l| l.min(steps.len()));
+            stats = stats.with_num_rows(Precision::Exact(n));
+        }
+        Ok(Arc::new(stats))
+    }
+
     fn execute(
         &self,
         _partition: usize,
@@ -183,6 +241,7 @@ impl ExecutionPlan for LineageExec {
         let walker = Walker {
             lineage: self.lineage.clone(),
             source: match &self.query {
+                _ if self.precomputed.is_some() => Source::Steps(self.precomputed.clone()),
                 LineageQuery::Walk {
                     starts,
                     direction,
@@ -204,7 +263,7 @@ impl ExecutionPlan for LineageExec {
             projection: self.projection.clone(),
             remaining: self.limit.unwrap_or(usize::MAX),
             batch_size: ctx.session_config().batch_size().max(1),
-            pending: Vec::new(),
+            pending: Default::default(),
         };
         let stream = futures::stream::unfold(walker, |mut w| async move {
             match w.next_batch() {
@@ -226,9 +285,11 @@ impl ExecutionPlan for LineageExec {
 enum Source {
     Walk(Traversal),
     Path(Option<(NodeIdx, NodeIdx, KindFilter)>),
+    /// A walk already run when the plan was built.
+    Steps(Option<Arc<Vec<Step>>>),
 }
 
-/// The stream's state: the walk, rows rendered but not yet sent.
+/// The stream's state: the walk and the steps found but not yet sent.
 struct Walker {
     lineage: Lineage,
     source: Source,
@@ -237,80 +298,128 @@ struct Walker {
     projection: Option<Vec<usize>>,
     remaining: usize,
     batch_size: usize,
-    pending: Vec<Row>,
+    pending: std::collections::VecDeque<Step>,
 }
 
-/// A rendered output row.
-struct Row {
-    depth: i32,
-    node: String,
-    kind: &'static str,
-    relation: Option<String>,
-    via: Option<String>,
-}
-
-fn render(g: &Graph, s: &Step) -> Row {
-    Row {
-        depth: i32::try_from(s.depth).unwrap_or(i32::MAX),
-        node: g.node_text(s.node),
-        kind: g.class(s.node).name(),
-        relation: s.kind.map(|k| g.kinds.name(k).to_string()),
-        via: s.via.map(|v| g.node_text(v)),
-    }
+/// An output column of the lineage functions.
+#[derive(Clone, Copy)]
+enum Col {
+    Depth,
+    Node,
+    Kind,
+    Relation,
+    Via,
 }
 
 impl Walker {
+    fn columns(&self) -> Vec<Col> {
+        let all = if self.path {
+            [Col::Depth, Col::Node, Col::Kind, Col::Relation, Col::Via]
+        } else {
+            [Col::Node, Col::Kind, Col::Depth, Col::Relation, Col::Via]
+        };
+        match &self.projection {
+            Some(p) => p.iter().filter_map(|&i| all.get(i).copied()).collect(),
+            None => all.to_vec(),
+        }
+    }
+
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        if self.columns().is_empty() {
+            return self.next_count_batch();
+        }
+        let g = self.lineage.graph();
         while self.pending.is_empty() {
             if self.remaining == 0 {
                 return Ok(None);
             }
-            let g = self.lineage.graph();
             let steps = match &mut self.source {
                 Source::Walk(t) => t.next_level(&g),
                 Source::Path(job) => job
                     .take()
                     .map(|(from, to, filter)| shortest_path(&g, from, to, &filter)),
+                Source::Steps(steps) => steps.take().map(|s| s.as_ref().clone()),
             };
             let Some(steps) = steps else {
                 return Ok(None);
             };
-            self.pending = steps.iter().rev().map(|s| render(&g, s)).collect();
+            self.pending = steps.into();
         }
         let n = self.pending.len().min(self.batch_size).min(self.remaining);
-        let at = self.pending.len() - n;
-        let rows: Vec<Row> = self.pending.drain(at..).rev().collect();
+        let steps: Vec<Step> = self.pending.drain(..n).collect();
         self.remaining -= n;
         if self.remaining == 0 {
             self.pending.clear();
         }
-        self.batch(rows).map(Some)
+        self.batch(&g, &steps, steps.len()).map(Some)
     }
 
-    fn batch(&self, rows: Vec<Row>) -> Result<RecordBatch> {
-        let depth: ArrayRef = Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.depth)));
-        let mut node = StringBuilder::new();
-        let mut kind = StringBuilder::new();
-        let mut relation = StringBuilder::new();
-        let mut via = StringBuilder::new();
-        for r in &rows {
-            node.append_value(&r.node);
-            kind.append_value(r.kind);
-            relation.append_option(r.relation.as_deref());
-            via.append_option(r.via.as_deref());
+    /// No column is needed (`count(*)`): walk, counting the nodes reached,
+    /// and send batches of that many rows without materializing steps.
+    fn next_count_batch(&mut self) -> Result<Option<RecordBatch>> {
+        let mut rows = 0usize;
+        while rows < self.batch_size && self.remaining > rows {
+            let g = self.lineage.graph();
+            let more = match &mut self.source {
+                Source::Walk(t) => t.next_level_into(&g, &mut |_| rows += 1),
+                Source::Path(job) => match job.take() {
+                    Some((from, to, filter)) => {
+                        rows += shortest_path(&g, from, to, &filter).len();
+                        true
+                    }
+                    None => false,
+                },
+                Source::Steps(steps) => match steps.take() {
+                    Some(s) => {
+                        rows += s.len();
+                        true
+                    }
+                    None => false,
+                },
+            };
+            if !more {
+                break;
+            }
         }
-        let (node, kind): (ArrayRef, ArrayRef) = (Arc::new(node.finish()), Arc::new(kind.finish()));
-        let mut columns = if self.path {
-            vec![depth, node, kind]
-        } else {
-            vec![node, kind, depth]
+        let rows = rows.min(self.remaining);
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.remaining -= rows;
+        self.batch(&self.lineage.graph(), &[], rows).map(Some)
+    }
+
+    /// Render only the projected columns (`count(*)` renders none).
+    fn batch(&self, g: &Graph, steps: &[Step], rows: usize) -> Result<RecordBatch> {
+        let text = |f: &dyn Fn(&Step) -> Option<String>| -> ArrayRef {
+            let mut b = StringBuilder::new();
+            for s in steps {
+                b.append_option(f(s));
+            }
+            Arc::new(b.finish())
         };
-        columns.push(Arc::new(relation.finish()));
-        columns.push(Arc::new(via.finish()));
-        let batch = RecordBatch::try_new(Arc::clone(&self.full_schema), columns)?;
-        Ok(match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
-        })
+        let columns: Vec<ArrayRef> = self
+            .columns()
+            .into_iter()
+            .map(|c| match c {
+                Col::Depth => Arc::new(Int32Array::from_iter_values(
+                    steps
+                        .iter()
+                        .map(|s| i32::try_from(s.depth).unwrap_or(i32::MAX)),
+                )) as ArrayRef,
+                Col::Node => text(&|s| Some(g.node_text(s.node))),
+                Col::Kind => text(&|s| Some(g.class(s.node).name().to_string())),
+                Col::Relation => text(&|s| s.kind.map(|k| g.kinds.name(k).to_string())),
+                Col::Via => text(&|s| s.via.map(|v| g.node_text(v))),
+            })
+            .collect();
+        let schema = match &self.projection {
+            Some(p) => Arc::new(self.full_schema.project(p)?),
+            None => Arc::clone(&self.full_schema),
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(
+            schema, columns, &options,
+        )?)
     }
 }

@@ -6,6 +6,10 @@
 //! and replaces it by the array of its first column's values (for
 //! `lineage_path`, by its single value). The subquery is evaluated once,
 //! when the statement is planned.
+//!
+//! `$n` parameters of prepared statements in these arguments are handled the
+//! same way: such a statement is planned again at each execution, with the
+//! bound values written into the arguments.
 
 use std::ops::ControlFlow;
 
@@ -13,6 +17,8 @@ use datafusion::sql::sqlparser::ast::{
     Array, Expr, FunctionArg, FunctionArgExpr, Query, Statement, TableFactor, Value, VisitMut,
     VisitorMut,
 };
+
+use datafusion::common::ScalarValue;
 
 use crate::error::{SqlError, SqlResult};
 
@@ -27,6 +33,24 @@ pub struct SubqueryArg {
 
 /// Visit the subquery arguments of lineage function calls, in order.
 fn each_subquery(
+    stmt: &mut Statement,
+    mut f: impl FnMut(&mut Expr, &str) -> ControlFlow<SqlError>,
+) -> SqlResult<()> {
+    each_arg(stmt, |e, name| {
+        let e = match e {
+            Expr::Nested(inner) => inner.as_mut(),
+            other => other,
+        };
+        if matches!(e, Expr::Subquery(_)) {
+            f(e, name)
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+/// Visit every argument expression of lineage function calls, in order.
+fn each_arg(
     stmt: &mut Statement,
     mut f: impl FnMut(&mut Expr, &str) -> ControlFlow<SqlError>,
 ) -> SqlResult<()> {
@@ -59,13 +83,7 @@ fn each_subquery(
                 else {
                     continue;
                 };
-                let e = match e {
-                    Expr::Nested(inner) => inner.as_mut(),
-                    other => other,
-                };
-                if matches!(e, Expr::Subquery(_)) {
-                    (self.0)(e, &fname)?;
-                }
+                (self.0)(e, &fname)?;
             }
             ControlFlow::Continue(())
         }
@@ -123,4 +141,129 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(SubqueryArg, Vec<String>)>)
         };
         ControlFlow::Continue(())
     })
+}
+
+/// Whether a lineage function argument is (or holds) a `$n` parameter.
+/// Such statements are planned again at each execution with the parameter
+/// values in place (see `Session::execute_prepared`).
+pub fn has_placeholder_args(stmt: &mut Statement) -> bool {
+    let mut found = false;
+    let _ = each_arg(stmt, |e, _| {
+        if contains_placeholder(e) {
+            found = true;
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
+fn contains_placeholder(e: &Expr) -> bool {
+    use datafusion::sql::sqlparser::ast::Visit;
+    struct P(bool);
+    impl datafusion::sql::sqlparser::ast::Visitor for P {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = e
+                && matches!(v.value, Value::Placeholder(_))
+            {
+                self.0 = true;
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut p = P(false);
+    let _ = e.visit(&mut p);
+    p.0
+}
+
+/// Replace `$n` parameters inside lineage function arguments by the literal
+/// values bound to them.
+pub fn bind_placeholder_args(stmt: &mut Statement, params: &[ScalarValue]) -> SqlResult<()> {
+    each_arg(stmt, |e, _| {
+        let mut failure = None;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(e, |x| {
+            if let Expr::Value(v) = x
+                && let Value::Placeholder(name) = &v.value
+            {
+                match placeholder_literal(name, params) {
+                    Ok(lit) => *x = lit,
+                    Err(err) => {
+                        failure = Some(err);
+                        return ControlFlow::Break(());
+                    }
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+        match failure {
+            Some(err) => ControlFlow::Break(err),
+            None => ControlFlow::Continue(()),
+        }
+    })
+}
+
+fn placeholder_literal(name: &str, params: &[ScalarValue]) -> SqlResult<Expr> {
+    let value = name
+        .strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| params.get(i))
+        .ok_or_else(|| SqlError::new("08P01", format!("no value bound for parameter {name}")))?;
+    scalar_literal(value)
+}
+
+fn scalar_literal(v: &ScalarValue) -> SqlResult<Expr> {
+    use datafusion::arrow::array::{Array as _, AsArray};
+    if v.is_null() {
+        return Ok(Expr::Value(Value::Null.into()));
+    }
+    if v.data_type().is_integer() {
+        return Ok(Expr::Value(Value::Number(v.to_string(), false).into()));
+    }
+    match v {
+        ScalarValue::List(a) => {
+            let values = datafusion::arrow::compute::cast(
+                a.values(),
+                &datafusion::arrow::datatypes::DataType::Utf8,
+            )
+            .map_err(|e| SqlError::invalid_param(e.to_string()))?;
+            let strings = values.as_string::<i32>();
+            let elem = (0..strings.len())
+                .map(|i| {
+                    Expr::Value(Value::SingleQuotedString(strings.value(i).to_string()).into())
+                })
+                .collect();
+            Ok(Expr::Array(Array { elem, named: true }))
+        }
+        other => match other.cast_to(&datafusion::arrow::datatypes::DataType::Utf8) {
+            Ok(ScalarValue::Utf8(Some(s))) => Ok(Expr::Value(Value::SingleQuotedString(s).into())),
+            _ => Err(SqlError::invalid_param(format!(
+                "a lineage argument cannot be a {} parameter",
+                other.data_type()
+            ))),
+        },
+    }
+}
+
+/// The highest `$n` in a statement (0 when there is none): parameters inside
+/// table-function arguments are invisible to DataFusion's type inference.
+pub fn max_placeholder(stmt: &Statement) -> usize {
+    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
+    struct M(usize);
+    impl Visitor for M {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            if let Expr::Value(v) = e
+                && let Value::Placeholder(p) = &v.value
+                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            {
+                self.0 = self.0.max(n);
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut m = M(0);
+    let _ = stmt.visit(&mut m);
+    m.0
 }

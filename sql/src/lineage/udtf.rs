@@ -20,10 +20,24 @@ use datafusion::physical_plan::ExecutionPlan;
 use provdb_engine::lineage::{Direction, KindFilter, Lineage};
 
 use super::args;
-use super::exec::{LineageExec, LineageQuery};
+use super::exec::{LineageExec, LineageQuery, output_schema};
+use datafusion::common::tree_node::TreeNode;
+use datafusion::datasource::empty::EmptyTable;
 
 fn engine_err(e: provdb_engine::EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(crate::error::from_engine(e)))
+}
+
+/// A call with `$n` parameters among its arguments, planned before the
+/// values are bound (to describe the statement): it returns no rows. The
+/// session plans such statements again with the values in place.
+fn deferred(args: &[Expr], path: bool) -> Option<Arc<dyn TableProvider>> {
+    let has_placeholder = args.iter().any(|e| {
+        e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))
+            .unwrap_or(false)
+    });
+    has_placeholder
+        .then(|| Arc::new(EmptyTable::new(output_schema(path))) as Arc<dyn TableProvider>)
 }
 
 fn filter(lineage: &Lineage, relations: &Option<Vec<String>>) -> Result<KindFilter> {
@@ -43,6 +57,9 @@ impl TableFunctionImpl for LineageFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const F: &str = "lineage";
         let a = args.exprs();
+        if let Some(t) = deferred(a, false) {
+            return Ok(t);
+        }
         if a.is_empty() || a.len() > 4 {
             return plan_err!(
                 "lineage(start, direction => 'upstream'|'downstream'|'both', max_depth => n, relations => ARRAY[...]) takes 1 to 4 arguments, got {}",
@@ -92,6 +109,9 @@ impl TableFunctionImpl for LineagePathFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const F: &str = "lineage_path";
         let a = args.exprs();
+        if let Some(t) = deferred(a, true) {
+            return Ok(t);
+        }
         if a.len() < 2 || a.len() > 3 {
             return plan_err!(
                 "lineage_path(from, to, relations => ARRAY[...]) takes 2 or 3 arguments, got {}",
