@@ -298,6 +298,15 @@ def dlprov_q10(args, pv):
     return args.executions, messages, statistics.median(times), p99, sorted(sizes)
 
 
+def git_commit():
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        return out or "unknown"
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def ratio(a, b):
     return f"{b / a:.1f}x" if a else "-"
 
@@ -311,6 +320,7 @@ def report(args, pg, pv, graphs, load, stats, results, q10):
         f"--repeats {args.repeats}` ({os.path.basename(__file__)}).",
         "",
         machine_line(),
+        f"- provdb built from commit {git_commit()}",
         f"- provdb {pv.version}; PostgreSQL {pg.version} (B-tree indexes on both edge columns, "
         f"shared_buffers=1GB); DuckDB {duckdb.__version__} (in-process)",
         f"- graphs: " + "; ".join(

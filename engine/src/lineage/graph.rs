@@ -164,31 +164,68 @@ impl Adjacency {
         pending > 4096 && pending * 2 > self.nodes.len()
     }
 
-    fn compact(&mut self, node_count: usize) {
-        let live = self.nodes.len() - self.dead + self.added_len;
+    /// Rewrite as compacted arrays: live compacted entries, the added
+    /// ones, and `extra` edges given as (from, to, kind byte) — the bulk
+    /// load's edges, placed by a counting sort.
+    fn compact(&mut self, node_count: usize, extra: &[(NodeIdx, NodeIdx, u8)]) {
         let mut added: Vec<(NodeIdx, Vec<Edge>)> =
             std::mem::take(&mut self.added).into_iter().collect();
         added.sort_unstable_by_key(|(n, _)| *n);
         let mut added = added.into_iter().peekable();
-        let mut offsets = Vec::with_capacity(node_count + 1);
-        let mut nodes = Vec::with_capacity(live);
-        let mut kinds = Vec::with_capacity(live);
-        offsets.push(0u32);
+        // Per node: live compacted and added entries first.
+        let mut counts = vec![0u32; node_count];
+        let mut firsts: Vec<(NodeIdx, u8)> =
+            Vec::with_capacity(self.nodes.len() - self.dead + self.added_len);
+        let mut first_ends = Vec::with_capacity(node_count);
         for n in 0..node_count as NodeIdx {
             let r = self.base(n);
             for (&node, &k) in self.nodes[r.clone()].iter().zip(&self.kinds[r]) {
                 if k != DEAD {
-                    nodes.push(node);
-                    kinds.push(k);
+                    firsts.push((node, k));
                 }
             }
             if let Some((_, list)) = added.next_if(|(m, _)| *m == n) {
-                for e in list {
-                    nodes.push(e.node);
-                    kinds.push(e.kind_byte());
-                }
+                firsts.extend(list.iter().map(|e| (e.node, e.kind_byte())));
             }
-            offsets.push(u32::try_from(nodes.len()).unwrap_or(u32::MAX));
+            first_ends.push(firsts.len());
+        }
+        for (i, end) in first_ends.iter().enumerate() {
+            let start = if i == 0 { 0 } else { first_ends[i - 1] };
+            counts[i] = (end - start) as u32;
+        }
+        for &(from, _, _) in extra {
+            if let Some(c) = counts.get_mut(from as usize) {
+                *c += 1;
+            }
+        }
+        let mut offsets = Vec::with_capacity(node_count + 1);
+        let mut total = 0u32;
+        offsets.push(0u32);
+        for c in &counts {
+            total = total.saturating_add(*c);
+            offsets.push(total);
+        }
+        let mut nodes = vec![0 as NodeIdx; total as usize];
+        let mut kinds = vec![DEAD; total as usize];
+        let mut cursor: Vec<u32> = offsets[..node_count].to_vec();
+        let mut start = 0;
+        for (n, &end) in first_ends.iter().enumerate() {
+            for &(node, k) in &firsts[start..end] {
+                let at = cursor[n] as usize;
+                nodes[at] = node;
+                kinds[at] = k;
+                cursor[n] += 1;
+            }
+            start = end;
+        }
+        for &(from, to, k) in extra {
+            let Some(c) = cursor.get_mut(from as usize) else {
+                continue;
+            };
+            let at = *c as usize;
+            nodes[at] = to;
+            kinds[at] = k;
+            *c += 1;
         }
         self.offsets = offsets;
         self.nodes = nodes;
@@ -207,8 +244,12 @@ impl Adjacency {
     }
 }
 
-/// A node's class byte: the [`NodeKind`] and whether it was declared.
+/// A node's class byte: the [`NodeKind`] (2 bits), whether it was
+/// declared, and whether it is a DLProv row or task (the nodes shortcut
+/// relations start from), so walks need not decode keys.
 const DECLARED: u8 = 4;
+const ROW: u8 = 8;
+const TASK: u8 = 16;
 
 /// The PROV relation names provdb knows, with the classes of their subject
 /// and object (used to infer the class of nodes only named in relations).
@@ -309,6 +350,9 @@ pub struct Graph {
     /// Bumped on every change; lets readers cache what they derive.
     version: u64,
     bulk: bool,
+    /// Edges added in bulk mode, as (subject, object, kind byte), placed at
+    /// the next compaction.
+    bulk_edges: Vec<(NodeIdx, NodeIdx, u8)>,
 }
 
 impl Graph {
@@ -336,7 +380,7 @@ impl Graph {
             None => self
                 .symbols
                 .get(&key.render(&self.symbols))
-                .and_then(|s| PackedKey::pack(NodeKey::User(s))),
+                .map(PackedKey::user),
         }
     }
 
@@ -355,8 +399,7 @@ impl Graph {
             None => {
                 let text = key.render(&self.symbols);
                 let sym = self.symbols.intern(&text);
-                PackedKey::pack(NodeKey::User(sym))
-                    .unwrap_or(PackedKey::pack(NodeKey::User(0)).expect("user keys pack"))
+                PackedKey::user(sym)
             }
         };
         let hash = self.hasher.hash_one(packed);
@@ -369,8 +412,14 @@ impl Graph {
         let (keys, hasher) = (&self.keys, &self.hasher);
         self.index
             .insert_unique(hash, n, |&m| hasher.hash_one(keys[m as usize]));
-        self.class.push(match packed.unpack().fixed_class() {
-            Some(c) => c as u8 | DECLARED,
+        let unpacked = packed.unpack();
+        let flags = match unpacked {
+            NodeKey::Row { .. } => ROW,
+            NodeKey::Task(_) => TASK,
+            _ => 0,
+        };
+        self.class.push(match unpacked.fixed_class() {
+            Some(c) => c as u8 | DECLARED | flags,
             None => NodeKind::Entity as u8,
         });
         self.version += 1;
@@ -398,6 +447,16 @@ impl Graph {
         self.class[n as usize] & DECLARED != 0
     }
 
+    /// Whether `n` is a row of a DLProv `ds_*` table.
+    pub fn is_row(&self, n: NodeIdx) -> bool {
+        self.class[n as usize] & ROW != 0
+    }
+
+    /// Whether `n` is a DLProv task.
+    pub fn is_task(&self, n: NodeIdx) -> bool {
+        self.class[n as usize] & TASK != 0
+    }
+
     pub fn class(&self, n: NodeIdx) -> NodeKind {
         NodeKind::from_bits(self.class[n as usize])
     }
@@ -414,6 +473,19 @@ impl Graph {
 
     /// Add the edge `subject --kind--> object`.
     pub fn add_edge(&mut self, subject: NodeIdx, kind: KindId, object: NodeIdx, origin: Origin) {
+        if self.bulk {
+            let byte = Edge {
+                node: object,
+                kind,
+                origin,
+            }
+            .kind_byte();
+            self.bulk_edges.push((subject, object, byte));
+            self.infer_from(subject, kind, object, origin);
+            self.edges += 1;
+            self.version += 1;
+            return;
+        }
         self.out.push(
             subject,
             Edge {
@@ -430,15 +502,20 @@ impl Graph {
                 origin,
             },
         );
+        self.infer_from(subject, kind, object, origin);
+        self.edges += 1;
+        self.version += 1;
+        self.maybe_compact();
+    }
+
+    /// Infer the classes of a user edge's ends from its kind.
+    fn infer_from(&mut self, subject: NodeIdx, kind: KindId, object: NodeIdx, origin: Origin) {
         if origin == Origin::User
             && let Some((s, o)) = self.kinds.classes(kind)
         {
             self.infer(subject, s);
             self.infer(object, o);
         }
-        self.edges += 1;
-        self.version += 1;
-        self.maybe_compact();
     }
 
     /// Remove one `subject --kind--> object` edge of `origin`; false if absent.
@@ -449,6 +526,9 @@ impl Graph {
         object: NodeIdx,
         origin: Origin,
     ) -> bool {
+        if !self.bulk_edges.is_empty() {
+            self.compact();
+        }
         let removed = self.out.remove(
             subject,
             Edge {
@@ -479,8 +559,9 @@ impl Graph {
         }
     }
 
-    /// Bulk loading: no compaction until [`Graph::compact`] is called (the
-    /// initial build adds every edge, then compacts once).
+    /// Bulk loading: edges are only collected until [`Graph::compact`]
+    /// places them all at once (the initial build). Reads in between do not
+    /// see them.
     pub fn set_bulk(&mut self, bulk: bool) {
         self.bulk = bulk;
     }
@@ -489,8 +570,12 @@ impl Graph {
     /// capacity of the node tables.
     pub fn compact(&mut self) {
         let n = self.keys.len();
-        self.out.compact(n);
-        self.inn.compact(n);
+        let bulk = std::mem::take(&mut self.bulk_edges);
+        self.out.compact(n, &bulk);
+        let reversed: Vec<(NodeIdx, NodeIdx, u8)> =
+            bulk.iter().map(|&(s, o, k)| (o, s, k)).collect();
+        drop(bulk);
+        self.inn.compact(n, &reversed);
         self.keys.shrink_to_fit();
         self.class.shrink_to_fit();
         self.symbols.shrink_to_fit();

@@ -150,6 +150,11 @@ fn sign_extend(v: u64, bits: u32) -> i64 {
 }
 
 impl PackedKey {
+    /// A user node's key (always packs: the tag is 0).
+    pub fn user(sym: Sym) -> PackedKey {
+        PackedKey(sym as u64)
+    }
+
     pub fn pack(key: NodeKey) -> Option<PackedKey> {
         let tagged = |tag: u64, payload: u64| Some(PackedKey(tag << TAG_SHIFT | payload));
         match key {

@@ -458,3 +458,45 @@ fn adjacency_survives_compactions_with_adds_and_removes() {
         "task:-5"
     );
 }
+
+#[test]
+fn bulk_loading_places_every_edge() {
+    use super::graph::{Graph, Origin};
+    let mut rng = Rng(11);
+    let mut g = Graph::default();
+    let nodes: Vec<u32> = (0..300)
+        .map(|i| {
+            let key = g.key_for_text(&format!("b{i}"));
+            g.node(key)
+        })
+        .collect();
+    let used = g.kinds.intern("used");
+    // A first batch compacted normally, then a bulk batch on top.
+    let mut edges = Vec::new();
+    for phase in 0..2 {
+        g.set_bulk(phase == 1);
+        for _ in 0..5000 {
+            let (s, o) = (
+                nodes[rng.below(300) as usize],
+                nodes[rng.below(300) as usize],
+            );
+            g.add_edge(s, used, o, Origin::User);
+            edges.push((s, o));
+        }
+    }
+    g.set_bulk(false);
+    g.compact();
+    assert_eq!(g.edge_count(), 10_000);
+    for &n in &nodes {
+        let mut want: Vec<u32> = edges.iter().filter(|e| e.0 == n).map(|e| e.1).collect();
+        let mut got: Vec<u32> = g.out_edges(n).map(|e| e.node).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "out of {n}");
+        let mut want: Vec<u32> = edges.iter().filter(|e| e.1 == n).map(|e| e.0).collect();
+        let mut got: Vec<u32> = g.in_edges(n).map(|e| e.node).collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "in of {n}");
+    }
+}

@@ -18,7 +18,6 @@ use std::collections::{HashMap, VecDeque};
 use roaring::RoaringBitmap;
 
 use super::graph::{Edge, Graph, KindId, NodeIdx, Origin, kind};
-use super::ids::NodeKey;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
@@ -88,8 +87,7 @@ pub fn neighbours(
             out.push((e.node, e.kind));
         }
     });
-    let key = g.key(n);
-    if matches!(key, NodeKey::Row { .. }) && f.allows(kind::WAS_DERIVED_FROM) {
+    if g.is_row(n) && f.allows(kind::WAS_DERIVED_FROM) {
         // entity <-generated- task -used-> entity
         let (first, second) = if upstream {
             (kind::WAS_GENERATED_BY, kind::USED)
@@ -98,7 +96,7 @@ pub fn neighbours(
         };
         two_hops(g, n, upstream, (first, second), kind::WAS_DERIVED_FROM, out);
     }
-    if matches!(key, NodeKey::Task(_)) && f.allows(kind::WAS_INFORMED_BY) {
+    if g.is_task(n) && f.allows(kind::WAS_INFORMED_BY) {
         // task -used-> entity -generated-> task
         let (first, second) = if upstream {
             (kind::USED, kind::WAS_GENERATED_BY)
