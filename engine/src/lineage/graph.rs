@@ -105,7 +105,7 @@ struct Adjacency {
     offsets: Vec<u32>,
     nodes: Vec<NodeIdx>,
     kinds: Vec<u8>,
-    added: HashMap<NodeIdx, Vec<Edge>>,
+    added: hashbrown::HashMap<NodeIdx, Vec<Edge>>,
     added_len: usize,
     dead: usize,
 }
@@ -126,7 +126,12 @@ impl Adjacency {
             .zip(&self.kinds[r])
             .filter(|(_, k)| **k != DEAD)
             .map(|(&node, &k)| Edge::from_parts(node, k));
-        base.chain(self.added.get(&n).into_iter().flatten().copied())
+        let added: &[Edge] = if self.added.is_empty() {
+            &[]
+        } else {
+            self.added.get(&n).map_or(&[], Vec::as_slice)
+        };
+        base.chain(added.iter().copied())
     }
 
     fn push(&mut self, n: NodeIdx, e: Edge) {
@@ -170,6 +175,7 @@ impl Adjacency {
     fn compact(&mut self, node_count: usize, extra: &[(NodeIdx, NodeIdx, u8)]) {
         let mut added: Vec<(NodeIdx, Vec<Edge>)> =
             std::mem::take(&mut self.added).into_iter().collect();
+        self.added = hashbrown::HashMap::new();
         added.sort_unstable_by_key(|(n, _)| *n);
         let mut added = added.into_iter().peekable();
         // Per node: live compacted and added entries first.

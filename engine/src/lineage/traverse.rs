@@ -233,29 +233,39 @@ impl Traversal {
         }
     }
 
+    /// One level: candidates are collected in a vector and checked against
+    /// the visited set; the new nodes are then sorted once and added to the
+    /// bitmaps in bulk (inserting one by one into roaring's sorted array
+    /// containers shifts memory on every insert).
     fn expand(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) {
         let upstream = self.phases[self.phase];
         self.depth += 1;
-        let mut next = RoaringBitmap::new();
         let frontier = std::mem::take(&mut self.frontier);
+        let mut found: Vec<(NodeIdx, KindId, NodeIdx)> = Vec::new();
         for n in &frontier {
             self.scratch.clear();
             neighbours(g, n, upstream, &self.filter, &mut self.scratch);
             for &(m, k) in &self.scratch {
-                if !self.visited.insert(m) {
-                    continue;
+                if !self.visited.contains(m) {
+                    found.push((m, k, n));
                 }
-                next.insert(m);
-                if self.reported.as_ref().is_some_and(|r| r.contains(m)) {
-                    continue;
-                }
-                sink(Step {
-                    node: m,
-                    depth: self.depth,
-                    kind: Some(k),
-                    via: Some(n),
-                });
             }
+        }
+        // First discovery wins: stable sort keeps frontier order per node.
+        found.sort_by_key(|f| f.0);
+        found.dedup_by_key(|f| f.0);
+        let next = RoaringBitmap::from_sorted_iter(found.iter().map(|f| f.0)).unwrap_or_default();
+        self.visited |= &next;
+        for &(m, k, n) in &found {
+            if self.reported.as_ref().is_some_and(|r| r.contains(m)) {
+                continue;
+            }
+            sink(Step {
+                node: m,
+                depth: self.depth,
+                kind: Some(k),
+                via: Some(n),
+            });
         }
         self.frontier = next;
     }
