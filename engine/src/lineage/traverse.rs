@@ -251,8 +251,9 @@ impl Traversal {
                 }
             }
         }
-        // First discovery wins: stable sort keeps frontier order per node.
-        found.sort_by_key(|f| f.0);
+        // One entry per new node (which discoverer is kept is arbitrary but
+        // deterministic: any of them is a shortest-path predecessor).
+        found.sort_unstable_by_key(|f| f.0);
         found.dedup_by_key(|f| f.0);
         let next = RoaringBitmap::from_sorted_iter(found.iter().map(|f| f.0)).unwrap_or_default();
         self.visited |= &next;
