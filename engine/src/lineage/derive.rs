@@ -138,7 +138,8 @@ impl Roles {
     }
 }
 
-/// A batch's columns by name, cast once to Int64 or Utf8 as asked.
+/// A batch's columns by name, each cast once (to Int64 or Utf8, as first
+/// asked) and read without per-row allocation.
 pub struct Columns<'a> {
     batch: &'a RecordBatch,
     cache: HashMap<String, Option<ArrayRef>>,
@@ -152,28 +153,27 @@ impl<'a> Columns<'a> {
         }
     }
 
-    fn column(&mut self, name: &str, ty: &DataType) -> Option<ArrayRef> {
-        if let Some(c) = self.cache.get(name) {
-            return c.clone();
+    fn column(&mut self, name: &str, ty: &DataType) -> Option<&ArrayRef> {
+        if !self.cache.contains_key(name) {
+            let col = self
+                .batch
+                .column_by_name(name)
+                .and_then(|c| cast(c, ty).ok());
+            self.cache.insert(name.to_string(), col);
         }
-        let col = self
-            .batch
-            .column_by_name(name)
-            .and_then(|c| cast(c, ty).ok());
-        self.cache.insert(name.to_string(), col.clone());
-        col
+        self.cache.get(name)?.as_ref()
     }
 
     pub fn int(&mut self, name: &str, row: usize) -> Option<i64> {
-        let col = self.column(name, &DataType::Int64)?;
-        let a = col.as_primitive::<Int64Type>();
+        let a = self
+            .column(name, &DataType::Int64)?
+            .as_primitive::<Int64Type>();
         (!a.is_null(row)).then(|| a.value(row))
     }
 
-    pub fn text(&mut self, name: &str, row: usize) -> Option<String> {
-        let col = self.column(name, &DataType::Utf8)?;
-        let a = col.as_string::<i32>();
-        (!a.is_null(row)).then(|| a.value(row).to_string())
+    pub fn text(&mut self, name: &str, row: usize) -> Option<&str> {
+        let a = self.column(name, &DataType::Utf8)?.as_string::<i32>();
+        (!a.is_null(row)).then(|| a.value(row))
     }
 
     pub fn rows(&self) -> usize {
@@ -239,7 +239,7 @@ pub fn row_facts(
             let node = graph.node(NodeKey::Task(id));
             let mut edges = Vec::new();
             if let Some(exec) = cols.text("df_exec", row) {
-                let tag = graph.sym(&exec);
+                let tag = graph.sym(exec);
                 edges.push((
                     node,
                     kind::WAS_INFORMED_BY,
@@ -252,7 +252,7 @@ pub fn row_facts(
             let Some(tag) = cols.text("tag", row) else {
                 return RowFacts::Nothing;
             };
-            let tag = graph.sym(&tag);
+            let tag = graph.sym(tag);
             let node = graph.node(NodeKey::Execution(tag));
             let mut edges = Vec::new();
             if let Some(s) = cols.int("scientist_id", row) {
@@ -271,22 +271,22 @@ pub fn row_facts(
         }
         Role::UserNode(class) => match cols.text("id", row) {
             Some(id) => {
-                let key = graph.key_for_text(&id);
+                let key = graph.key_for_text(id);
                 RowFacts::Declare(graph.node(key), *class)
             }
             None => RowFacts::Nothing,
         },
         Role::UserRelation => {
-            let (Some(k), Some(s), Some(o)) = (
-                cols.text("kind", row),
-                cols.text("subject", row),
-                cols.text("object", row),
-            ) else {
+            // The three columns are NOT NULL; a NULL would skip the row.
+            let Some(kind) = cols.text("kind", row).map(|k| graph.kinds.intern(k)) else {
                 return RowFacts::Nothing;
             };
-            let kind = graph.kinds.intern(&k);
-            let s = graph.key_for_text(&s);
-            let o = graph.key_for_text(&o);
+            let Some(s) = cols.text("subject", row).map(|t| graph.key_for_text(t)) else {
+                return RowFacts::Nothing;
+            };
+            let Some(o) = cols.text("object", row).map(|t| graph.key_for_text(t)) else {
+                return RowFacts::Nothing;
+            };
             RowFacts::UserEdge((graph.node(s), kind, graph.node(o)))
         }
     }
@@ -314,14 +314,14 @@ pub fn deleted_owner(
             .lookup(&NodeKey::Task(keys.int("id", row)?))
             .map(Deleted::Owner),
         Role::Execution => {
-            let tag = graph.symbols.get(&keys.text("tag", row)?)?;
+            let tag = graph.symbols.get(keys.text("tag", row)?)?;
             graph.lookup(&NodeKey::Execution(tag)).map(Deleted::Owner)
         }
         Role::UserNode(_) => None,
         Role::UserRelation => {
-            let kind = graph.kinds.get(&keys.text("kind", row)?)?;
-            let s = graph.find(&keys.text("subject", row)?)?;
-            let o = graph.find(&keys.text("object", row)?)?;
+            let kind = graph.kinds.get(keys.text("kind", row)?)?;
+            let s = graph.find(keys.text("subject", row)?)?;
+            let o = graph.find(keys.text("object", row)?)?;
             Some(Deleted::UserEdge((s, kind, o)))
         }
     }
@@ -336,14 +336,13 @@ pub enum Deleted {
 
 /// The derived edges `node` owns (see the module doc).
 pub fn owned_edges(graph: &Graph, node: NodeIdx) -> Vec<Triple> {
-    let key = graph.key(node);
+    let task = graph.is_task(node);
     let mut out: Vec<Triple> = graph
         .out_edges(node)
-        .filter(|e| e.origin == Origin::Derived)
-        .filter(|e| !matches!(key, NodeKey::Task(_)) || e.kind != kind::USED)
+        .filter(|e| e.origin == Origin::Derived && !(task && e.kind == kind::USED))
         .map(|e| (node, e.kind, e.node))
         .collect();
-    if matches!(key, NodeKey::Row { .. }) {
+    if graph.is_row(node) {
         out.extend(
             graph
                 .in_edges(node)

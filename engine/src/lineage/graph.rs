@@ -6,7 +6,6 @@
 //! rows (and change when those rows change), `User` edges are rows of
 //! `prov.relation`. Both may link the same two nodes; traversal does not care.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
@@ -98,8 +97,8 @@ impl Edge {
 /// One direction of adjacency: a compacted part (CSR: per-node offsets into
 /// parallel node and kind arrays, removed entries marked dead) and the
 /// edges added since the last compaction. Compaction runs when the added
-/// and dead entries reach a quarter of the compacted ones, so its cost is
-/// amortized over the writes.
+/// and dead entries reach half the compacted ones, so its cost is amortized
+/// over the writes.
 #[derive(Debug, Default)]
 struct Adjacency {
     offsets: Vec<u32>,
@@ -169,35 +168,20 @@ impl Adjacency {
         pending > 4096 && pending * 2 > self.nodes.len()
     }
 
-    /// Rewrite as compacted arrays: live compacted entries, the added
-    /// ones, and `extra` edges given as (from, to, kind byte) — the bulk
-    /// load's edges, placed by a counting sort.
+    /// Rewrite as compacted arrays holding the live compacted entries, the
+    /// added ones and `extra` edges given as (from, to, kind byte) — the
+    /// bulk load's edges. Two passes: count per node, then place.
     fn compact(&mut self, node_count: usize, extra: &[(NodeIdx, NodeIdx, u8)]) {
-        let mut added: Vec<(NodeIdx, Vec<Edge>)> =
-            std::mem::take(&mut self.added).into_iter().collect();
-        self.added = hashbrown::HashMap::new();
-        added.sort_unstable_by_key(|(n, _)| *n);
-        let mut added = added.into_iter().peekable();
-        // Per node: live compacted and added entries first.
+        let added = std::mem::take(&mut self.added);
         let mut counts = vec![0u32; node_count];
-        let mut firsts: Vec<(NodeIdx, u8)> =
-            Vec::with_capacity(self.nodes.len() - self.dead + self.added_len);
-        let mut first_ends = Vec::with_capacity(node_count);
-        for n in 0..node_count as NodeIdx {
-            let r = self.base(n);
-            for (&node, &k) in self.nodes[r.clone()].iter().zip(&self.kinds[r]) {
-                if k != DEAD {
-                    firsts.push((node, k));
-                }
-            }
-            if let Some((_, list)) = added.next_if(|(m, _)| *m == n) {
-                firsts.extend(list.iter().map(|e| (e.node, e.kind_byte())));
-            }
-            first_ends.push(firsts.len());
+        for (n, c) in counts.iter_mut().enumerate() {
+            let r = self.base(n as NodeIdx);
+            *c = self.kinds[r].iter().filter(|k| **k != DEAD).count() as u32;
         }
-        for (i, end) in first_ends.iter().enumerate() {
-            let start = if i == 0 { 0 } else { first_ends[i - 1] };
-            counts[i] = (end - start) as u32;
+        for (n, list) in &added {
+            if let Some(c) = counts.get_mut(*n as usize) {
+                *c += list.len() as u32;
+            }
         }
         for &(from, _, _) in extra {
             if let Some(c) = counts.get_mut(from as usize) {
@@ -205,33 +189,38 @@ impl Adjacency {
             }
         }
         let mut offsets = Vec::with_capacity(node_count + 1);
-        let mut total = 0u32;
         offsets.push(0u32);
+        let mut total = 0u32;
         for c in &counts {
             total = total.saturating_add(*c);
             offsets.push(total);
         }
         let mut nodes = vec![0 as NodeIdx; total as usize];
         let mut kinds = vec![DEAD; total as usize];
-        let mut cursor: Vec<u32> = offsets[..node_count].to_vec();
-        let mut start = 0;
-        for (n, &end) in first_ends.iter().enumerate() {
-            for &(node, k) in &firsts[start..end] {
-                let at = cursor[n] as usize;
-                nodes[at] = node;
-                kinds[at] = k;
-                cursor[n] += 1;
+        // `counts` becomes each node's write cursor.
+        counts.copy_from_slice(&offsets[..node_count]);
+        let mut place = |from: NodeIdx, to: NodeIdx, k: u8| {
+            if let Some(c) = counts.get_mut(from as usize) {
+                nodes[*c as usize] = to;
+                kinds[*c as usize] = k;
+                *c += 1;
             }
-            start = end;
+        };
+        for n in 0..node_count as NodeIdx {
+            let r = self.base(n);
+            for (&node, &k) in self.nodes[r.clone()].iter().zip(&self.kinds[r]) {
+                if k != DEAD {
+                    place(n, node, k);
+                }
+            }
+        }
+        for (n, list) in &added {
+            for e in list {
+                place(*n, e.node, e.kind_byte());
+            }
         }
         for &(from, to, k) in extra {
-            let Some(c) = cursor.get_mut(from as usize) else {
-                continue;
-            };
-            let at = *c as usize;
-            nodes[at] = to;
-            kinds[at] = k;
-            *c += 1;
+            place(from, to, k);
         }
         self.offsets = offsets;
         self.nodes = nodes;
@@ -291,22 +280,17 @@ pub mod kind {
 /// Relation kind names <-> ids. Known PROV names match case-insensitively
 /// and are stored in their canonical spelling; other names are kept as
 /// given.
+/// At most 127 names, so lookups scan the list (no allocation per call).
 #[derive(Debug, Clone)]
 pub struct Kinds {
     names: Vec<String>,
-    by_lower: HashMap<String, KindId>,
 }
 
 impl Default for Kinds {
     fn default() -> Self {
-        let mut k = Kinds {
-            names: Vec::new(),
-            by_lower: HashMap::new(),
-        };
-        for (name, _, _) in KNOWN_KINDS {
-            k.intern(name);
+        Kinds {
+            names: KNOWN_KINDS.iter().map(|k| k.0.to_string()).collect(),
         }
-        k
     }
 }
 
@@ -314,21 +298,21 @@ impl Kinds {
     /// The id of `name`, adding it if new. The index keeps 126 distinct
     /// kinds; later ones all get [`OTHER_KIND`], shown as `other`.
     pub fn intern(&mut self, name: &str) -> KindId {
-        let lower = name.to_ascii_lowercase();
-        if let Some(id) = self.by_lower.get(&lower) {
-            return *id;
+        if let Some(id) = self.get(name) {
+            return id;
         }
         if self.names.len() >= OTHER_KIND as usize {
             return OTHER_KIND;
         }
-        let id = self.names.len() as KindId;
         self.names.push(name.to_string());
-        self.by_lower.insert(lower, id);
-        id
+        (self.names.len() - 1) as KindId
     }
 
     pub fn get(&self, name: &str) -> Option<KindId> {
-        self.by_lower.get(&name.to_ascii_lowercase()).copied()
+        self.names
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(name))
+            .map(|i| i as KindId)
     }
 
     pub fn name(&self, id: KindId) -> &str {

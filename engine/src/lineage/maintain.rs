@@ -8,7 +8,7 @@
 //! to a producer's rows adds one `used` edge and touches nothing else); rows
 //! still deleted at the end lose every edge they own.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
 use provdb_storage::{TableId, WalOp};
 use tracing::warn;
@@ -16,7 +16,7 @@ use tracing::warn;
 use super::derive::{
     Columns, Deleted, Role, Roles, RowFacts, deleted_owner, owned_edges, row_facts,
 };
-use super::graph::{Graph, KindId, Origin};
+use super::graph::{Graph, Origin};
 use crate::dlprov::state::DATAFLOW_PREFIX;
 use crate::dlprov::state::DataflowRecord;
 
@@ -27,7 +27,7 @@ pub struct Maintainer {
 }
 
 /// Rows deleted by the commit being applied and not (yet) re-inserted.
-type Pending = HashMap<Deleted, ()>;
+type Pending = HashSet<Deleted>;
 
 impl Maintainer {
     pub fn new(roles: Roles) -> Self {
@@ -66,7 +66,7 @@ impl Maintainer {
                 _ => {}
             }
         }
-        for deleted in pending.into_keys() {
+        for deleted in pending {
             match deleted {
                 Deleted::Owner(node) => {
                     for (s, k, o) in owned_edges(graph, node) {
@@ -91,14 +91,11 @@ impl Maintainer {
         let Some(role) = self.roles.role(graph, table) else {
             return;
         };
-        if role == Role::UserRelation && pending.is_empty() {
-            return insert_relations(graph, batch);
-        }
         let mut cols = Columns::new(batch);
         for row in 0..cols.rows() {
             match row_facts(graph, &self.roles, &role, &mut cols, row) {
                 RowFacts::Owner { node, edges } => {
-                    if pending.remove(&Deleted::Owner(node)).is_some() {
+                    if pending.remove(&Deleted::Owner(node)) {
                         let old = owned_edges(graph, node);
                         for &(s, k, o) in old.iter().filter(|e| !edges.contains(e)) {
                             graph.remove_edge(s, k, o, Origin::Derived);
@@ -113,7 +110,7 @@ impl Maintainer {
                     }
                 }
                 RowFacts::UserEdge(t) => {
-                    if pending.remove(&Deleted::UserEdge(t)).is_none() {
+                    if !pending.remove(&Deleted::UserEdge(t)) {
                         graph.add_edge(t.0, t.1, t.2, Origin::User);
                     }
                 }
@@ -139,46 +136,8 @@ impl Maintainer {
         let mut cols = Columns::new(keys);
         for row in 0..cols.rows() {
             if let Some(d) = deleted_owner(graph, &role, &mut cols, row) {
-                pending.insert(d, ());
+                pending.insert(d);
             }
         }
-    }
-}
-
-/// The bulk path for `prov.relation` rows (imports, COPY, the initial
-/// build): one pass over the string columns, no per-row allocation.
-fn insert_relations(graph: &mut Graph, batch: &arrow::array::RecordBatch) {
-    use arrow::array::{Array, AsArray};
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .and_then(|c| arrow::compute::cast(c, &arrow::datatypes::DataType::Utf8).ok())
-    };
-    let (Some(k), Some(s), Some(o)) = (column("kind"), column("subject"), column("object")) else {
-        return;
-    };
-    let (k, s, o) = (
-        k.as_string::<i32>(),
-        s.as_string::<i32>(),
-        o.as_string::<i32>(),
-    );
-    let mut last_kind: Option<(String, KindId)> = None;
-    for row in 0..batch.num_rows() {
-        if k.is_null(row) || s.is_null(row) || o.is_null(row) {
-            continue;
-        }
-        let kind = match &last_kind {
-            Some((name, id)) if name == k.value(row) => *id,
-            _ => {
-                let id = graph.kinds.intern(k.value(row));
-                last_kind = Some((k.value(row).to_string(), id));
-                id
-            }
-        };
-        let subject = graph.key_for_text(s.value(row));
-        let subject = graph.node(subject);
-        let object = graph.key_for_text(o.value(row));
-        let object = graph.node(object);
-        graph.add_edge(subject, kind, object, Origin::User);
     }
 }

@@ -87,6 +87,18 @@ pub fn neighbours(
             out.push((e.node, e.kind));
         }
     });
+    shortcuts(g, n, upstream, f, out);
+}
+
+/// The shortcut relations of `n` (see the module doc): nodes two derived
+/// hops away, reported as one hop (possibly several times).
+pub fn shortcuts(
+    g: &Graph,
+    n: NodeIdx,
+    upstream: bool,
+    f: &KindFilter,
+    out: &mut Vec<(NodeIdx, KindId)>,
+) {
     if g.is_row(n) && f.allows(kind::WAS_DERIVED_FROM) {
         // entity <-generated- task -used-> entity
         let (first, second) = if upstream {

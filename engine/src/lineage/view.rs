@@ -8,20 +8,9 @@
 //! something it used. The node tables list the DLProv nodes and the user
 //! nodes only named in relations (their class inferred).
 
-use std::collections::BTreeSet;
-
-use super::graph::{Graph, KindId, NodeIdx, NodeKind, Origin, kind};
+use super::graph::{Graph, KindId, NodeIdx, NodeKind, Origin};
 use super::ids::NodeKey;
-
-fn derived(g: &Graph, n: NodeIdx, out: bool, k: KindId) -> Vec<NodeIdx> {
-    let pick =
-        |e: super::graph::Edge| (e.origin == Origin::Derived && e.kind == k).then_some(e.node);
-    if out {
-        g.out_edges(n).filter_map(pick).collect()
-    } else {
-        g.in_edges(n).filter_map(pick).collect()
-    }
-}
+use super::traverse::{KindFilter, shortcuts};
 
 /// Derived edges, shortcuts included, as (subject, kind, object).
 pub fn derived_relations(g: &Graph) -> Vec<(NodeIdx, KindId, NodeIdx)> {
@@ -30,26 +19,13 @@ pub fn derived_relations(g: &Graph) -> Vec<(NodeIdx, KindId, NodeIdx)> {
         .filter(|t| t.3 == Origin::Derived)
         .map(|(s, k, o, _)| (s, k, o))
         .collect();
+    let mut found = Vec::new();
     for n in 0..g.node_count() as NodeIdx {
-        if !matches!(g.key(n), NodeKey::Task(_)) {
-            continue;
-        }
-        let inputs: Vec<NodeIdx> = derived(g, n, true, kind::USED);
-        for o in derived(g, n, false, kind::WAS_GENERATED_BY) {
-            for &i in inputs.iter().filter(|&&i| i != o) {
-                rows.push((o, kind::WAS_DERIVED_FROM, i));
-            }
-        }
-        let informants: BTreeSet<NodeIdx> = inputs
-            .iter()
-            .flat_map(|&i| derived(g, i, true, kind::WAS_GENERATED_BY))
-            .filter(|&p| p != n)
-            .collect();
-        rows.extend(
-            informants
-                .into_iter()
-                .map(|p| (n, kind::WAS_INFORMED_BY, p)),
-        );
+        found.clear();
+        shortcuts(g, n, true, &KindFilter::all(), &mut found);
+        found.sort_unstable();
+        found.dedup();
+        rows.extend(found.iter().map(|&(m, k)| (n, k, m)));
     }
     rows
 }
