@@ -2,8 +2,9 @@
 //! sqlparser do not accept as written:
 //! - `INSERT ... VALUES (..., DEFAULT, ...)`: `DEFAULT` becomes the column's
 //!   default expression (or NULL);
-//! - `CREATE SEQUENCE` options in any order (sqlparser wants a fixed order);
-//! - named arguments of the lineage table functions.
+//! - `CREATE SEQUENCE` options in any order (sqlparser wants a fixed order).
+//!
+//! Lineage function calls are rewritten by [`crate::lineage::calls`].
 
 use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Statement, TableObject};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -168,113 +169,6 @@ pub fn create_sequence_in_order(sql: &str) -> Option<String> {
         out.extend(s);
     }
     Some(out.join(" "))
-}
-
-/// Parameter names of the lineage table functions, in positional order.
-fn table_function_params(name: &str) -> Option<&'static [&'static str]> {
-    match name {
-        "lineage" => Some(&["start", "direction", "max_depth", "relations"]),
-        "lineage_path" => Some(&["from", "to", "relations"]),
-        _ => None,
-    }
-}
-
-/// Named arguments of `lineage(...)` and `lineage_path(...)`
-/// (`direction => 'downstream'`) become positional ones, with NULL for the
-/// parameters skipped: DataFusion plans table-function arguments by
-/// position only.
-pub fn table_function_named_args(stmt: &mut Statement) -> SqlResult<()> {
-    use datafusion::sql::sqlparser::ast::{
-        FunctionArg, FunctionArgExpr, TableFactor, Value, VisitMut, VisitorMut,
-    };
-    use std::ops::ControlFlow;
-
-    struct Named;
-    impl VisitorMut for Named {
-        type Break = SqlError;
-        fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<SqlError> {
-            let TableFactor::Table {
-                name,
-                args: Some(fargs),
-                ..
-            } = tf
-            else {
-                return ControlFlow::Continue(());
-            };
-            let fname = name.to_string().to_ascii_lowercase();
-            let Some(params) = table_function_params(&fname) else {
-                return ControlFlow::Continue(());
-            };
-            if !fargs
-                .args
-                .iter()
-                .any(|a| matches!(a, FunctionArg::Named { .. } | FunctionArg::ExprNamed { .. }))
-            {
-                return ControlFlow::Continue(());
-            }
-            let mut slots: Vec<Option<FunctionArg>> = vec![None; params.len()];
-            let mut next = 0;
-            for arg in std::mem::take(&mut fargs.args) {
-                let named = match &arg {
-                    FunctionArg::Named { name, .. } => Some(name.value.clone()),
-                    FunctionArg::ExprNamed { name, .. } => Some(name.to_string()),
-                    FunctionArg::Unnamed(_) => None,
-                };
-                let at = match named {
-                    Some(n) => {
-                        let n = n.to_ascii_lowercase();
-                        match params.iter().position(|p| *p == n) {
-                            Some(i) => i,
-                            None => {
-                                return ControlFlow::Break(SqlError::new(
-                                    "42883",
-                                    format!(
-                                        "{fname}() has no parameter named {n} (parameters: {})",
-                                        params.join(", ")
-                                    ),
-                                ));
-                            }
-                        }
-                    }
-                    None => next,
-                };
-                if at >= params.len() {
-                    return ControlFlow::Break(SqlError::invalid_param(format!(
-                        "{fname}() takes at most {} arguments",
-                        params.len()
-                    )));
-                }
-                if slots[at].is_some() {
-                    return ControlFlow::Break(SqlError::invalid_param(format!(
-                        "{fname}(): parameter {} given twice",
-                        params[at]
-                    )));
-                }
-                let value = match arg {
-                    FunctionArg::Named { arg, .. } => arg,
-                    FunctionArg::Unnamed(a) => a,
-                    FunctionArg::ExprNamed { arg, .. } => arg,
-                };
-                slots[at] = Some(FunctionArg::Unnamed(value));
-                next = at + 1;
-            }
-            let last = slots.iter().rposition(Option::is_some).unwrap_or(0);
-            fargs.args = slots
-                .into_iter()
-                .take(last + 1)
-                .map(|s| {
-                    s.unwrap_or(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(
-                        Value::Null.into(),
-                    ))))
-                })
-                .collect();
-            ControlFlow::Continue(())
-        }
-    }
-    match stmt.visit(&mut Named) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
 }
 
 #[cfg(test)]

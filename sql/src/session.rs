@@ -111,8 +111,8 @@ pub struct Prepared {
     pub result_schema: Option<SchemaRef>,
     /// The planned statement (queries and DML), reused on every execution.
     plan: Option<LogicalPlan>,
-    /// Lineage function arguments hold `$n` parameters: plan again at each
-    /// execution with the values in place.
+    /// Lineage function arguments hold `$n` parameters or subqueries: plan
+    /// again at each execution.
     replan: bool,
 }
 
@@ -393,12 +393,10 @@ impl Session {
             });
         }
         let mut stmt = stmt;
-        let replan = crate::lineage::subquery::has_placeholder_args(&mut stmt);
-        let hidden = if replan {
-            crate::lineage::subquery::max_placeholder(&stmt)
-        } else {
-            0
-        };
+        let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
+        // Lineage arguments given by `$n` or by a subquery are evaluated
+        // when the statement is planned: plan it again at each execution.
+        let replan = hidden > 0 || crate::lineage::subquery::has_subqueries(&mut stmt);
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
@@ -451,8 +449,9 @@ impl Session {
         }
     }
 
-    /// Execute a prepared statement whose lineage arguments hold parameters:
-    /// write the bound values into them and plan the statement again.
+    /// Execute a prepared statement whose lineage arguments hold parameters
+    /// or subqueries: write the bound values into them and plan the
+    /// statement again (which runs the subqueries again).
     async fn execute_replanned(
         &mut self,
         prepared: &Prepared,
@@ -798,7 +797,7 @@ impl Session {
         }
         let mut values = Vec::with_capacity(found.len());
         for arg in found {
-            let query = Statement::Query(Box::new(arg.query.clone()));
+            let query = Statement::Query(Box::new(arg.query));
             let plan = Box::pin(self.plan_statement(query)).await?;
             let batches = self
                 .ctx
@@ -821,7 +820,7 @@ impl Session {
                 let col = datafusion::arrow::array::AsArray::as_string::<i32>(col.as_ref());
                 texts.extend(col.iter().flatten().map(str::to_string));
             }
-            values.push((arg, texts));
+            values.push((arg.function, texts));
         }
         crate::lineage::subquery::substitute(stmt, values)
     }
@@ -832,7 +831,7 @@ impl Session {
             &self.db.shared.storage,
             &self.current_schema(),
         )?;
-        crate::rewrite::table_function_named_args(&mut stmt)?;
+        crate::lineage::calls::positional_args(&mut stmt)?;
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
         state

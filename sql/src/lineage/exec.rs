@@ -52,6 +52,25 @@ impl LineageQuery {
     pub fn schema(&self) -> SchemaRef {
         output_schema(matches!(self, LineageQuery::Path { .. }))
     }
+
+    /// A fresh walk for a `lineage()` query.
+    fn traversal(&self) -> Option<Traversal> {
+        match self {
+            LineageQuery::Walk {
+                starts,
+                direction,
+                max_depth,
+                filter,
+                ..
+            } => Some(Traversal::new(
+                starts.clone(),
+                *direction,
+                *max_depth,
+                filter.clone(),
+            )),
+            LineageQuery::Path { .. } => None,
+        }
+    }
 }
 
 /// The output columns of `lineage()` (`path` false) or `lineage_path()`.
@@ -94,19 +113,10 @@ pub struct LineageExec {
 /// input; `count(*)` answered from statistics).
 const EAGER_STEPS: usize = 8192;
 
-/// The walk's steps if it ends within [`EAGER_STEPS`].
+/// The walk's steps if it ends within [`EAGER_STEPS`]; a longer walk is
+/// abandoned here and run again, streaming, when the plan executes.
 fn precompute(lineage: &Lineage, query: &LineageQuery) -> Option<Arc<Vec<Step>>> {
-    let LineageQuery::Walk {
-        starts,
-        direction,
-        max_depth,
-        filter,
-        ..
-    } = query
-    else {
-        return None;
-    };
-    let mut t = Traversal::new(starts.clone(), *direction, *max_depth, filter.clone());
+    let mut t = query.traversal()?;
     let g = lineage.graph();
     let mut steps = Vec::new();
     while t.next_level_into(&g, &mut |s| steps.push(s)) {
@@ -240,23 +250,15 @@ impl ExecutionPlan for LineageExec {
     ) -> Result<SendableRecordBatchStream> {
         let walker = Walker {
             lineage: self.lineage.clone(),
-            source: match &self.query {
-                _ if self.precomputed.is_some() => Source::Steps(self.precomputed.clone()),
-                LineageQuery::Walk {
-                    starts,
-                    direction,
-                    max_depth,
-                    filter,
-                    ..
-                } => Source::Walk(Traversal::new(
-                    starts.clone(),
-                    *direction,
-                    *max_depth,
-                    filter.clone(),
-                )),
-                LineageQuery::Path {
-                    from, to, filter, ..
-                } => Source::Path(Some((*from, *to, filter.clone()))),
+            source: match (&self.precomputed, &self.query) {
+                (Some(steps), _) => Source::Steps(Some(Arc::clone(steps))),
+                (
+                    None,
+                    LineageQuery::Path {
+                        from, to, filter, ..
+                    },
+                ) => Source::Path(Some((*from, *to, filter.clone()))),
+                (None, walk) => walk.traversal().map_or(Source::Steps(None), Source::Walk),
             },
             path: matches!(self.query, LineageQuery::Path { .. }),
             full_schema: self.query.schema(),

@@ -6,6 +6,7 @@
 //! User guide: `docs/lineage.md`.
 
 pub mod args;
+pub mod calls;
 pub mod exec;
 pub mod graph_table;
 pub mod subquery;

@@ -4,8 +4,9 @@
 //! DataFusion needs table-function arguments as constants when it plans, so
 //! the session runs each such subquery first (in the statement's snapshot)
 //! and replaces it by the array of its first column's values (for
-//! `lineage_path`, by its single value). The subquery is evaluated once,
-//! when the statement is planned.
+//! `lineage_path`, by its single value). The subquery is evaluated when the
+//! statement is planned: a prepared statement holding one is planned again
+//! at each execution.
 //!
 //! `$n` parameters of prepared statements in these arguments are handled the
 //! same way: such a statement is planned again at each execution, with the
@@ -13,21 +14,17 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{
-    Array, Expr, FunctionArg, FunctionArgExpr, Query, Statement, TableFactor, Value, VisitMut,
-    VisitorMut,
-};
+use datafusion::sql::sqlparser::ast::{Array, Expr, Query, Statement, Value};
 
 use datafusion::common::ScalarValue;
 
+use super::calls::each_arg;
 use crate::error::{SqlError, SqlResult};
 
 /// A subquery argument found in a statement.
 #[derive(Debug, Clone)]
 pub struct SubqueryArg {
     pub query: Query,
-    /// `lineage_path` arguments take one value, not an array.
-    pub single: bool,
     pub function: String,
 }
 
@@ -49,51 +46,6 @@ fn each_subquery(
     })
 }
 
-/// Visit every argument expression of lineage function calls, in order.
-fn each_arg(
-    stmt: &mut Statement,
-    mut f: impl FnMut(&mut Expr, &str) -> ControlFlow<SqlError>,
-) -> SqlResult<()> {
-    struct V<F>(F);
-    impl<F: FnMut(&mut Expr, &str) -> ControlFlow<SqlError>> VisitorMut for V<F> {
-        type Break = SqlError;
-        fn pre_visit_table_factor(&mut self, tf: &mut TableFactor) -> ControlFlow<SqlError> {
-            let TableFactor::Table {
-                name,
-                args: Some(fargs),
-                ..
-            } = tf
-            else {
-                return ControlFlow::Continue(());
-            };
-            let fname = name.to_string().to_ascii_lowercase();
-            if fname != "lineage" && fname != "lineage_path" {
-                return ControlFlow::Continue(());
-            }
-            for arg in &mut fargs.args {
-                let (FunctionArg::Unnamed(FunctionArgExpr::Expr(e))
-                | FunctionArg::Named {
-                    arg: FunctionArgExpr::Expr(e),
-                    ..
-                }
-                | FunctionArg::ExprNamed {
-                    arg: FunctionArgExpr::Expr(e),
-                    ..
-                }) = arg
-                else {
-                    continue;
-                };
-                (self.0)(e, &fname)?;
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    match stmt.visit(&mut V(&mut f)) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
-}
-
 /// The subquery arguments of lineage functions in `stmt`.
 pub fn find(stmt: &mut Statement) -> SqlResult<Vec<SubqueryArg>> {
     let mut found = Vec::new();
@@ -101,7 +53,6 @@ pub fn find(stmt: &mut Statement) -> SqlResult<Vec<SubqueryArg>> {
         if let Expr::Subquery(q) = e {
             found.push(SubqueryArg {
                 query: q.as_ref().clone(),
-                single: function == "lineage_path",
                 function: function.to_string(),
             });
         }
@@ -110,16 +61,28 @@ pub fn find(stmt: &mut Statement) -> SqlResult<Vec<SubqueryArg>> {
     Ok(found)
 }
 
+/// Whether a lineage function argument is a subquery.
+pub fn has_subqueries(stmt: &mut Statement) -> bool {
+    let mut found = false;
+    let _ = each_subquery(stmt, |_, _| {
+        found = true;
+        ControlFlow::Continue(())
+    });
+    found
+}
+
 /// Replace the subquery arguments, in the order [`find`] returned them, by
-/// the values they produced.
-pub fn substitute(stmt: &mut Statement, values: Vec<(SubqueryArg, Vec<String>)>) -> SqlResult<()> {
+/// the values they produced (with the name of the function they are
+/// arguments of).
+pub fn substitute(stmt: &mut Statement, values: Vec<(String, Vec<String>)>) -> SqlResult<()> {
     let mut values = values.into_iter();
     each_subquery(stmt, |e, _| {
-        let Some((arg, vals)) = values.next() else {
+        let Some((function, vals)) = values.next() else {
             return ControlFlow::Break(SqlError::internal("lineage subquery arguments changed"));
         };
         let lit = |s: &String| Expr::Value(Value::SingleQuotedString(s.clone()).into());
-        *e = if arg.single {
+        // `lineage_path` arguments take one value, not an array.
+        *e = if function == "lineage_path" {
             match vals.as_slice() {
                 [one] => lit(one),
                 other => {
@@ -127,7 +90,7 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(SubqueryArg, Vec<String>)>)
                         "21000",
                         format!(
                             "{}(): a subquery used as an argument must return one row, it returned {}",
-                            arg.function,
+                            function,
                             other.len()
                         ),
                     ));
@@ -143,38 +106,25 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(SubqueryArg, Vec<String>)>)
     })
 }
 
-/// Whether a lineage function argument is (or holds) a `$n` parameter.
-/// Such statements are planned again at each execution with the parameter
-/// values in place (see `Session::execute_prepared`).
-pub fn has_placeholder_args(stmt: &mut Statement) -> bool {
-    let mut found = false;
+/// The highest `$n` parameter inside lineage function arguments (0 when
+/// there is none). Such statements are planned again at each execution
+/// with the values in place (see `Session::execute_prepared`); DataFusion's
+/// type inference does not see these parameters.
+pub fn placeholder_args(stmt: &mut Statement) -> usize {
+    let mut highest = 0;
     let _ = each_arg(stmt, |e, _| {
-        if contains_placeholder(e) {
-            found = true;
-        }
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+            if let Expr::Value(v) = x
+                && let Value::Placeholder(p) = &v.value
+                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
+            {
+                highest = highest.max(n);
+            }
+            ControlFlow::<()>::Continue(())
+        });
         ControlFlow::Continue(())
     });
-    found
-}
-
-fn contains_placeholder(e: &Expr) -> bool {
-    use datafusion::sql::sqlparser::ast::Visit;
-    struct P(bool);
-    impl datafusion::sql::sqlparser::ast::Visitor for P {
-        type Break = ();
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if let Expr::Value(v) = e
-                && matches!(v.value, Value::Placeholder(_))
-            {
-                self.0 = true;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut p = P(false);
-    let _ = e.visit(&mut p);
-    p.0
+    highest
 }
 
 /// Replace `$n` parameters inside lineage function arguments by the literal
@@ -244,26 +194,4 @@ fn scalar_literal(v: &ScalarValue) -> SqlResult<Expr> {
             ))),
         },
     }
-}
-
-/// The highest `$n` in a statement (0 when there is none): parameters inside
-/// table-function arguments are invisible to DataFusion's type inference.
-pub fn max_placeholder(stmt: &Statement) -> usize {
-    use datafusion::sql::sqlparser::ast::{Visit, Visitor};
-    struct M(usize);
-    impl Visitor for M {
-        type Break = ();
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            if let Expr::Value(v) = e
-                && let Value::Placeholder(p) = &v.value
-                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-            {
-                self.0 = self.0.max(n);
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    let mut m = M(0);
-    let _ = stmt.visit(&mut m);
-    m.0
 }

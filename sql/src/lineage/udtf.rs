@@ -93,7 +93,6 @@ impl TableFunctionImpl for LineageFn {
         };
         Ok(Arc::new(LineageTable {
             lineage: self.lineage.clone(),
-            schema: query.schema(),
             query,
         }))
     }
@@ -136,7 +135,6 @@ impl TableFunctionImpl for LineagePathFn {
         };
         Ok(Arc::new(LineageTable {
             lineage: self.lineage.clone(),
-            schema: query.schema(),
             query,
         }))
     }
@@ -147,13 +145,12 @@ impl TableFunctionImpl for LineagePathFn {
 struct LineageTable {
     lineage: Lineage,
     query: LineageQuery,
-    schema: SchemaRef,
 }
 
 #[async_trait]
 impl TableProvider for LineageTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        self.query.schema()
     }
 
     fn table_type(&self) -> TableType {
