@@ -6,7 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Value as Json, json};
-use tokio_postgres::{Client, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, ToStatement};
 
 use crate::dlprov::{post, post_raw, spec};
 use crate::harness::Server;
@@ -169,6 +170,29 @@ async fn post_runs(http: &reqwest::Client, base: &str, runs: &[Run]) {
         let (status, reply) = post_raw(http, base, "/pde/task/batch", body).await;
         assert_eq!(status, 200, "{}: {reply}", run.exec);
     }
+}
+
+/// The first column of every row, as text.
+async fn texts(c: &Client, sql: &str) -> Vec<String> {
+    c.query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// (node, depth) rows of a statement.
+async fn node_depths<T>(c: &Client, query: &T, params: &[&(dyn ToSql + Sync)]) -> Vec<(String, i32)>
+where
+    T: ?Sized + ToStatement,
+{
+    c.query(query, params)
+        .await
+        .unwrap_or_else(|e| panic!("node/depth query: {e}"))
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -388,13 +412,7 @@ async fn lineage_is_current_while_runs_write_and_after_kill9() {
             seen_epoch = true;
         }
         if seen_epoch {
-            let nodes: Vec<String> = c
-                .query(trace, &[])
-                .await
-                .expect("trace")
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let nodes = texts(&c, trace).await;
             assert!(
                 nodes
                     .iter()
@@ -403,16 +421,9 @@ async fn lineage_is_current_while_runs_write_and_after_kill9() {
             );
         }
     }
-    let before: Vec<String> = c
-        .query(
-            "SELECT node FROM lineage('dataflow:alexnet', direction => 'downstream') ORDER BY node",
-            &[],
-        )
-        .await
-        .expect("downstream of the plan")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let downstream =
+        "SELECT node FROM lineage('dataflow:alexnet', direction => 'downstream') ORDER BY node";
+    let before = texts(&c, downstream).await;
     // Everything the run's tasks generated is downstream of the plan; the
     // inputs they only used are not.
     assert_eq!(
@@ -440,16 +451,7 @@ async fn lineage_is_current_while_runs_write_and_after_kill9() {
     server.kill9();
     server.restart();
     let c = server.client().await;
-    let after: Vec<String> = c
-        .query(
-            "SELECT node FROM lineage('dataflow:alexnet', direction => 'downstream') ORDER BY node",
-            &[],
-        )
-        .await
-        .expect("after restart")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let after = texts(&c, downstream).await;
     assert_eq!(after, before, "the index is rebuilt from the tables");
 }
 
@@ -501,36 +503,15 @@ async fn lineage_agrees_with_recursive_sql_on_a_cyclic_graph() {
                      SELECT e.{to}, r.depth + 1 FROM prov.relation e JOIN r ON e.{from} = r.node \
                      WHERE r.depth < {depth}) SELECT node, CAST(min(depth) AS INT) FROM r GROUP BY node ORDER BY node"
                 );
-                let want: Vec<(String, i32)> = c
-                    .query(recursive.as_str(), &[])
-                    .await
-                    .expect("recursive")
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
-                let got: Vec<(String, i32)> = c
-                    .query(
-                        format!(
-                            "SELECT node, depth FROM lineage('g:{start}', direction => '{dir}', max_depth => {depth}) ORDER BY node"
-                        )
-                        .as_str(),
-                        &[],
-                    )
-                    .await
-                    .expect("lineage")
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
+                let want = node_depths(&c, recursive.as_str(), &[]).await;
+                let walk = format!(
+                    "SELECT node, depth FROM lineage('g:{start}', direction => '{dir}', max_depth => {depth}) ORDER BY node"
+                );
+                let got = node_depths(&c, walk.as_str(), &[]).await;
                 assert_eq!(got, want, "g:{start} {dir} depth {depth}");
                 let depth_text = depth.to_string();
                 let start_id = format!("g:{start}");
-                let prepared: Vec<(String, i32)> = c
-                    .query(&by_params, &[&start_id, &dir, &depth_text])
-                    .await
-                    .expect("prepared lineage")
-                    .iter()
-                    .map(|r| (r.get(0), r.get(1)))
-                    .collect();
+                let prepared = node_depths(&c, &by_params, &[&start_id, &dir, &depth_text]).await;
                 assert_eq!(prepared, want, "prepared g:{start} {dir} depth {depth}");
             }
         }
