@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod dlprov;
 pub mod error;
 pub mod lineage;
+pub mod prov;
 pub mod rows;
 pub mod sequence;
 

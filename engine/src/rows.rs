@@ -7,8 +7,9 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, BooleanBuilder, Float64Array, Float64Builder, Int32Array,
     Int32Builder, Int64Array, Int64Builder, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 
 use crate::error::{EngineError, Result};
 
@@ -114,6 +115,18 @@ pub fn rows_to_batch(schema: &SchemaRef, rows: &[Row]) -> Result<RecordBatch> {
                 for r in rows {
                     match cell(r) {
                         Value::Bool(v) => b.append_value(v),
+                        _ => b.append_null(),
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                // Values are microseconds since the epoch.
+                let mut b = TimestampMicrosecondBuilder::with_capacity(rows.len())
+                    .with_timezone_opt(tz.clone());
+                for r in rows {
+                    match cell(r) {
+                        Value::Int(v) => b.append_value(v),
                         _ => b.append_null(),
                     }
                 }

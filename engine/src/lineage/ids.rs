@@ -104,7 +104,7 @@ impl Symbols {
         self.datasets.get(id as usize).map_or("?", |s| s)
     }
 
-    fn dataset(&self, name: &str) -> Option<DatasetId> {
+    pub fn dataset(&self, name: &str) -> Option<DatasetId> {
         self.dataset_ids.get(name).copied()
     }
 

@@ -14,11 +14,11 @@ use crate::error::{EngineError, Result};
 pub const PROV_SCHEMA: &str = "prov";
 pub const RELATION_TABLE: &str = "relation";
 
-fn text(name: &str, nullable: bool) -> Field {
+pub fn text(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
 }
 
-fn time(name: &str) -> Field {
+pub fn time(name: &str) -> Field {
     Field::new(
         name,
         DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -57,22 +57,32 @@ fn tables() -> Vec<(&'static str, Vec<Field>, Vec<usize>)> {
 
 /// Create schema `prov` and its tables if missing.
 pub async fn ensure_tables(storage: &Storage) -> Result<()> {
+    ensure_schema(storage, PROV_SCHEMA, tables()).await
+}
+
+/// Create `schema` and those of `tables` (name, columns, primary-key
+/// column indices) that are missing, in one commit.
+pub async fn ensure_schema(
+    storage: &Storage,
+    schema: &str,
+    tables: Vec<(&'static str, Vec<Field>, Vec<usize>)>,
+) -> Result<()> {
     let mut ops = Vec::new();
-    if storage.meta_get(&schema_key(PROV_SCHEMA)).is_none() {
+    if storage.meta_get(&schema_key(schema)).is_none() {
         ops.push(WalOp::PutMeta {
-            key: schema_key(PROV_SCHEMA),
+            key: schema_key(schema),
             value: serde_json::json!({}),
         });
     }
-    for (name, fields, pk) in tables() {
-        if storage.table_by_name(PROV_SCHEMA, name).is_some() {
+    for (name, fields, pk) in tables {
+        if storage.table_by_name(schema, name).is_some() {
             continue;
         }
         let (id, source) = storage.allocate_table_ids();
         ops.push(WalOp::CreateTable {
             def: TableDef {
                 id,
-                namespace: PROV_SCHEMA.into(),
+                namespace: schema.into(),
                 name: name.into(),
                 schema: Arc::new(Schema::new(fields)),
                 primary_key: pk,
@@ -87,6 +97,6 @@ pub async fn ensure_tables(storage: &Storage) -> Result<()> {
     storage
         .commit(ops)
         .await
-        .map_err(|e| EngineError::from(e).context("creating schema prov"))?;
+        .map_err(|e| EngineError::from(e).context(&format!("creating schema {schema}")))?;
     Ok(())
 }
