@@ -4,7 +4,7 @@
 # psycopg), builds provdb in release mode, writes docs/benchmarks.md (each
 # script rewrites its own section). Arguments go to benches/core.py
 # (e.g. --rows 1000000 --repeats 3); BENCH=core, BENCH=ingest or
-# BENCH=lineage runs one (arguments then go to that script).
+# BENCH=lineage or BENCH=prov runs one (arguments then go to that script).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
@@ -21,6 +21,9 @@ if [ "$bench" = all ] || [ "$bench" = core ]; then
 fi
 if [ "$bench" = all ] || [ "$bench" = ingest ]; then
     python3 benches/ingest.py --provdb "$target/release/provdb" --out docs/benchmarks.md
+fi
+if [ "$bench" = prov ]; then
+    python3 benches/prov.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
 fi
 if [ "$bench" = lineage ]; then
     python3 benches/lineage.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"

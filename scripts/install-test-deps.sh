@@ -4,6 +4,9 @@
 #   - psql (postgresql-client)        for the psql tests
 #   - openssl                         for the TLS test's self-signed certificate
 #   - python3 + psycopg 3 + pandas    for tests/python/test_psycopg.py
+#   - python3 prov (3.x)              the W3C PROV reference implementation
+#                                     that reads every export (tests/python/prov_check.py)
+#   - graphviz (dot)                  for the SVG export test
 set -euo pipefail
 
 SUDO=""
@@ -14,6 +17,7 @@ fi
 apt_pkgs=()
 command -v psql >/dev/null 2>&1 || apt_pkgs+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
+command -v dot >/dev/null 2>&1 || apt_pkgs+=(graphviz)
 command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
     apt_pkgs+=(python3-pip)
@@ -32,6 +36,8 @@ fi
 py_missing=()
 python3 -c 'import psycopg' >/dev/null 2>&1 || py_missing+=("psycopg[binary]")
 python3 -c 'import pandas' >/dev/null 2>&1 || py_missing+=(pandas)
+python3 -c 'import prov, sys; sys.exit(0 if prov.__version__.startswith("3.") else 1)' >/dev/null 2>&1 \
+    || py_missing+=("prov>=3,<4")
 
 if [ "${#py_missing[@]}" -gt 0 ]; then
     echo "install-test-deps: pip install ${py_missing[*]}"
@@ -42,5 +48,6 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     fi
 fi
 
-python3 -c 'import psycopg, pandas; print("install-test-deps: psycopg", psycopg.__version__, "pandas", pandas.__version__)'
+python3 -c 'import psycopg, pandas, prov; print("install-test-deps: psycopg", psycopg.__version__, "pandas", pandas.__version__, "prov", prov.__version__)'
+dot -V
 psql --version

@@ -1,5 +1,6 @@
-//! The `provdb` command line: `serve` (the Postgres wire server) and `sql`
-//! (run SQL against a data directory in-process, no server).
+//! The `provdb` command line: `serve` (the Postgres wire server), `sql`
+//! (run SQL against a data directory in-process, no server), `export` and
+//! `import` (PROV documents, [`crate::prov_cli`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ pub enum Command {
     /// Open a data directory in-process (no server) and run SQL, printing
     /// results as tables. Do not point it at a directory a running server uses.
     Sql(SqlArgs),
+    /// Write a W3C PROV document (PROV-N, PROV-JSON, DOT or SVG) of an
+    /// execution, a dataflow, a node's lineage, or everything.
+    Export(crate::prov_cli::ExportArgs),
+    /// Import PROV-JSON documents (yProv4ML runs included: their params,
+    /// metrics and artifacts land in schema `ml`).
+    Import(crate::prov_cli::ImportArgs),
 }
 
 /// Options shared by every subcommand that opens a database.
@@ -222,7 +229,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
             Command::Serve(s) => s.to_config().unwrap(),
-            Command::Sql(_) => panic!("expected serve"),
+            _ => panic!("expected serve"),
         }
     }
 
@@ -312,6 +319,21 @@ mod tests {
             s.storage.database_options().unwrap().data_dir,
             PathBuf::from("d")
         );
+    }
+
+    #[test]
+    fn export_needs_one_scope() {
+        assert!(Cli::try_parse_from(["provdb", "export"]).is_err());
+        assert!(Cli::try_parse_from(["provdb", "export", "--all", "--execution", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "provdb", "export", "--node", "a", "--node", "b", "-o", "x.json",
+        ])
+        .unwrap();
+        let Command::Export(e) = cli.command else {
+            panic!("expected export")
+        };
+        assert_eq!(e.node, vec!["a", "b"]);
+        assert!(Cli::try_parse_from(["provdb", "import"]).is_err());
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use provdb_sql::SqlError;
 
-/// An error that stops the server (never a per-client error: those go to the
-/// client as an ErrorResponse).
+/// An error that stops the server or a command (never a per-client error:
+/// those go to the client as an ErrorResponse).
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// Binding the listener or another OS-level failure.
@@ -22,6 +22,9 @@ pub enum ServerError {
     /// Invalid configuration.
     #[error("configuration: {0}")]
     Config(String),
+    /// A command-line tool request failed (export, import).
+    #[error("{0}")]
+    Command(String),
 }
 
 impl ServerError {

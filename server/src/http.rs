@@ -1,4 +1,5 @@
-//! The HTTP API: DfAnalyzer-compatible provenance ingest and health.
+//! The HTTP API: DfAnalyzer-compatible provenance ingest, PROV export and
+//! import, and health.
 //!
 //! - `POST /pde/dataflow/json`: register or evolve a dataflow spec; replies
 //!   with the spec echoed back, as DfAnalyzer does.
@@ -6,6 +7,8 @@
 //! - `POST /pde/task/batch`: many task messages (a JSON array, or NDJSON:
 //!   one message per line) stored all-or-nothing in one commit; replies
 //!   `{"accepted": n}`.
+//! - `GET /prov/export`, `POST /prov/import`: PROV documents out and in
+//!   ([`crate::prov_api`]);
 //! - `GET /health`: `{"status":"UP"}`.
 //!
 //! A 200 reply means the data is durable and visible to every SQL session.
@@ -55,6 +58,8 @@ pub async fn serve(
         .route("/pde/dataflow/json", post(post_dataflow))
         .route("/pde/task/json", post(post_task))
         .route("/pde/task/batch", post(post_batch))
+        .route("/prov/export", get(crate::prov_api::get_export))
+        .route("/prov/import", post(crate::prov_api::post_import))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(db);
@@ -175,7 +180,7 @@ fn bad_request(msg: &str) -> Response {
     error_response(StatusCode::BAD_REQUEST, msg)
 }
 
-fn engine_error(e: EngineError) -> Response {
+pub(crate) fn engine_error(e: EngineError) -> Response {
     let status = match &e {
         EngineError::BadRequest(_) => StatusCode::BAD_REQUEST,
         EngineError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -187,18 +192,18 @@ fn engine_error(e: EngineError) -> Response {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     if status.is_server_error() {
-        tracing::error!(error = %e, "ingest failed");
+        tracing::error!(error = %e, "request failed");
     } else {
-        tracing::debug!(error = %e, "ingest request refused");
+        tracing::debug!(error = %e, "request refused");
     }
     error_response(status, &e.to_string())
 }
 
-fn error_response(status: StatusCode, msg: &str) -> Response {
+pub(crate) fn error_response(status: StatusCode, msg: &str) -> Response {
     json_response(status, &json!({"error": msg, "status": status.as_u16()}))
 }
 
-fn json_response(status: StatusCode, v: &Json) -> Response {
+pub(crate) fn json_response(status: StatusCode, v: &Json) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],

@@ -33,6 +33,8 @@ pub mod http;
 pub mod logging;
 pub mod params;
 pub mod pg_text;
+pub mod prov_api;
+pub mod prov_cli;
 pub mod results;
 pub mod server;
 pub mod tls;

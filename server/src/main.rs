@@ -45,5 +45,7 @@ async fn run(command: Command) -> Result<bool, ServerError> {
             )
             .await
         }
+        Command::Export(args) => provdb_server::prov_cli::export(args).await,
+        Command::Import(args) => provdb_server::prov_cli::import(args).await,
     }
 }

@@ -167,6 +167,14 @@ impl Database {
         let lineage = Lineage::open(&storage)
             .await
             .map_err(crate::error::from_engine)?;
+        // Schema `ml` (imported training runs) and the PROV namespace
+        // registry exist from the first open.
+        provdb_engine::prov::ml::ensure_tables(&storage)
+            .await
+            .map_err(crate::error::from_engine)?;
+        provdb_engine::prov::namespace::Registry::ensure(&storage)
+            .await
+            .map_err(crate::error::from_engine)?;
         let dlprov = Dlprov::start(storage.clone(), Arc::clone(&sequences));
         Ok(Arc::new(Database {
             shared: Arc::new(DbShared {
@@ -191,6 +199,26 @@ impl Database {
     /// The storage engine underneath (for tools and tests).
     pub fn storage(&self) -> &Storage {
         &self.shared.storage
+    }
+
+    /// Export a PROV document (`provdb_engine::prov::export`).
+    pub async fn prov_export(
+        &self,
+        scope: &provdb_engine::prov::Scope,
+        format: provdb_engine::prov::Format,
+    ) -> Result<Vec<u8>, provdb_engine::EngineError> {
+        let doc =
+            provdb_engine::prov::export(&self.shared.storage, &self.shared.lineage, scope).await?;
+        provdb_engine::prov::render(&doc, format)
+    }
+
+    /// Import a PROV-JSON document (`provdb_engine::prov::import`).
+    pub async fn prov_import(
+        &self,
+        reader: impl std::io::Read,
+        opts: &provdb_engine::prov::ImportOptions,
+    ) -> Result<provdb_engine::prov::ImportReport, provdb_engine::EngineError> {
+        provdb_engine::prov::import(&self.shared.storage, &self.shared.lineage, reader, opts).await
     }
 
     /// The DfAnalyzer-compatible ingest (dataflow specs, task messages).

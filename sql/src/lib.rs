@@ -27,6 +27,7 @@ pub mod ddl;
 pub mod error;
 pub mod functions;
 pub mod lineage;
+pub mod prov_export;
 pub mod rewrite;
 pub mod sequence;
 pub mod session;

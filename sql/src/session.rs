@@ -288,7 +288,16 @@ impl Session {
         );
         ctx.register_udtf(
             "lineage_path",
-            Arc::new(crate::lineage::LineagePathFn { lineage }),
+            Arc::new(crate::lineage::LineagePathFn {
+                lineage: lineage.clone(),
+            }),
+        );
+        ctx.register_udtf(
+            "prov_export",
+            Arc::new(crate::prov_export::ProvExportFn {
+                storage: db.shared.storage.clone(),
+                lineage,
+            }),
         );
         *shared.state.write() = Arc::downgrade(&ctx.state_ref());
         Session {

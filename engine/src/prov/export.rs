@@ -437,12 +437,13 @@ impl Facts {
                         a.push(("prov:label".into(), Value::Str(l.into())));
                     }
                     let span = Span {
-                        start: column(&batch, "start_time")
-                            .and_then(|c| cells::micros_at(c, row))
-                            .map(micros_to_datetime),
-                        end: column(&batch, "end_time")
-                            .and_then(|c| cells::micros_at(c, row))
-                            .map(micros_to_datetime),
+                        start: stored_time(
+                            &mut a,
+                            "prov:startTime",
+                            column(&batch, "start_time"),
+                            row,
+                        ),
+                        end: stored_time(&mut a, "prov:endTime", column(&batch, "end_time"), row),
                     };
                     self.stored.insert(node.to_string(), (a, span));
                 }
@@ -705,6 +706,28 @@ impl Facts {
             }
         }
         Ok(())
+    }
+}
+
+/// An activity time: the column's value, written as the imported document
+/// wrote it when the `key` attribute still says the same instant. The
+/// attribute is taken out of `attrs` (it is the formal argument).
+fn stored_time(
+    attrs: &mut Attrs,
+    key: &str,
+    col: Option<&arrow::array::ArrayRef>,
+    row: usize,
+) -> Option<String> {
+    let written = attrs
+        .iter()
+        .position(|(k, _)| k == key)
+        .map(|i| attrs.remove(i).1.text());
+    let Some(micros) = col.and_then(|c| cells::micros_at(c, row)) else {
+        return written;
+    };
+    match written {
+        Some(w) if cells::datetime_to_micros(&w) == Some(micros) => Some(w),
+        _ => Some(micros_to_datetime(micros)),
     }
 }
 

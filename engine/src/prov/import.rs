@@ -22,7 +22,7 @@ use arrow::array::{
 use arrow::datatypes::DataType;
 use provdb_storage::{SourceId, Storage, TableDef, WalOp};
 use roaring::RoaringBitmap;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
 use super::cells::{column, datetime_to_micros, int_at, live_batches, str_at};
@@ -51,7 +51,7 @@ pub struct ImportOptions {
 }
 
 /// What an import stored.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImportReport {
     pub document: String,
     pub entities: usize,
@@ -84,7 +84,14 @@ pub async fn import(
     reader: impl Read,
     opts: &ImportOptions,
 ) -> Result<ImportReport> {
-    let raw = read_document(reader)?;
+    // Parsing is CPU work of up to seconds for big documents: keep it off
+    // the async worker's other tasks when the runtime allows.
+    let raw = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+            tokio::task::block_in_place(|| read_document(reader))?
+        }
+        _ => read_document(reader)?,
+    };
     let _guard = IMPORT_LOCK.lock().await;
     let mut registry = Registry::ensure(storage).await?;
     let before = registry.prefixes.clone();
@@ -371,7 +378,8 @@ fn merge_element(
     }
 }
 
-/// Pull an activity's formal start and end times out of its attributes.
+/// An activity's formal start and end times, as microseconds (for the
+/// `start_time` and `end_time` columns).
 fn element_times(
     class: NodeKind,
     attrs: Attrs,
@@ -394,6 +402,9 @@ fn element_times(
         *slot = Some(datetime_to_micros(&t).ok_or_else(|| {
             EngineError::Invalid(format!("{place}: {k} '{t}' is not an xsd:dateTime"))
         })?);
+        // The lexical form stays among the attributes, so an export gives
+        // the time back as written (with or without a zone).
+        rest.push((k, v));
     }
     Ok((start, end, rest))
 }

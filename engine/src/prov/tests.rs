@@ -504,3 +504,320 @@ async fn bad_documents_are_rejected_whole() {
         NodeKind::Activity
     );
 }
+
+/// A yProv4ML 3.x run directory: the document and CSV side files, paths
+/// relative to `root` as the library writes them. Returns the JSON's path.
+pub fn yprov_layout_c(root: &std::path::Path, points: usize) -> std::path::PathBuf {
+    let run = root.join("prov/mnist_exp_0");
+    std::fs::create_dir_all(run.join("metrics_GR0")).expect("mkdir");
+    let mut loss = String::from("epoch,value,timestep\n");
+    for i in 0..points {
+        loss.push_str(&format!(
+            "{},{:?},{}\n",
+            i / 5,
+            1.0 / (i as f64 + 1.0),
+            1795286428387 + i as i64
+        ));
+    }
+    std::fs::write(run.join("metrics_GR0/loss_training_None_GR0.csv"), loss).expect("csv");
+    std::fs::write(
+        run.join("metrics_GR0/val_acc_validation_None_GR0.csv"),
+        "epoch,value,timestep\n0,0.5,1795286428387\n1,0.6,1795286428388\n2,0.7,1795286428389\n",
+    )
+    .expect("csv");
+    let doc = json!({
+        "prefix": {"yprov": "https://github.com/HPCI-Lab/yProv4ML", "xsd_1": "http://www.w3.org/2000/10/XMLSchema#",
+                   "provml": "prov-ml", "dcterms": "http://purl.org/dc/terms/", "default": "mnist_exp_GR0_0"},
+        "agent": {"root": {}},
+        "activity": {
+            "mnist_exp_GR0_0": {"yprov:experiment_name": "mnist_exp_GR0_0", "yprov:run_id": "0",
+                                "prov:startedAtTime": "2026-11-21T18:40:27.386040", "prov:endedAtTime": "2026-11-21T18:40:28.445545"},
+            "training": {"prov:startedAtTime": "2026-11-21T18:40:28.386801"},
+            "validation": {"prov:startedAtTime": "2026-11-21T18:40:28.386967"}
+        },
+        "wasAssociatedWith": {"_:id1": {"prov:activity": "mnist_exp_GR0_0", "prov:agent": "root"}},
+        "entity": {
+            "lr//training": {"prov:type": "provml:HyperParameter", "prov:label": "lr", "prov:value": "0.001", "prov:role": "output"},
+            "batch_size//mnist_exp_GR0_0": {"prov:type": "provml:HyperParameter", "prov:label": "batch_size", "prov:value": "64"},
+            "mnist_model_final.pt//training": {"prov:label": "mnist_model_final.pt", "prov:type": "provml:Model",
+                "dcterms:identifier": "prov/mnist_exp_0/artifacts_GR0/mnist_model_final.pt", "yprov:file_size": "5", "prov:role": "output",
+                "yprov:mnist_model_final_total_params": {"$": "0", "type": "xsd:int"}},
+            "loss//training": {"prov:type": "provml:Metric", "yprov:context": "training", "yprov:source": "None", "prov:label": "loss",
+                "dcterms:identifier": "prov/mnist_exp_0/metrics_GR0/loss_training_None_GR0.csv"},
+            "val_acc//validation": {"prov:type": "provml:Metric", "yprov:context": "validation", "yprov:source": "None", "prov:label": "val_acc",
+                "dcterms:identifier": "prov/mnist_exp_0/metrics_GR0/val_acc_validation_None_GR0.csv"}
+        },
+        "wasInformedBy": {"_:id2": {"prov:informed": "training", "prov:informant": "mnist_exp_GR0_0"},
+                          "_:id5": {"prov:informed": "validation", "prov:informant": "mnist_exp_GR0_0"}},
+        "wasGeneratedBy": {"_:id3": {"prov:entity": "lr//training", "prov:activity": "training"},
+                           "_:id13": {"prov:entity": "loss//training", "prov:activity": "training"},
+                           "_:id14": {"prov:entity": "val_acc//validation", "prov:activity": "validation"},
+                           "_:id8": {"prov:entity": "mnist_model_final.pt//training", "prov:activity": "training"}}
+    });
+    let path = run.join("prov_mnist_exp_GR0_0.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&doc).expect("json")).expect("write");
+    path
+}
+
+/// A yProv4ML 2.0 run: contexts with `level`, params as context
+/// attributes, CSV side files with the `<name>,<context>,<source>` header.
+pub fn yprov_layout_b(root: &std::path::Path) -> std::path::PathBuf {
+    let dir = root.join("examples/prov/mnist_exp_0");
+    std::fs::create_dir_all(dir.join("metrics")).expect("mkdir");
+    std::fs::write(
+        dir.join("metrics/MSE_train_Context.TRAINING_GR0.csv"),
+        "MSE_train,Context.TRAINING,LoggingItemKind.METRIC\n0,0.9,1760967802176\n1,0.4,1760967803176\n",
+    )
+    .expect("csv");
+    let doc = json!({
+        "prefix": {"context": "context", "yProv4ML": "yProv4ML", "xsd_1": "http://www.w3.org/2000/10/XMLSchema#",
+                   "prov-ml": "prov-ml", "default": "mnist_exp_GR0_0"},
+        "agent": {"deniztas": {}},
+        "activity": {
+            "context:mnist_exp_GR0_0": {"yProv4ML:level": {"$": 0, "type": "xsd:int"}, "yProv4ML:experiment_name": "mnist_exp_GR0_0",
+                "yProv4ML:run_id": {"$": 0, "type": "xsd:int"}, "execution_start_time": "1760967802.1765888",
+                "execution_end_time": "1760967823.3111053"},
+            "context:Context.TRAINING": {"yProv4ML:level": {"$": 1, "type": "xsd:int"}, "yProv4ML:lr": {"$": 0.01, "type": "xsd:double"}}
+        },
+        "wasAssociatedWith": {"_:id1": {"prov:activity": "context:mnist_exp_GR0_0", "prov:agent": "deniztas"}},
+        "wasInformedBy": {"_:id2": {"prov:informed": "context:Context.TRAINING", "prov:informant": "context:mnist_exp_GR0_0"}},
+        "entity": {
+            "MSE_train": {"yProv4ML:label": "MSE_train", "yProv4ML:path": "examples/prov/mnist_exp_0/metrics/MSE_train_Context.TRAINING_GR0.csv",
+                          "yProv4ML:role": "output", "yProv4ML:context": "Context.TRAINING", "yProv4ML:source": "LoggingItemKind.METRIC"},
+            "mnist_model_final": {"yProv4ML:label": "mnist_model_final", "yProv4ML:path": "examples/prov/mnist_exp_0/artifacts/m.pth",
+                                  "yProv4ML:role": "output", "total_params": {"$": 203530, "type": "xsd:int"}},
+            "Original requirements.txt": {}, "requirements.txt": {}
+        },
+        "wasGeneratedBy": {"_:id23": {"prov:entity": "MSE_train", "prov:activity": "context:Context.TRAINING"}},
+        "wasDerivedFrom": {"_:id18": {"prov:generatedEntity": "requirements.txt", "prov:usedEntity": "Original requirements.txt"}}
+    });
+    let path = dir.join("prov_mnist_exp_GR0_0.json");
+    std::fs::write(&path, serde_json::to_vec(&doc).expect("json")).expect("write");
+    path
+}
+
+/// A yProv4ML 1.0 document: metric series inline as Python list strings.
+pub fn yprov_layout_a(points: usize) -> String {
+    let epochs: Vec<String> = (0..points).map(|i| (i / 5).to_string()).collect();
+    let values: Vec<String> = (0..points)
+        .map(|i| format!("np.float64({:?})", 1.0 / (i as f64 + 1.0)))
+        .collect();
+    let stamps: Vec<String> = (0..points)
+        .map(|i| (1795286445291i64 + i as i64).to_string())
+        .collect();
+    json!({
+        "prefix": {"xsd_1": "http://www.w3.org/2000/10/XMLSchema#", "prov-ml": "prov-ml", "default": "www.example.org"},
+        "entity": {
+            "mnist_exp_GR0": [{"prov-ml:run_id": "0", "prov-ml:type": "LearningStage"},
+                              {"prov-ml:type": "Experiment", "prov-ml:experiment_name": "mnist_exp_GR0"}],
+            "loss_Context.TRAINING": {"prov-ml:type": "Metric", "prov-ml:name": "loss", "prov-ml:context": "Context.TRAINING",
+                "prov-ml:source": "", "prov-ml:metric_epoch_list": format!("[{}]", epochs.join(", ")),
+                "prov-ml:metric_value_list": format!("[{}]", values.join(", ")),
+                "prov-ml:metric_timestamp_list": format!("[{}]", stamps.join(", "))},
+            "lr": {"prov-ml:parameter_value": "0.001", "prov-ml:type": "Parameter"}
+        },
+        "activity": {"mnist_exp_GR0_execution": {"prov-ml:type": "LearningExecution"}, "epoch_0": {"prov-ml:type": "TrainingExecution"}},
+        "agent": {"root": {}},
+        "wasAssociatedWith": {"_:id1": {"prov:activity": "mnist_exp_GR0_execution", "prov:agent": "root"}},
+        "used": {"_:id12": {"prov:activity": "mnist_exp_GR0_execution", "prov:entity": "lr"}},
+        "hadMember": {"_:id3": {"prov:collection": "mnist_exp_GR0", "prov:entity": "mnist_exp_GR0"}},
+        "wasGeneratedBy": {"loss_train_0_gen": {"prov:entity": "loss_Context.TRAINING", "prov:activity": "epoch_0"}},
+        "wasStartedBy": {"_:id5": {"prov:activity": "epoch_0", "prov:trigger": "mnist_exp_GR0_execution"}}
+    })
+    .to_string()
+}
+
+async fn ml_text(storage: &Storage, table: &str, col: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in live_batches(storage, "ml", table).await.expect("read") {
+        let c = super::cells::column(&b, col).expect("column");
+        for i in 0..b.num_rows() {
+            out.push(super::cells::str_at(c, i).unwrap_or("NULL").to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+fn opts_for(path: &std::path::Path) -> ImportOptions {
+    ImportOptions {
+        name: path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        base_dir: path.parent().map(|p| p.to_path_buf()),
+        allow_dangling: false,
+    }
+}
+
+#[tokio::test]
+async fn yprov_layout_c_runs_land_in_ml_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    let files = tempfile::tempdir().expect("files");
+    let path = yprov_layout_c(files.path(), 15);
+    let report = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&path).expect("open"),
+        &opts_for(&path),
+    )
+    .await
+    .expect("import");
+    assert_eq!(report.layout.as_deref(), Some("C"));
+    assert_eq!(
+        report.run.as_deref(),
+        Some("mnist_exp_GR0_0:mnist_exp_GR0_0")
+    );
+    assert_eq!(
+        (
+            report.params,
+            report.series,
+            report.metric_points,
+            report.artifacts
+        ),
+        (2, 2, 18, 1)
+    );
+    assert_eq!(
+        ml_text(&storage, "param", "name").await,
+        vec!["batch_size", "lr"]
+    );
+    assert_eq!(
+        ml_text(&storage, "param", "context").await,
+        vec!["mnist_exp_GR0_0", "training"]
+    );
+    assert_eq!(ml_text(&storage, "run", "user_name").await, vec!["root"]);
+    assert_eq!(count(&storage, "ml", "metric").await, 18);
+    // The bogus XSD namespace maps to the real one; ids get the default prefix.
+    assert!(
+        lineage
+            .graph()
+            .find("mnist_exp_GR0_0:lr//training")
+            .is_some()
+    );
+
+    // Same document again: nothing new. Longer series: only the new points.
+    let again = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&path).expect("open"),
+        &opts_for(&path),
+    )
+    .await
+    .expect("re-import");
+    assert_eq!(again.metric_points, 0);
+    assert_eq!(count(&storage, "ml", "metric").await, 18);
+    let path = yprov_layout_c(files.path(), 20);
+    let more = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&path).expect("open"),
+        &opts_for(&path),
+    )
+    .await
+    .expect("continued run");
+    assert_eq!(more.metric_points, 5);
+    assert_eq!(count(&storage, "ml", "metric").await, 23);
+
+    // Rewritten history is a conflict, and nothing of the document is stored.
+    let csv = path
+        .parent()
+        .expect("dir")
+        .join("metrics_GR0/loss_training_None_GR0.csv");
+    std::fs::write(&csv, "epoch,value,timestep\n0,9.0,1\n").expect("rewrite");
+    let err = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&path).expect("open"),
+        &opts_for(&path),
+    )
+    .await
+    .expect_err("conflict");
+    assert!(
+        err.to_string()
+            .contains("imported before with other points"),
+        "{err}"
+    );
+    // A missing side file names the entity and the file.
+    std::fs::remove_file(&csv).expect("rm");
+    let err = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&path).expect("open"),
+        &opts_for(&path),
+    )
+    .await
+    .expect_err("missing");
+    assert!(
+        err.to_string()
+            .contains("'mnist_exp_GR0_0:loss//training': side file"),
+        "{err}"
+    );
+    assert_eq!(count(&storage, "ml", "metric").await, 23);
+}
+
+#[tokio::test]
+async fn yprov_layouts_a_and_b_are_read_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    let files = tempfile::tempdir().expect("files");
+    let b = yprov_layout_b(files.path());
+    let rb = import(
+        &storage,
+        &lineage,
+        std::fs::File::open(&b).expect("open"),
+        &opts_for(&b),
+    )
+    .await
+    .expect("layout B");
+    assert_eq!(rb.layout.as_deref(), Some("B"));
+    assert_eq!(
+        (rb.params, rb.series, rb.metric_points, rb.artifacts),
+        (1, 1, 2, 1)
+    );
+    assert!(
+        lineage
+            .graph()
+            .find("mnist_exp_GR0_0:Original requirements.txt")
+            .is_some()
+    );
+
+    let a = yprov_layout_a(200);
+    let ra = import(&storage, &lineage, a.as_bytes(), &ImportOptions::default())
+        .await
+        .expect("layout A");
+    assert_eq!(ra.layout.as_deref(), Some("A"));
+    assert_eq!((ra.params, ra.series, ra.metric_points), (1, 1, 200));
+    assert_eq!(count(&storage, "ml", "metric").await, 202);
+    // The list strings are columns now, not attributes.
+    let doc = export(&storage, &lineage, &Scope::All)
+        .await
+        .expect("export");
+    let loss = doc
+        .elements
+        .iter()
+        .find(|e| e.id.ends_with("loss_Context.TRAINING"))
+        .expect("metric entity");
+    assert!(
+        loss.attrs
+            .iter()
+            .all(|(k, _)| !k.contains("metric_value_list"))
+    );
+    // Self-membership and the repeated id survive.
+    assert!(
+        doc.relations
+            .iter()
+            .any(|r| r.spec.name == "hadMember" && r.subject() == r.object())
+    );
+
+    let bad = yprov_layout_a(3).replace("np.float64(0.5)", "oops");
+    let err = import(
+        &storage,
+        &lineage,
+        bad.as_bytes(),
+        &ImportOptions::default(),
+    )
+    .await
+    .expect_err("bad list");
+    assert!(err.to_string().contains("'oops' is not a number"), "{err}");
+}

@@ -11,11 +11,13 @@ use datafusion::sql::sqlparser::ast::{
 
 use crate::error::{SqlError, SqlResult};
 
-/// Parameter names of the lineage table functions, in positional order.
+/// Parameter names of the lineage table functions (and `prov_export`,
+/// which takes the same kinds of arguments), in positional order.
 fn params(function: &str) -> Option<&'static [&'static str]> {
     match function {
         "lineage" => Some(&["start", "direction", "max_depth", "relations"]),
         "lineage_path" => Some(&["from", "to", "relations"]),
+        "prov_export" => Some(&["scope", "id", "format", "direction", "max_depth"]),
         _ => None,
     }
 }

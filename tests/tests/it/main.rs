@@ -10,6 +10,7 @@ mod errors;
 mod harness;
 mod inprocess;
 mod lineage;
+mod prov;
 mod psql;
 mod python;
 mod raw;
