@@ -349,6 +349,7 @@ slt_files!(
     aggregates_joins,
     catalog,
     lineage,
+    prov_export,
 );
 
 #[test]
