@@ -418,28 +418,29 @@ async fn generic_documents_join_the_graph() {
         report.new_namespaces
     );
 
-    let g = lineage.graph();
-    let deployed = g.find("ex:deployed").expect("imported node");
-    let mut walk = crate::lineage::Traversal::new(
-        vec![deployed],
-        Direction::Upstream,
-        None,
-        crate::lineage::KindFilter::all(),
-    );
-    let mut reached = BTreeSet::new();
-    while walk.next_level_into(&g, &mut |s| {
-        reached.insert(g.node_text(s.node));
-    }) {}
-    assert!(reached.contains("alexnet.otrainedmodel:1"), "{reached:?}");
-    assert!(
-        reached.contains("alexnet.iinputdataset:1"),
-        "lineage crosses into DLProv data: {reached:?}"
-    );
-    assert!(
-        g.find("ex:metric_loss").is_some(),
-        "bundle records join the graph"
-    );
-    drop(g);
+    {
+        let g = lineage.graph();
+        let deployed = g.find("ex:deployed").expect("imported node");
+        let mut walk = crate::lineage::Traversal::new(
+            vec![deployed],
+            Direction::Upstream,
+            None,
+            crate::lineage::KindFilter::all(),
+        );
+        let mut reached = BTreeSet::new();
+        while walk.next_level_into(&g, &mut |s| {
+            reached.insert(g.node_text(s.node));
+        }) {}
+        assert!(reached.contains("alexnet.otrainedmodel:1"), "{reached:?}");
+        assert!(
+            reached.contains("alexnet.iinputdataset:1"),
+            "lineage crosses into DLProv data: {reached:?}"
+        );
+        assert!(
+            g.find("ex:metric_loss").is_some(),
+            "bundle records join the graph"
+        );
+    }
 
     // A second document binding `ex` to another IRI does not merge with it.
     let other = json!({"prefix": {"ex": "http://other.org/"}, "entity": {"ex:model_v3": {}}});
