@@ -72,8 +72,11 @@ fn dot_binary() -> String {
 /// Render DOT text to SVG with Graphviz. A missing `dot` is an error that
 /// says how to install it.
 pub fn to_svg(dot: &str) -> Result<Vec<u8>> {
-    let bin = dot_binary();
-    let mut child = Command::new(&bin)
+    render_with(&dot_binary(), dot)
+}
+
+fn render_with(bin: &str, dot: &str) -> Result<Vec<u8>> {
+    let mut child = Command::new(bin)
         .arg("-Tsvg")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -100,4 +103,24 @@ pub fn to_svg(dot: &str) -> Result<Vec<u8>> {
         )));
     }
     Ok(output.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_graphviz_says_how_to_get_it() {
+        let err = render_with("/nonexistent/dot", "digraph {}").expect_err("no binary");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("apt-get install graphviz") && msg.contains("format 'dot'"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn labels_and_ids_are_quoted() {
+        assert_eq!(quoted("a\"b\\c\nd"), "\"a\\\"b\\\\c\\nd\"");
+    }
 }
