@@ -63,10 +63,11 @@ pub fn dv_path(prefix: &ObjPath, table: TableId, id: SourceId, version: u64) -> 
         .join(format!("{:020}.{version}.dv", id.0))
 }
 
-/// Zstd-compressed pages with page statistics. Columns keep dictionary
-/// encoding while their dictionary stays small; past it, floats fall back
-/// to BYTE_STREAM_SPLIT (their bytes regrouped so smooth series such as
-/// loss curves compress) and integers and timestamps to
+/// Zstd-compressed pages with page statistics. Text and booleans use
+/// dictionaries; numbers do not (a metric series has as many distinct
+/// values as rows, and a dictionary then costs more than it saves): floats
+/// are BYTE_STREAM_SPLIT (their bytes regrouped so the exponents and high
+/// mantissa bytes of smooth series compress), integers and timestamps
 /// DELTA_BINARY_PACKED (steps, epochs, clock readings).
 fn writer_props(schema: &SchemaRef) -> WriterProperties {
     let mut b = WriterProperties::builder()
@@ -74,14 +75,17 @@ fn writer_props(schema: &SchemaRef) -> WriterProperties {
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_statistics_enabled(EnabledStatistics::Page);
     for field in schema.fields() {
-        let fallback = match field.data_type() {
+        let encoding = match field.data_type() {
             DataType::Float32 | DataType::Float64 => Encoding::BYTE_STREAM_SPLIT,
             DataType::Int32 | DataType::Int64 | DataType::Timestamp(_, _) | DataType::Date32 => {
                 Encoding::DELTA_BINARY_PACKED
             }
             _ => continue,
         };
-        b = b.set_column_encoding(ColumnPath::from(field.name().as_str()), fallback);
+        let column = ColumnPath::from(field.name().as_str());
+        b = b
+            .set_column_dictionary_enabled(column.clone(), false)
+            .set_column_encoding(column, encoding);
     }
     b.build()
 }
