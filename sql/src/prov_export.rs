@@ -15,9 +15,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DataFusionError, Result, plan_err};
-use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
@@ -84,12 +82,8 @@ pub struct ProvExportFn {
 impl TableFunctionImpl for ProvExportFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let a = args.exprs();
-        let deferred = a.iter().any(|e| {
-            e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))
-                .unwrap_or(false)
-        });
-        if deferred {
-            return Ok(Arc::new(EmptyTable::new(schema())));
+        if let Some(t) = crate::lineage::udtf::deferred(a, schema()) {
+            return Ok(t);
         }
         if a.is_empty() || a.len() > 5 {
             return plan_err!(

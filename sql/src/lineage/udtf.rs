@@ -29,15 +29,15 @@ fn engine_err(e: provdb_engine::EngineError) -> DataFusionError {
 }
 
 /// A call with `$n` parameters among its arguments, planned before the
-/// values are bound (to describe the statement): it returns no rows. The
-/// session plans such statements again with the values in place.
-fn deferred(args: &[Expr], path: bool) -> Option<Arc<dyn TableProvider>> {
+/// values are bound (to describe the statement), returns no rows: an empty
+/// table of `schema`. The session plans such statements again with the
+/// values in place. Shared by every table function taking `$n` arguments.
+pub fn deferred(args: &[Expr], schema: SchemaRef) -> Option<Arc<dyn TableProvider>> {
     let has_placeholder = args.iter().any(|e| {
         e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))
             .unwrap_or(false)
     });
-    has_placeholder
-        .then(|| Arc::new(EmptyTable::new(output_schema(path))) as Arc<dyn TableProvider>)
+    has_placeholder.then(|| Arc::new(EmptyTable::new(schema)) as Arc<dyn TableProvider>)
 }
 
 fn filter(lineage: &Lineage, relations: &Option<Vec<String>>) -> Result<KindFilter> {
@@ -57,7 +57,7 @@ impl TableFunctionImpl for LineageFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const F: &str = "lineage";
         let a = args.exprs();
-        if let Some(t) = deferred(a, false) {
+        if let Some(t) = deferred(a, output_schema(false)) {
             return Ok(t);
         }
         if a.is_empty() || a.len() > 4 {
@@ -108,7 +108,7 @@ impl TableFunctionImpl for LineagePathFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         const F: &str = "lineage_path";
         let a = args.exprs();
-        if let Some(t) = deferred(a, true) {
+        if let Some(t) = deferred(a, output_schema(true)) {
             return Ok(t);
         }
         if a.len() < 2 || a.len() > 3 {
