@@ -29,6 +29,18 @@ pub fn column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a ArrayRef> {
     batch.schema().index_of(name).ok().map(|i| batch.column(i))
 }
 
+/// Several columns by name, all present or `None`.
+pub fn columns<'a, const N: usize>(
+    batch: &'a RecordBatch,
+    names: [&str; N],
+) -> Option<[&'a ArrayRef; N]> {
+    let mut out = [batch.columns().first()?; N];
+    for (slot, name) in out.iter_mut().zip(names) {
+        *slot = column(batch, name)?;
+    }
+    Some(out)
+}
+
 /// An integer cell (any integer type).
 pub fn int_at(a: &ArrayRef, row: usize) -> Option<i64> {
     if a.is_null(row) {

@@ -14,17 +14,18 @@ use arrow::array::RecordBatch;
 use provdb_storage::Storage;
 
 use super::cells::{
-    self, cell_value, column, dlprov_time, int_at, live_batches, micros_to_datetime, str_at,
+    self, cell_value, column, columns, dlprov_time, int_at, live_batches, micros_to_datetime,
+    str_at,
 };
 use super::json::attrs_from_text;
 use super::model::{Attrs, Document, Element, Relation, RelationSpec, Value, relation_spec};
 use super::namespace::{Registry, escape_local, split};
 use crate::catalog::DEFAULT_SCHEMA;
 use crate::error::{EngineError, Result};
-use crate::lineage::graph::{Graph, Origin, kind};
+use crate::lineage::graph::{Graph, kind};
 use crate::lineage::ids::NodeKey;
 use crate::lineage::schema::PROV_SCHEMA;
-use crate::lineage::traverse::shortcuts;
+use crate::lineage::traverse::neighbours;
 use crate::lineage::{Direction, KindFilter, Lineage, NodeIdx, NodeKind, Traversal};
 
 /// What to export.
@@ -111,8 +112,8 @@ struct Node {
     class: NodeKind,
 }
 
-/// An edge in scope: (subject, kind name, object, from `prov.relation`).
-type Edge = (NodeIdx, String, NodeIdx, bool);
+/// An edge in scope: (subject, kind name, object).
+type Edge = (NodeIdx, String, NodeIdx);
 
 /// The nodes and edges of `scope`, read under the graph lock.
 fn select(g: &Graph, scope: &Scope) -> Result<(HashMap<NodeIdx, Node>, Vec<Edge>)> {
@@ -152,27 +153,19 @@ fn select(g: &Graph, scope: &Scope) -> Result<(HashMap<NodeIdx, Node>, Vec<Edge>
         }
     };
     let set: HashSet<NodeIdx> = nodes.iter().copied().collect();
-    let mut edges = Vec::new();
-    let mut seen = HashSet::new();
+    // The relations a walk follows upstream (stored and derived edges and
+    // the shortcuts), kept when both ends are in scope.
+    let mut edges = HashSet::new();
     let mut found = Vec::new();
     for &n in &set {
-        for e in g.out_edges(n) {
-            if set.contains(&e.node) && seen.insert((n, e.kind, e.node)) {
-                edges.push((
-                    n,
-                    g.kinds.name(e.kind).to_string(),
-                    e.node,
-                    e.origin == Origin::User,
-                ));
-            }
-        }
         found.clear();
-        shortcuts(g, n, true, &KindFilter::all(), &mut found);
-        for &(m, k) in &found {
-            if set.contains(&m) && seen.insert((n, k, m)) {
-                edges.push((n, g.kinds.name(k).to_string(), m, false));
-            }
-        }
+        neighbours(g, n, true, &KindFilter::all(), &mut found);
+        edges.extend(
+            found
+                .iter()
+                .filter(|(m, _)| set.contains(m))
+                .map(|&(m, k)| (n, g.kinds.name(k).to_string(), m)),
+        );
     }
     let nodes = set
         .into_iter()
@@ -185,7 +178,7 @@ fn select(g: &Graph, scope: &Scope) -> Result<(HashMap<NodeIdx, Node>, Vec<Edge>
             (n, node)
         })
         .collect();
-    Ok((nodes, edges))
+    Ok((nodes, edges.into_iter().collect()))
 }
 
 fn find(g: &Graph, id: &str, what: &str, tag: &str) -> Result<NodeIdx> {
@@ -232,13 +225,9 @@ pub async fn export(storage: &Storage, lineage: &Lineage, scope: &Scope) -> Resu
 
     let mut relations: Vec<Relation> = edges
         .iter()
-        .map(|(s, k, o, user)| {
+        .map(|(s, k, o)| {
             let (s, o) = (&nodes[s].id, &nodes[o].id);
-            let stored = if *user {
-                facts.relations.remove(&(k.clone(), s.clone(), o.clone()))
-            } else {
-                None
-            };
+            let stored = facts.relations.remove(&(k.clone(), s.clone(), o.clone()));
             relation(k, s, o, stored, &mut names)
         })
         .collect();
@@ -405,12 +394,9 @@ impl Facts {
     async fn load_stored(&mut self, storage: &Storage, ids: &HashSet<&str>) -> Result<()> {
         for table in ["entity", "activity", "agent"] {
             for batch in live_batches(storage, PROV_SCHEMA, table).await? {
-                let (Some(id), Some(ty), Some(label), Some(attrs)) = (
-                    column(&batch, "id"),
-                    column(&batch, "type"),
-                    column(&batch, "label"),
-                    column(&batch, "attributes"),
-                ) else {
+                let Some([id, ty, label, attrs]) =
+                    columns(&batch, ["id", "type", "label", "attributes"])
+                else {
                     continue;
                 };
                 for row in 0..batch.num_rows() {
@@ -450,12 +436,9 @@ impl Facts {
             }
         }
         for batch in live_batches(storage, PROV_SCHEMA, "relation").await? {
-            let (Some(k), Some(s), Some(o), Some(attrs)) = (
-                column(&batch, "kind"),
-                column(&batch, "subject"),
-                column(&batch, "object"),
-                column(&batch, "attributes"),
-            ) else {
+            let Some([k, s, o, attrs]) =
+                columns(&batch, ["kind", "subject", "object", "attributes"])
+            else {
                 continue;
             };
             for row in 0..batch.num_rows() {
@@ -591,7 +574,7 @@ impl Facts {
     async fn load_tasks(&mut self, storage: &Storage, wanted: &HashSet<&str>) -> Result<()> {
         let mut dt_tags: HashMap<i64, String> = HashMap::new();
         for b in live_batches(storage, DEFAULT_SCHEMA, "data_transformation").await? {
-            let (Some(id), Some(tag)) = (column(&b, "id"), column(&b, "tag")) else {
+            let Some([id, tag]) = columns(&b, ["id", "tag"]) else {
                 continue;
             };
             for r in 0..b.num_rows() {
@@ -602,11 +585,7 @@ impl Facts {
         }
         let mut spans: HashMap<i64, Span> = HashMap::new();
         for b in live_batches(storage, DEFAULT_SCHEMA, "performance").await? {
-            let (Some(task), Some(st), Some(et)) = (
-                column(&b, "task_id"),
-                column(&b, "starttime"),
-                column(&b, "endtime"),
-            ) else {
+            let Some([task, st, et]) = columns(&b, ["task_id", "starttime", "endtime"]) else {
                 continue;
             };
             for r in 0..b.num_rows() {
@@ -620,13 +599,9 @@ impl Facts {
         }
         let mut exec_spans: HashMap<String, Span> = HashMap::new();
         for b in live_batches(storage, DEFAULT_SCHEMA, "task").await? {
-            let (Some(id), Some(ident), Some(exec), Some(dt), Some(status)) = (
-                column(&b, "id"),
-                column(&b, "identifier"),
-                column(&b, "df_exec"),
-                column(&b, "dt_id"),
-                column(&b, "status"),
-            ) else {
+            let Some([id, ident, exec, dt, status]) =
+                columns(&b, ["id", "identifier", "df_exec", "dt_id", "status"])
+            else {
                 continue;
             };
             for r in 0..b.num_rows() {

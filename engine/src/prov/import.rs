@@ -25,7 +25,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
 
-use super::cells::{column, datetime_to_micros, int_at, live_batches, str_at};
+use super::cells::{columns, datetime_to_micros, int_at, live_batches, str_at};
 use super::json::attrs_to_json;
 use super::ml::ML_SCHEMA;
 use super::model::{Attrs, Value};
@@ -571,30 +571,34 @@ impl Writer {
             ]],
         )
         .await?;
-        let params: Vec<Row> = dedup_keys(ml.params.into_iter().map(|(n, c, v)| ((n, c), v)))
+        let params: Vec<Row> = ml
+            .params
+            .into_iter()
+            .map(|(n, c, v)| ((n, c), v))
+            .collect::<BTreeMap<_, _>>()
             .into_iter()
             .map(|((n, c), v)| vec![run.clone(), Cell::text(n), Cell::text(c), Cell::text(v)])
             .collect();
         report.params = params.len();
         self.upsert(storage, ML_SCHEMA, "param", &params).await?;
-        let artifacts: Vec<Row> = dedup_keys(
-            ml.artifacts
-                .into_iter()
-                .map(|a| ((a.name.clone(), a.context.clone()), a)),
-        )
-        .into_iter()
-        .map(|((n, c), a)| {
-            vec![
-                run.clone(),
-                Cell::text(n),
-                Cell::text(c),
-                Cell::text(a.path),
-                Cell::opt_text(a.role.as_deref()),
-                Cell::opt_text(a.kind.as_deref()),
-                Cell::opt_int(a.size),
-            ]
-        })
-        .collect();
+        let artifacts: Vec<Row> = ml
+            .artifacts
+            .into_iter()
+            .map(|a| ((a.name.clone(), a.context.clone()), a))
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .map(|((n, c), a)| {
+                vec![
+                    run.clone(),
+                    Cell::text(n),
+                    Cell::text(c),
+                    Cell::text(a.path),
+                    Cell::opt_text(a.role.as_deref()),
+                    Cell::opt_text(a.kind.as_deref()),
+                    Cell::opt_int(a.size),
+                ]
+            })
+            .collect();
         report.artifacts = artifacts.len();
         self.upsert(storage, ML_SCHEMA, "artifact", &artifacts)
             .await?;
@@ -659,10 +663,6 @@ impl Writer {
     }
 }
 
-fn dedup_keys<K: Ord, V>(items: impl Iterator<Item = (K, V)>) -> BTreeMap<K, V> {
-    items.collect()
-}
-
 fn attrs_cell(attrs: &Attrs) -> Cell {
     if attrs.is_empty() {
         return Cell::Null;
@@ -677,13 +677,8 @@ async fn stored_series(
 ) -> Result<HashMap<(String, String), (i64, String)>> {
     let mut out = HashMap::new();
     for b in live_batches(storage, ML_SCHEMA, "series").await? {
-        let (Some(r), Some(n), Some(c), Some(p), Some(d)) = (
-            column(&b, "run"),
-            column(&b, "name"),
-            column(&b, "context"),
-            column(&b, "points"),
-            column(&b, "digest"),
-        ) else {
+        let Some([r, n, c, p, d]) = columns(&b, ["run", "name", "context", "points", "digest"])
+        else {
             continue;
         };
         for i in 0..b.num_rows() {

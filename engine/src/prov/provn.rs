@@ -7,7 +7,9 @@ use std::fmt::Write;
 use super::model::{Attrs, Document, Element, Relation, Value};
 use crate::lineage::NodeKind;
 
-fn string_literal(s: &str, out: &mut String) {
+/// A double-quoted string with `\\`, `"` and control characters escaped
+/// (PROV-N's string literal; DOT reads the same escapes).
+pub(super) fn string_literal(s: &str, out: &mut String) {
     out.push('"');
     for c in s.chars() {
         match c {
