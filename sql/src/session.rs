@@ -406,6 +406,7 @@ impl Session {
         // Lineage arguments given by `$n` or by a subquery are evaluated
         // when the statement is planned: plan it again at each execution.
         let replan = hidden > 0 || crate::lineage::subquery::has_subqueries(&mut stmt);
+        crate::lineage::subquery::defer_parameterized(&mut stmt)?;
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;

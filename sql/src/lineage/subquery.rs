@@ -127,6 +127,30 @@ pub fn placeholder_args(stmt: &mut Statement) -> usize {
     highest
 }
 
+/// For preparing a statement: replace each subquery argument that holds a
+/// `$n` parameter by that parameter, since the subquery cannot run before
+/// values are bound. The function then plans as a deferred call with its
+/// output schema (`udtf::deferred`); each execution binds the values and
+/// runs the subquery (`Session::execute_prepared`).
+pub fn defer_parameterized(stmt: &mut Statement) -> SqlResult<()> {
+    each_subquery(stmt, |e, _| {
+        let mut first = None;
+        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
+            if let Expr::Value(v) = x
+                && let Value::Placeholder(_) = &v.value
+            {
+                first = Some(x.clone());
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        });
+        if let Some(placeholder) = first {
+            *e = placeholder;
+        }
+        ControlFlow::Continue(())
+    })
+}
+
 /// Replace `$n` parameters inside lineage function arguments by the literal
 /// values bound to them.
 pub fn bind_placeholder_args(stmt: &mut Statement, params: &[ScalarValue]) -> SqlResult<()> {

@@ -492,6 +492,15 @@ async fn lineage_agrees_with_recursive_sql_on_a_cyclic_graph() {
         )
         .await
         .expect("prepare with parameters");
+    // A parameter inside a subquery start: the subquery runs at each
+    // execution, after the values are bound (it cannot at prepare time).
+    let by_subquery = c
+        .prepare(
+            "SELECT node, depth FROM lineage((SELECT 'g:' || $1), direction => $2, \
+             max_depth => $3) ORDER BY node",
+        )
+        .await
+        .expect("prepare with a parameter in a subquery start");
     for start in [0u64, 7, 42, 99] {
         for (dir, from, to) in [
             ("upstream", "subject", "object"),
@@ -513,6 +522,9 @@ async fn lineage_agrees_with_recursive_sql_on_a_cyclic_graph() {
                 let start_id = format!("g:{start}");
                 let prepared = node_depths(&c, &by_params, &[&start_id, &dir, &depth_text]).await;
                 assert_eq!(prepared, want, "prepared g:{start} {dir} depth {depth}");
+                let number = start.to_string();
+                let sub = node_depths(&c, &by_subquery, &[&number, &dir, &depth_text]).await;
+                assert_eq!(sub, want, "subquery g:{start} {dir} depth {depth}");
             }
         }
     }
