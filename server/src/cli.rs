@@ -81,6 +81,12 @@ pub struct StorageArgs {
     /// Disable background compaction of small segments.
     #[arg(long)]
     pub no_compaction: bool,
+
+    /// Memory for decoded Parquet segments, in MiB: queries over flushed
+    /// data read them from memory instead of decoding Parquet again (least
+    /// recently used segments are dropped first). 0 turns the cache off.
+    #[arg(long, default_value_t = 1024, value_name = "MB")]
+    pub segment_cache_mb: usize,
 }
 
 /// `provdb serve`.
@@ -171,6 +177,10 @@ impl StorageArgs {
         config.object_store_url = self.object_store_url.clone();
         config.fsync = !self.no_fsync;
         config.compaction = !self.no_compaction;
+        config.segment_cache_bytes = self
+            .segment_cache_mb
+            .checked_mul(1 << 20)
+            .ok_or_else(|| ServerError::Config("--segment-cache-mb is too large".into()))?;
         config.flush_threshold_bytes = self
             .flush_threshold_mb
             .checked_mul(1 << 20)

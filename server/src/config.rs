@@ -32,6 +32,8 @@ pub struct ServerConfig {
     pub flush_threshold_bytes: usize,
     /// Run background compaction.
     pub compaction: bool,
+    /// Memory for decoded segments (0 = off).
+    pub segment_cache_bytes: usize,
     /// The only user name accepted, if set.
     pub user: Option<String>,
     /// When set, every connection must authenticate with SCRAM-SHA-256.
@@ -58,6 +60,7 @@ impl Default for ServerConfig {
             fsync: true,
             flush_threshold_bytes: 64 << 20,
             compaction: true,
+            segment_cache_bytes: 1 << 30,
             user: None,
             password: None,
             tls: None,
@@ -78,6 +81,7 @@ impl ServerConfig {
             fsync: self.fsync,
             flush_threshold_bytes: self.flush_threshold_bytes,
             compaction: self.compaction,
+            segment_cache_bytes: self.segment_cache_bytes,
         }
     }
 }
@@ -91,6 +95,7 @@ impl fmt::Debug for ServerConfig {
             .field("fsync", &self.fsync)
             .field("flush_threshold_bytes", &self.flush_threshold_bytes)
             .field("compaction", &self.compaction)
+            .field("segment_cache_bytes", &self.segment_cache_bytes)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)

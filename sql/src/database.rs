@@ -37,6 +37,9 @@ pub struct DatabaseOptions {
     pub flush_threshold_bytes: usize,
     /// Run background compaction of small segments.
     pub compaction: bool,
+    /// Memory for decoded segments, so queries over flushed data skip
+    /// Parquet decoding (0 = off).
+    pub segment_cache_bytes: usize,
 }
 
 impl Default for DatabaseOptions {
@@ -47,6 +50,7 @@ impl Default for DatabaseOptions {
             fsync: true,
             flush_threshold_bytes: 64 << 20,
             compaction: true,
+            segment_cache_bytes: 1 << 30,
         }
     }
 }
@@ -145,6 +149,7 @@ impl Database {
         so.fsync = options.fsync;
         so.flush_threshold_bytes = options.flush_threshold_bytes;
         so.compaction = options.compaction;
+        so.segment_cache_bytes = options.segment_cache_bytes;
         let storage = Storage::open(so).await.map_err(from_storage)?;
         let (store, url) = storage.object_store();
         let runtime = RuntimeEnvBuilder::new()

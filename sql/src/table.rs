@@ -38,7 +38,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
-use provdb_storage::{SourceId, Storage, TableDef, TableId, TableSnapshot};
+use provdb_storage::{SegmentSnapshot, SourceId, Storage, TableDef, TableId, TableSnapshot};
 use roaring::RoaringBitmap;
 
 use crate::error::SqlError;
@@ -67,38 +67,78 @@ impl ProvTable {
     /// Committed rows still live in memory buffers plus the open
     /// transaction's inserts, with deleted rows removed.
     fn memory_batches(&self, snap: &TableSnapshot, txn: &WriteSet) -> Result<Vec<RecordBatch>> {
-        let schema = self.def.schema_ref();
         let mut out = Vec::new();
         for m in &snap.memtables {
             let extra = txn.deletes.get(&(self.id(), m.id)).map(|(p, _)| p);
-            let dv = merged_dv(&m.dv, extra);
-            let mut pos = 0u32;
-            for b in &m.batches {
-                let b = provdb_storage::maintenance::adapt_batch(b, &schema)
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                let n = b.num_rows();
-                out.push(match provdb_storage::dv::live_mask(&dv, pos, n) {
-                    Some(mask) => filter_record_batch(&b, &mask)?,
-                    None => b,
-                });
-                pos += n as u32;
-            }
+            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra))?;
         }
         out.extend(pending_rows(txn, self.id())?);
         out.retain(|b| b.num_rows() > 0);
         Ok(out)
     }
 
+    /// Append the rows of `batches` (one source, in position order) not in
+    /// `dv`, in the table's current schema.
+    fn push_live(
+        &self,
+        out: &mut Vec<RecordBatch>,
+        batches: &[RecordBatch],
+        dv: &RoaringBitmap,
+    ) -> Result<()> {
+        let schema = self.def.schema_ref();
+        let mut pos = 0u32;
+        for b in batches {
+            let b = provdb_storage::maintenance::adapt_batch(b, &schema)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let n = b.num_rows();
+            out.push(match provdb_storage::dv::live_mask(dv, pos, n) {
+                Some(mask) => filter_record_batch(&b, &mask)?,
+                None => b,
+            });
+            pos += n as u32;
+        }
+        Ok(())
+    }
+
+    /// Split the snapshot's segments into the live rows of those in the
+    /// segment cache (read into it now if it has room) and the segments to
+    /// scan from Parquet.
+    async fn cached_segments(
+        &self,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+    ) -> Result<(Vec<RecordBatch>, Vec<SegmentSnapshot>)> {
+        let mut rows = Vec::new();
+        let mut files = Vec::new();
+        for seg in &snap.segments {
+            let meta = &seg.file.meta;
+            let cached = self
+                .storage
+                .segment_batches(meta)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            match cached {
+                Some(batches) => {
+                    let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
+                    self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra))?;
+                }
+                None => files.push(seg.clone()),
+            }
+        }
+        rows.retain(|b| b.num_rows() > 0);
+        Ok((rows, files))
+    }
+
     fn parquet_scan(
         &self,
         state: &dyn Session,
-        snap: &TableSnapshot,
+        segments: &[SegmentSnapshot],
         txn: &WriteSet,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        if snap.segments.is_empty() {
+        if segments.is_empty() {
             return Ok(None);
         }
         let schema = self.def.schema_ref();
@@ -113,7 +153,7 @@ impl ProvTable {
             .with_limit(limit)
             .with_projection_indices(projection.cloned())?;
         let mut any = false;
-        for seg in &snap.segments {
+        for seg in segments {
             let meta = &seg.file.meta;
             let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
             let dv = merged_dv(&seg.dv, extra);
@@ -221,6 +261,17 @@ impl ProvTable {
     }
 }
 
+/// Deal in-memory batches round-robin into `n` partitions (at least one,
+/// none empty unless there is no batch) so scans run on every core.
+fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
+    let n = n.clamp(1, batches.len().max(1));
+    let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    for (i, b) in batches.into_iter().enumerate() {
+        parts[i % n].push(b);
+    }
+    parts
+}
+
 /// The literal `v` of a filter `column = v` (either side) on `column`.
 fn pk_literal(e: &Expr, column: &str) -> Option<datafusion::scalar::ScalarValue> {
     let Expr::BinaryExpr(b) = e else { return None };
@@ -320,12 +371,14 @@ impl TableProvider for ProvTable {
             return Ok(plan);
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(p) = self.parquet_scan(state, &snap, &txn, projection, filters, limit)? {
+        let (mut mem, files) = self.cached_segments(&snap, &txn).await?;
+        if let Some(p) = self.parquet_scan(state, &files, &txn, projection, filters, limit)? {
             inputs.push(p);
         }
-        let mem = self.memory_batches(&snap, &txn)?;
+        mem.extend(self.memory_batches(&snap, &txn)?);
         if !mem.is_empty() || inputs.is_empty() {
-            let src = MemorySourceConfig::try_new(&[mem], self.schema(), projection.cloned())?
+            let parts = partitions(mem, state.config().target_partitions());
+            let src = MemorySourceConfig::try_new(&parts, self.schema(), projection.cloned())?
                 .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(src));
         }

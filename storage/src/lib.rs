@@ -16,6 +16,7 @@
 //! primary-key index ([`pk`]) stay valid across flushes; compaction remaps
 //! them. This crate knows nothing of SQL or PROV.
 
+pub mod cache;
 pub mod dv;
 pub mod error;
 pub mod maintenance;

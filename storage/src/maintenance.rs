@@ -106,6 +106,10 @@ pub async fn checkpoint(storage: &Storage) -> Result<()> {
         let path = segment::segment_path(&inner.prefix, table, mem.id);
         let batches = adapt_batches(mem.batches(), &schema)?;
         let meta = segment::write_segment(&inner.store, &path, mem.id, &schema, &batches).await?;
+        // the rows are in memory already: keep them hot for queries
+        if inner.cache.enabled() {
+            inner.cache.insert(&meta.path, batches);
+        }
         written.push((table, mem.id, Some(meta)));
     }
     install_flushed(storage, written);
@@ -330,6 +334,7 @@ pub async fn collect_garbage(storage: &Storage) -> Result<()> {
         ready.into_iter().map(|x| x.path).collect()
     };
     for path in ready {
+        storage.inner.cache.remove(path.as_ref());
         match storage.inner.store.delete(&path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {
                 debug!(%path, "deleted unreferenced file")

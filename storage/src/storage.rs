@@ -51,6 +51,9 @@ pub struct StorageOptions {
     pub compaction_target_rows: u64,
     /// Run background maintenance at all (tests may drive it by hand).
     pub background: bool,
+    /// Bytes of decoded segments kept in memory ([`crate::cache`]); 0 turns
+    /// the cache off.
+    pub segment_cache_bytes: usize,
 }
 
 impl StorageOptions {
@@ -64,6 +67,7 @@ impl StorageOptions {
             compaction: true,
             compaction_target_rows: 1 << 20,
             background: true,
+            segment_cache_bytes: 1 << 30,
         }
     }
 }
@@ -136,6 +140,8 @@ pub(crate) struct Inner {
     /// Every segment file handed out, by path, held weakly: the garbage
     /// collector deletes a file only when no snapshot holds it.
     pub files: Mutex<HashMap<String, std::sync::Weak<SegmentFile>>>,
+    /// Decoded segments kept in memory.
+    pub cache: crate::cache::SegmentCache,
     /// Held (locked) while open; released by `close`.
     pub lock_file: Mutex<Option<File>>,
     pub background: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -236,6 +242,7 @@ impl Storage {
             .spawn(move || writer.run(rx))
             .map_err(|e| StorageError::io("wal writer thread", e))?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let cache = crate::cache::SegmentCache::new(opts.segment_cache_bytes);
         let storage = Storage {
             inner: Arc::new(Inner {
                 opts,
@@ -250,6 +257,7 @@ impl Storage {
                 write_locks: Mutex::new(HashMap::new()),
                 garbage: Mutex::new(Vec::new()),
                 files: Mutex::new(files),
+                cache,
                 lock_file: Mutex::new(Some(lock)),
                 background: Mutex::new(None),
                 observer,
@@ -262,6 +270,29 @@ impl Storage {
             *storage.inner.background.lock() = Some(handle);
         }
         Ok(storage)
+    }
+
+    /// The decoded batches of a segment (in the schema it was written
+    /// with), from the segment cache or read and cached now. `None` when the
+    /// cache is off: read the Parquet file instead.
+    pub async fn segment_batches(
+        &self,
+        meta: &crate::segment::SegmentMeta,
+    ) -> Result<Option<crate::cache::CachedSegment>> {
+        let cache = &self.inner.cache;
+        if !cache.enabled() {
+            return Ok(None);
+        }
+        if let Some(hit) = cache.get(&meta.path) {
+            return Ok(Some(hit));
+        }
+        let batches = segment::read_segment(&self.inner.store, meta, None).await?;
+        Ok(Some(cache.insert(&meta.path, batches)))
+    }
+
+    /// Segment cache counters.
+    pub fn cache_stats(&self) -> crate::cache::CacheStats {
+        self.inner.cache.stats()
     }
 
     /// Register the observer told of every later commit (replacing any
