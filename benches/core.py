@@ -36,15 +36,28 @@ CREATE = """CREATE TABLE bench (
 OPTIMIZERS = ["adam", "sgd", "rmsprop", "adagrad"]
 
 
+def add_postgres_to_path():
+    """Debian keeps the server binaries (initdb, postgres) off PATH."""
+    import glob
+    for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(d, "initdb")):
+            os.environ["PATH"] = d + os.pathsep + os.environ["PATH"]
+            return
+
+
 class Postgres:
     name = "PostgreSQL"
 
     def __init__(self, work):
         self.dir = os.path.join(work, "pg")
         os.makedirs(self.dir)
-        shutil.chown(self.dir, "postgres", "postgres")
         self.port = free_port()
-        as_pg = ["runuser", "-u", "postgres", "--"]
+        add_postgres_to_path()
+        # initdb refuses to run as root: run the server as `postgres` then
+        as_pg = []
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            as_pg = ["runuser", "-u", "postgres", "--"]
         subprocess.run(as_pg + ["initdb", "-D", self.dir, "-A", "trust", "-U", "postgres"],
                        check=True, stdout=subprocess.DEVNULL)
         log = open(os.path.join(work, "pg.log"), "w")

@@ -3,8 +3,10 @@
 # here), then the DLProv ingest. Installs what it needs (PostgreSQL server,
 # psycopg), builds provdb in release mode, writes docs/benchmarks.md (each
 # script rewrites its own section). Arguments go to benches/core.py
-# (e.g. --rows 1000000 --repeats 3); BENCH=core, BENCH=ingest or
-# BENCH=lineage or BENCH=prov runs one (arguments then go to that script).
+# (e.g. --rows 1000000 --repeats 3); BENCH=core, BENCH=ingest,
+# BENCH=lineage, BENCH=prov or BENCH=dlprov runs one (arguments then go to
+# that script). BENCH=dlprov is the DLProv workload against PostgreSQL and
+# DuckDB (issue 6): benches/dlprov_bench.py --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
@@ -21,6 +23,11 @@ if [ "$bench" = all ] || [ "$bench" = core ]; then
 fi
 if [ "$bench" = all ] || [ "$bench" = ingest ]; then
     python3 benches/ingest.py --provdb "$target/release/provdb" --out docs/benchmarks.md
+fi
+if [ "$bench" = dlprov ]; then
+    python3 benches/dlprov_bench.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"
+elif [ "$bench" = all ]; then
+    python3 benches/dlprov_bench.py --provdb "$target/release/provdb" --out docs/benchmarks.md
 fi
 if [ "$bench" = prov ]; then
     python3 benches/prov.py --provdb "$target/release/provdb" --out docs/benchmarks.md "$@"

@@ -7,6 +7,8 @@
 #   - python3 prov (3.x)              the W3C PROV reference implementation
 #                                     that reads every export (tests/python/prov_check.py)
 #   - graphviz (dot)                  for the SVG export test
+#   - PostgreSQL server + python3 duckdb  for the DLProv workload's differential
+#                                     test (benches/differential.py starts both)
 set -euo pipefail
 
 SUDO=""
@@ -18,6 +20,7 @@ apt_pkgs=()
 command -v psql >/dev/null 2>&1 || apt_pkgs+=(postgresql-client)
 command -v openssl >/dev/null 2>&1 || apt_pkgs+=(openssl)
 command -v dot >/dev/null 2>&1 || apt_pkgs+=(graphviz)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_pkgs+=(postgresql)
 command -v python3 >/dev/null 2>&1 || apt_pkgs+=(python3)
 if command -v python3 >/dev/null 2>&1 && ! python3 -m pip --version >/dev/null 2>&1; then
     apt_pkgs+=(python3-pip)
@@ -36,6 +39,7 @@ fi
 py_missing=()
 python3 -c 'import psycopg' >/dev/null 2>&1 || py_missing+=("psycopg[binary]")
 python3 -c 'import pandas' >/dev/null 2>&1 || py_missing+=(pandas)
+python3 -c 'import duckdb' >/dev/null 2>&1 || py_missing+=(duckdb)
 python3 -c 'import prov, sys; sys.exit(0 if prov.__version__.startswith("3.") else 1)' >/dev/null 2>&1 \
     || py_missing+=("prov>=3,<4")
 
@@ -48,6 +52,7 @@ if [ "${#py_missing[@]}" -gt 0 ]; then
     fi
 fi
 
-python3 -c 'import psycopg, pandas, prov; print("install-test-deps: psycopg", psycopg.__version__, "pandas", pandas.__version__, "prov", prov.__version__)'
+python3 -c 'import psycopg, pandas, prov, duckdb; print("install-test-deps: psycopg", psycopg.__version__, "pandas", pandas.__version__, "prov", prov.__version__, "duckdb", duckdb.__version__)'
+ls /usr/lib/postgresql/*/bin/initdb
 dot -V
 psql --version

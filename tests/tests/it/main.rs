@@ -18,3 +18,4 @@ mod slt;
 mod transactions;
 mod wire_extended;
 mod wire_simple;
+mod workload;
