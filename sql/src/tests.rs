@@ -275,9 +275,12 @@ async fn segment_cache_and_parquet_scans_agree() {
         };
         let db = Database::open(options()).await.unwrap();
         let mut s = db.session();
-        run(&mut s, "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT, tag TEXT)")
-            .await
-            .unwrap();
+        run(
+            &mut s,
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, v BIGINT, tag TEXT)",
+        )
+        .await
+        .unwrap();
         run(
             &mut s,
             "INSERT INTO t SELECT value, value * 7, 'g' || CAST(value % 13 AS TEXT) \
@@ -286,8 +289,12 @@ async fn segment_cache_and_parquet_scans_agree() {
         .await
         .unwrap();
         db.storage().checkpoint().await.unwrap();
-        run(&mut s, "DELETE FROM t WHERE id % 10 = 0").await.unwrap();
-        run(&mut s, "ALTER TABLE t ADD COLUMN extra TEXT").await.unwrap();
+        run(&mut s, "DELETE FROM t WHERE id % 10 = 0")
+            .await
+            .unwrap();
+        run(&mut s, "ALTER TABLE t ADD COLUMN extra TEXT")
+            .await
+            .unwrap();
         run(&mut s, "UPDATE t SET extra = 'x' WHERE id % 100 = 1")
             .await
             .unwrap();
