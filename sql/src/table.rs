@@ -100,33 +100,29 @@ impl ProvTable {
         Ok(())
     }
 
-    /// Split the snapshot's segments into the live rows of those in the
-    /// segment cache (read into it now if it has room) and the segments to
-    /// scan from Parquet.
+    /// The snapshot's segments as live rows read through the segment cache,
+    /// or, when the cache is off, as segments to scan from Parquet.
     async fn cached_segments(
         &self,
         snap: &TableSnapshot,
         txn: &WriteSet,
     ) -> Result<(Vec<RecordBatch>, Vec<SegmentSnapshot>)> {
+        if !self.storage.segment_cache_enabled() {
+            return Ok((Vec::new(), snap.segments.clone()));
+        }
         let mut rows = Vec::new();
-        let mut files = Vec::new();
         for seg in &snap.segments {
             let meta = &seg.file.meta;
-            let cached = self
+            let batches = self
                 .storage
                 .segment_batches(meta)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            match cached {
-                Some(batches) => {
-                    let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
-                    self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra))?;
-                }
-                None => files.push(seg.clone()),
-            }
+            let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
+            self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra))?;
         }
         rows.retain(|b| b.num_rows() > 0);
-        Ok((rows, files))
+        Ok((rows, Vec::new()))
     }
 
     fn parquet_scan(
@@ -706,13 +702,11 @@ impl DmlJob {
         let mut staged = WriteSet::default();
         let mut count = 0u64;
         for seg in &snap.segments {
-            let batches = provdb_storage::segment::read_segment(
-                &self.storage.object_store().0,
-                &seg.file.meta,
-                None,
-            )
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            let batches = self
+                .storage
+                .segment_batches(&seg.file.meta)
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let extra = txn
                 .deletes
                 .get(&(self.def.id, seg.file.meta.id))

@@ -9,7 +9,6 @@ use arrow::compute::{concat_batches, take_record_batch};
 
 use crate::error::Result;
 use crate::maintenance::adapt_batches;
-use crate::segment::read_segment;
 use crate::storage::{Storage, TableSnapshot};
 use crate::table::SourceId;
 
@@ -30,7 +29,7 @@ impl Storage {
         let schema = snap.def.schema_ref();
         let mut out = Vec::new();
         for seg in &snap.segments {
-            let batches = read_segment(&self.inner.store, &seg.file.meta, None).await?;
+            let batches = self.segment_batches(&seg.file.meta).await?;
             let all = concat_batches(&schema, &adapt_batches(&batches, &schema)?)?;
             out.push(live_rows(seg.file.meta.id, all, &seg.dv)?);
         }

@@ -272,22 +272,29 @@ impl Storage {
         Ok(storage)
     }
 
-    /// The decoded batches of a segment (in the schema it was written
-    /// with), from the segment cache or read and cached now. `None` when the
-    /// cache is off: read the Parquet file instead.
+    /// The decoded rows of a segment (in the schema it was written with),
+    /// in position order: from the segment cache, or read from the object
+    /// store (and cached, when the cache is on).
     pub async fn segment_batches(
         &self,
         meta: &crate::segment::SegmentMeta,
-    ) -> Result<Option<crate::cache::CachedSegment>> {
+    ) -> Result<crate::cache::CachedSegment> {
         let cache = &self.inner.cache;
-        if !cache.enabled() {
-            return Ok(None);
-        }
         if let Some(hit) = cache.get(&meta.path) {
-            return Ok(Some(hit));
+            return Ok(hit);
         }
         let batches = segment::read_segment(&self.inner.store, meta, None).await?;
-        Ok(Some(cache.insert(&meta.path, batches)))
+        Ok(if cache.enabled() {
+            cache.insert(&meta.path, batches)
+        } else {
+            Arc::new(batches)
+        })
+    }
+
+    /// Whether scans should read segments through [`Self::segment_batches`]
+    /// (the cache is on) rather than scan the Parquet files.
+    pub fn segment_cache_enabled(&self) -> bool {
+        self.inner.cache.enabled()
     }
 
     /// Segment cache counters.
