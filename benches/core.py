@@ -15,6 +15,7 @@ Workloads (issue 2):
 """
 
 import argparse
+import glob
 import io
 import os
 import random
@@ -38,7 +39,6 @@ OPTIMIZERS = ["adam", "sgd", "rmsprop", "adagrad"]
 
 def add_postgres_to_path():
     """Debian keeps the server binaries (initdb, postgres) off PATH."""
-    import glob
     for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
         if os.path.exists(os.path.join(d, "initdb")):
             os.environ["PATH"] = d + os.pathsep + os.environ["PATH"]

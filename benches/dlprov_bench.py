@@ -35,7 +35,7 @@ import workload_engines as we
 import workload_live
 import workload_queries
 from core import Postgres, Provdb
-from report import machine_line, write_section
+from report import dir_bytes, machine_line, write_section
 
 
 def main():
@@ -84,7 +84,7 @@ def run(args, work, servers):
     r["protocol_s"], r["messages"] = we.load_protocol(pv.http_port, w)
     log(f"posted {r['messages']} messages in {r['protocol_s']:.1f} s")
     pv.stop()
-    r["pv_bytes"] = we.dir_bytes(pv.data_dir)
+    r["pv_bytes"] = dir_bytes(pv.data_dir)
     pv.start()
 
     dump_dir = os.path.join(work, "dump")
@@ -161,7 +161,7 @@ def bulk_loads(args, work, d):
         with pv.connect() as c:
             times["provdb"].append(we.load_provdb_copy(c, d))
         pv.stop()
-        sizes["pv_copy_bytes"] = we.dir_bytes(pv.data_dir)
+        sizes["pv_copy_bytes"] = dir_bytes(pv.data_dir)
         pg = Postgres(sub)
         with pg.connect() as c:
             t = we.load_postgres(c, d, relation=False)

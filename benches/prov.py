@@ -28,7 +28,7 @@ import time
 import urllib.request
 
 from core import Provdb
-from report import machine_line, write_section
+from report import dir_bytes, machine_line, write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,17 +79,6 @@ def records_document(path, records):
     with open(path, "w") as f:
         json.dump(doc, f)
     return len(ent) + len(act) + len(agents) + len(used) + len(gen) + len(assoc)
-
-
-def dir_bytes(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
 
 
 def peak_rss_mib(pid):

@@ -28,6 +28,18 @@ def wait_port(port, proc, timeout=60):
     raise RuntimeError(f"server on port {port} did not start")
 
 
+def dir_bytes(path):
+    """Bytes of every file under `path`."""
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
 def machine_line():
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"- machine: {platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB; "

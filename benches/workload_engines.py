@@ -227,17 +227,6 @@ def load_provdb_copy(conn, d):
     return time.perf_counter() - t0
 
 
-def dir_bytes(path):
-    total = 0
-    for root, _, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.path.getsize(os.path.join(root, f))
-            except OSError:
-                pass
-    return total
-
-
 def pg_bytes(conn, d):
     """(DLProv tables with their indexes, prov.relation with its indexes)."""
     sizes = {}

@@ -20,6 +20,7 @@ Writers and dashboards run in separate processes (4 writer processes of 8
 runs each by default) so the client's GIL does not queue the requests.
 """
 
+import functools
 import http.client
 import json
 import multiprocessing as mp
@@ -66,95 +67,93 @@ def children(pid):
     return out
 
 
-# -- provdb writers -----------------------------------------------------------
+# -- writers --------------------------------------------------------------------
 
-def _provdb_writer(http_port, dsn, w, ks, period, deadline, out):
-    """Post the preamble of each run in `ks`, then one epoch per period."""
-    acks, fresh, first = [], [], []
-    lock = threading.Lock()
-
-    def one(k):
-        run = w.run(k)
-        conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=60)
-        look = psycopg.connect(dsn, autocommit=True)
-
-        def send(m):
-            body = json.dumps(m).encode()
-            t = time.perf_counter()
-            conn.request("POST", "/pde/task/json", body=body,
-                         headers={"Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            if r.status != 200:
-                raise RuntimeError(f"POST: {r.status}")
-            return t, time.perf_counter()
-
-        for m in run.preamble():
-            send(m)
-        task = look.execute("SELECT id FROM public.task WHERE df_exec = %s AND identifier = 4",
-                            (run.tag,)).fetchone()[0]
-        probe = "SELECT count(*) FROM alexnet.ds_otrain WHERE train_task_id = %s AND epoch = %s"
-        e, next_at = 0, time.perf_counter()
-        while time.perf_counter() < deadline:
-            e += 1
-            t0, t1 = send(run.epoch(e))
-            with lock:
-                acks.append((t1 - t0) * 1000)
-            if e % 10 == 0:
-                looks = 0
-                while True:
-                    start = time.perf_counter()
-                    looks += 1
-                    if look.execute(probe, (task, e), prepare=True).fetchone()[0] > 0:
-                        break
-                with lock:
-                    fresh.append((start - t1) * 1000)
-                    first.append(looks == 1)
-            next_at += period
-            time.sleep(max(0.0, next_at - time.perf_counter()))
-        look.close()
-        conn.close()
-
-    threads = [threading.Thread(target=one, args=(k,)) for k in ks]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    out.put(("writer", acks, fresh, first))
+PROBE = "SELECT count(*) FROM alexnet.ds_otrain WHERE train_task_id = %s AND epoch = %s"
 
 
-# -- PostgreSQL writers -------------------------------------------------------
+class ProvdbRun:
+    """A simulated run writing to provdb: the DfAnalyzer messages of its
+    tasks up to training, then one `POST /pde/task/json` per epoch."""
 
-def _pg_writer(dsn, w, ks, period, deadline, out):
-    """The same runs against PostgreSQL: task and itrain rows, then one
-    INSERT per epoch (autocommit: each is a durable COMMIT)."""
-    acks, fresh, first = [], [], []
-    lock = threading.Lock()
+    def __init__(self, http_port, dsn, w, k):
+        self.run = w.run(k)
+        self.conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=60)
+        self.dsn = dsn
 
-    def one(k):
-        run = w.run(k)
-        c = psycopg.connect(dsn, autocommit=True)
-        look = psycopg.connect(dsn, autocommit=True)
-        task = 50_000_000 + k
+    def post(self, m):
+        self.conn.request("POST", "/pde/task/json", body=json.dumps(m).encode(),
+                          headers={"Content-Type": "application/json"})
+        r = self.conn.getresponse()
+        r.read()
+        if r.status != 200:
+            raise RuntimeError(f"POST: {r.status}")
+
+    def start(self, look):
+        """Post the preamble; returns the train task's id."""
+        for m in self.run.preamble():
+            self.post(m)
+        return look.execute("SELECT id FROM public.task WHERE df_exec = %s AND identifier = 4",
+                            (self.run.tag,)).fetchone()[0]
+
+    def epoch(self, e):
+        self.post(self.run.epoch(e))
+
+    def close(self):
+        self.conn.close()
+
+
+class PostgresRun:
+    """The same run against PostgreSQL: its task and itrain rows, then one
+    autocommit INSERT (a durable COMMIT) per epoch."""
+
+    INSERT = ("INSERT INTO alexnet.ds_otrain (id, train_task_id, \"timestamp\", elapsed_time, "
+              "loss, accuracy, val_loss, val_accuracy, epoch) VALUES "
+              "(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
+
+    def __init__(self, dsn, w, k):
+        self.run, self.k, self.first_id = w.run(k), k, 1_000_000_000 + (k - w.n) * 100_000
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.dsn = dsn
+        self.task = 50_000_000 + k
+
+    def start(self, _look):
+        run, c = self.run, self.conn
         c.execute("INSERT INTO public.task (id, identifier, df_version, df_exec, dt_id, status) "
                   "SELECT %s, 4, 1, %s, id, 'RUNNING' FROM public.data_transformation "
-                  "WHERE tag = 'train'", (task, run.tag))
+                  "WHERE tag = 'train'", (self.task, run.tag))
         c.execute("INSERT INTO alexnet.ds_itrain (id, train_task_id, optimizer_name, "
                   "learning_rate, num_epochs, batch_size, num_layers) VALUES "
                   "(%s, %s, %s, %s, %s, %s, %s)",
-                  (task, task, run.optimizer, run.lr, workload.EPOCHS, run.batch, run.layers))
-        insert = ("INSERT INTO alexnet.ds_otrain (id, train_task_id, \"timestamp\", elapsed_time, "
-                  "loss, accuracy, val_loss, val_accuracy, epoch) VALUES "
-                  "(%s, %s, %s, %s, %s, %s, %s, %s, %s)")
-        probe = "SELECT count(*) FROM alexnet.ds_otrain WHERE train_task_id = %s AND epoch = %s"
+                  (self.task, self.task, run.optimizer, run.lr, workload.EPOCHS, run.batch,
+                   run.layers))
+        return self.task
+
+    def epoch(self, e):
+        row = self.run.epoch_row(e)
+        self.conn.execute(self.INSERT, [self.first_id + e, self.task, row[0], row[1],
+                                        *(float(x) for x in row[2:6]), e], prepare=True)
+
+    def close(self):
+        self.conn.close()
+
+
+def _writers(make, ks, period, deadline, out):
+    """Run `make(k)` for each k in `ks` on its own thread: start it, then one
+    epoch per period until the deadline; every tenth acknowledged epoch is
+    looked for on another connection (freshness)."""
+    acks, fresh, first = [], [], []
+    lock = threading.Lock()
+
+    def one(k):
+        sink = make(k)
+        look = psycopg.connect(sink.dsn, autocommit=True)
+        task = sink.start(look)
         e, next_at = 0, time.perf_counter()
         while time.perf_counter() < deadline:
             e += 1
-            row = run.epoch_row(e)
             t0 = time.perf_counter()
-            c.execute(insert, [1_000_000_000 + (k - w.n) * 100_000 + e, task, row[0], row[1],
-                               float(row[2]), float(row[3]), float(row[4]), float(row[5]), e],
-                      prepare=True)
+            sink.epoch(e)
             t1 = time.perf_counter()
             with lock:
                 acks.append((t1 - t0) * 1000)
@@ -163,14 +162,14 @@ def _pg_writer(dsn, w, ks, period, deadline, out):
                 while True:
                     start = time.perf_counter()
                     looks += 1
-                    if look.execute(probe, (task, e), prepare=True).fetchone()[0] > 0:
+                    if look.execute(PROBE, (task, e), prepare=True).fetchone()[0] > 0:
                         break
                 with lock:
                     fresh.append((start - t1) * 1000)
                     first.append(looks == 1)
             next_at += period
             time.sleep(max(0.0, next_at - time.perf_counter()))
-        c.close()
+        sink.close()
         look.close()
 
     threads = [threading.Thread(target=one, args=(k,)) for k in ks]
@@ -214,18 +213,18 @@ def simulate(kind, dsn, server_pids, w, queries, first_k, http_port=None, runs=3
     """Run the simulation against `kind` ('provdb' or 'postgres'); returns
     the measures. The live runs are executions first_k.. of `w` (past its
     last execution: each repeat trains new ones)."""
-    deadline = time.perf_counter() + seconds + 2
+    deadline = time.perf_counter() + seconds
     out = mp.Queue()
     ks = list(range(first_k, first_k + runs))
     groups = [ks[i::processes] for i in range(processes)]
     procs = []
+    if kind == "provdb":
+        make = functools.partial(ProvdbRun, http_port, dsn, w)
+    else:
+        make = functools.partial(PostgresRun, dsn, w)
     for g in groups:
-        if kind == "provdb":
-            args = (http_port, dsn, w, g, period_ms / 1000, deadline, out)
-            procs.append(mp.Process(target=_provdb_writer, args=args))
-        else:
-            procs.append(mp.Process(target=_pg_writer,
-                                    args=(dsn, w, g, period_ms / 1000, deadline, out)))
+        procs.append(mp.Process(target=_writers,
+                                args=(make, g, period_ms / 1000, deadline, out)))
     procs.append(mp.Process(target=_dashboards,
                             args=(dsn, queries, dashboards, dashboard_ms / 1000, deadline, out)))
     for p in procs:
