@@ -36,7 +36,7 @@ pub mod writer;
 pub use error::{Result, StorageError};
 pub use observer::CommitObserver;
 pub use pk::RowAddr;
-pub use read::SourceRows;
+pub use read::{RowMask, SourceRows};
 pub use record::WalOp;
 pub use storage::{
     MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,

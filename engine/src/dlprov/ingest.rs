@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use arrow::array::{Int32Array, RecordBatch};
+use arrow::compute::kernels::cmp::eq;
 use provdb_storage::{Storage, TableDef};
 
 use super::message::{Hardware, Performance, TaskMessage};
@@ -456,12 +458,17 @@ impl Ctx<'_> {
         }
         round.lock(self.storage, &table).await?;
         let snap = self.storage.snapshot(table.id)?;
-        for src in self.storage.read_live(&snap).await? {
-            let ids = src.batch.column(producer);
+        // Only the parent's rows are materialised: the producer column is
+        // compared batch by batch (link never changes it, so stored values
+        // are current); the consumer column is checked on the row as this
+        // round may have edited it.
+        let parent_id = Int32Array::new_scalar(
+            i32::try_from(parent)
+                .map_err(|_| EngineError::Invalid(format!("task id {parent} is out of range")))?,
+        );
+        let mask = |b: &RecordBatch| eq(b.column(producer), &parent_id);
+        for src in self.storage.read_live_where(&snap, &mask).await? {
             for (i, pos) in src.positions.iter().enumerate() {
-                if ids.is_null(i) {
-                    continue;
-                }
                 let k = (table.id, src.source, *pos);
                 let current = match round.stored_edits.get(&k) {
                     Some(r) => r.clone(),
