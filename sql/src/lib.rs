@@ -8,6 +8,8 @@
 //! Module map:
 //! - [`database`] — open/close, state shared by sessions.
 //! - [`session`] — per-connection state, statement dispatch, transactions.
+//! - [`prepared`] — prepared statements and the optimised plans they keep.
+//! - [`parallelism`] — one partition for statements over few rows.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`txn`] — uncommitted writes of a statement and of a transaction.
@@ -27,6 +29,8 @@ pub mod ddl;
 pub mod error;
 pub mod functions;
 pub mod lineage;
+pub mod parallelism;
+pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;
 pub mod sequence;
@@ -38,7 +42,8 @@ pub mod types;
 pub use copy::{CopyFormat, CopyIn};
 pub use database::{Database, DatabaseOptions};
 pub use error::{SqlError, SqlResult};
-pub use session::{CommandTag, Prepared, QueryOutput, Session, TxnStatus};
+pub use prepared::Prepared;
+pub use session::{CommandTag, QueryOutput, Session, TxnStatus};
 
 /// The PostgreSQL version provdb reports to clients.
 pub const SERVER_VERSION: &str = "16.0";

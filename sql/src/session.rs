@@ -15,8 +15,8 @@ use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::dml::WriteOp as DfWriteOp;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
-use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{SendableRecordBatchStream, collect, execute_stream};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectType, Set, Statement, Value};
@@ -30,6 +30,7 @@ use crate::catalog::{SessionCatalog, ViewDef};
 use crate::copy::CopyIn;
 use crate::database::Database;
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
+use crate::prepared::Prepared;
 use crate::sequence::{SeqFn, SequenceUdf};
 use crate::txn::WriteSet;
 
@@ -98,22 +99,6 @@ impl std::fmt::Debug for QueryOutput {
             QueryOutput::Empty => write!(f, "Empty"),
         }
     }
-}
-
-/// A statement prepared with the extended protocol (Parse).
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    /// The statement's text.
-    pub sql: String,
-    /// One type per `$n` parameter (inferred where the client sent none).
-    pub param_types: Vec<DataType>,
-    /// The result columns, or `None` for a statement that returns no rows.
-    pub result_schema: Option<SchemaRef>,
-    /// The planned statement (queries and DML), reused on every execution.
-    plan: Option<LogicalPlan>,
-    /// Lineage function arguments hold `$n` parameters or subqueries: plan
-    /// again at each execution.
-    replan: bool,
 }
 
 /// Session state shared with the table providers of the session.
@@ -212,6 +197,8 @@ impl SessionShared {
 enum Work {
     Statement(Box<Statement>),
     Plan(Box<LogicalPlan>),
+    /// A plan the optimizer has already run over (a kept prepared plan).
+    Optimized(Box<LogicalPlan>),
 }
 
 /// One client's session. Not shared between connections: a `SET` here never
@@ -376,13 +363,7 @@ impl Session {
             ));
         }
         let Some(stmt) = statements.pop() else {
-            return Ok(Prepared {
-                sql: sql.to_string(),
-                param_types: vec![],
-                result_schema: None,
-                plan: None,
-                replan: false,
-            });
+            return Ok(Prepared::unplanned(sql, None));
         };
         if !is_datafusion_statement(&stmt) {
             if matches!(stmt, Statement::Copy { .. }) {
@@ -393,13 +374,7 @@ impl Session {
                 Statement::ShowVariable { variable } => Some(show_schema(&variable_name(variable))),
                 _ => None,
             };
-            return Ok(Prepared {
-                sql: sql.to_string(),
-                param_types: vec![],
-                result_schema,
-                plan: None,
-                replan: false,
-            });
+            return Ok(Prepared::unplanned(sql, result_schema));
         }
         let mut stmt = stmt;
         let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
@@ -423,11 +398,17 @@ impl Session {
         } else {
             Some(Arc::new(plan.schema().as_arrow().clone()))
         };
+        let optimized = if replan {
+            None
+        } else {
+            crate::prepared::optimize_for_reuse(&self.ctx.state(), &plan)
+        };
         Ok(Prepared {
             sql: sql.to_string(),
             param_types: types,
             result_schema,
             plan: Some(plan),
+            optimized,
             replan,
         })
     }
@@ -450,6 +431,9 @@ impl Session {
                 }
             }
             Some(plan) => {
+                if let Some(kept) = prepared.optimized.as_ref().and_then(|k| k.bind(&params)) {
+                    return self.run(Work::Optimized(Box::new(kept))).await;
+                }
                 let plan = plan
                     .clone()
                     .with_param_values(ParamValues::from(params))
@@ -654,7 +638,8 @@ impl Session {
         }
         self.shared.new_statement();
         let result = match work {
-            Work::Plan(plan) => self.execute_plan(*plan).await,
+            Work::Plan(plan) => self.execute_plan(*plan, false).await,
+            Work::Optimized(plan) => self.execute_plan(*plan, true).await,
             Work::Statement(stmt) => self.dispatch(*stmt).await,
         };
         self.finish_statement(result).await
@@ -793,7 +778,7 @@ impl Session {
             Statement::Comment { .. } => Ok(C(CommandTag::new("COMMENT"))),
             _ => {
                 let plan = self.plan_statement(stmt).await?;
-                self.execute_plan(plan).await
+                self.execute_plan(plan, false).await
             }
         }
     }
@@ -850,8 +835,9 @@ impl Session {
             .map_err(from_datafusion)
     }
 
-    /// Execute a planned query or DML statement.
-    async fn execute_plan(&mut self, plan: LogicalPlan) -> SqlResult<QueryOutput> {
+    /// Execute a planned query or DML statement; `optimized` says the
+    /// logical optimizer has already run over `plan`.
+    async fn execute_plan(&mut self, plan: LogicalPlan, optimized: bool) -> SqlResult<QueryOutput> {
         let dml = match &plan {
             LogicalPlan::Dml(d) => Some(match d.op {
                 DfWriteOp::Insert(_) => "INSERT",
@@ -873,18 +859,28 @@ impl Session {
         };
         let name_column =
             |e: DataFusionError| name_null_column(from_datafusion(e), target.as_ref());
-        let df = self
-            .ctx
-            .execute_logical_plan(plan.clone())
+        let mut state = self.ctx.state();
+        if crate::parallelism::is_small(&plan, &self.db.shared.storage) {
+            state.config_mut().options_mut().execution.target_partitions = 1;
+        }
+        let plan = if optimized {
+            plan
+        } else {
+            state.optimize(&plan).map_err(name_column)?
+        };
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&plan, &state)
             .await
             .map_err(name_column)?;
+        let task = state.task_ctx();
         if let Some(tag) = dml {
-            let batches = df.collect().await.map_err(name_column)?;
+            let batches = collect(physical, task).await.map_err(name_column)?;
             let rows = count_of(&batches);
             return Ok(QueryOutput::Command(CommandTag::with_rows(tag, rows)));
         }
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let stream = df.execute_stream().await.map_err(from_datafusion)?;
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let stream = execute_stream(physical, task).map_err(from_datafusion)?;
         Ok(QueryOutput::Rows { schema, stream })
     }
 

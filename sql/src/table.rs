@@ -275,11 +275,17 @@ fn pk_literal(e: &Expr, column: &str) -> Option<datafusion::scalar::ScalarValue>
         return None;
     }
     match (b.left.as_ref(), b.right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) | (Expr::Literal(v, _), Expr::Column(c))
-            if c.name == column =>
-        {
-            Some(v.clone())
-        }
+        (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => literal_value(v),
+        _ => None,
+    }
+}
+
+/// The value of a literal, or of a cast of one (a bound `$n` parameter the
+/// analyzer wrapped in a cast before its value was known).
+fn literal_value(e: &Expr) -> Option<datafusion::scalar::ScalarValue> {
+    match e {
+        Expr::Literal(v, _) => Some(v.clone()),
+        Expr::Cast(c) => literal_value(&c.expr)?.cast_to(c.field.data_type()).ok(),
         _ => None,
     }
 }

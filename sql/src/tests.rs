@@ -327,3 +327,153 @@ async fn segment_cache_and_parquet_scans_agree() {
     assert!(answers[0][1].contains("| x "), "{}", answers[0][1]);
     assert_eq!(answers[0], answers[1]);
 }
+
+/// Rows of a prepared execution, pretty-printed.
+async fn run_prepared(
+    s: &mut Session,
+    p: &crate::Prepared,
+    params: Vec<datafusion::scalar::ScalarValue>,
+) -> String {
+    match s.execute_prepared(p, params).await.unwrap() {
+        QueryOutput::Rows { stream, .. } => {
+            let batches: Vec<_> = stream.try_collect().await.unwrap();
+            pretty_format_batches(&batches).unwrap().to_string()
+        }
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
+/// A prepared query keeps its optimised plan, yet every execution reads
+/// the rows committed since (the snapshot is taken at execution) and uses
+/// the values bound to it, the key index included.
+#[tokio::test]
+async fn kept_prepared_plan_sees_new_rows_and_new_values() {
+    use datafusion::scalar::ScalarValue;
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    run(
+        &mut s,
+        "CREATE TABLE m (id INT PRIMARY KEY, task INT, dir TEXT)",
+    )
+    .await
+    .unwrap();
+    run(&mut s, "CREATE TABLE h (task INT, opt TEXT)")
+        .await
+        .unwrap();
+    run(&mut s, "INSERT INTO m VALUES (1, 10, 'a'), (2, 20, 'b')")
+        .await
+        .unwrap();
+    run(&mut s, "INSERT INTO h VALUES (10, 'adam'), (20, 'sgd')")
+        .await
+        .unwrap();
+    let join = "SELECT h.opt FROM m JOIN h ON h.task = m.task WHERE m.dir = $1";
+    let p = s.prepare(join, &[]).await.unwrap();
+    assert!(p.optimized.is_some(), "the join's plan is kept");
+    let text = |v: &str| vec![ScalarValue::Utf8(Some(v.to_string()))];
+    assert!(run_prepared(&mut s, &p, text("a")).await.contains("adam"));
+    assert!(run_prepared(&mut s, &p, text("b")).await.contains("sgd"));
+    assert!(!run_prepared(&mut s, &p, text("c")).await.contains("| "));
+    let mut other = db.session();
+    run(
+        &mut other,
+        "INSERT INTO m VALUES (3, 30, 'c'); INSERT INTO h VALUES (30, 'rmsprop')",
+    )
+    .await
+    .unwrap();
+    assert!(
+        run_prepared(&mut s, &p, text("c"))
+            .await
+            .contains("rmsprop")
+    );
+    let by_key = s
+        .prepare("SELECT dir FROM m WHERE id = $1", &[])
+        .await
+        .unwrap();
+    assert!(by_key.optimized.is_some());
+    run(&mut other, "UPDATE m SET dir = 'changed' WHERE id = 3")
+        .await
+        .unwrap();
+    let got = run_prepared(&mut s, &by_key, vec![ScalarValue::Int32(Some(3))]).await;
+    assert!(got.contains("changed"), "{got}");
+    // Clients bind other integer widths (psycopg: int2, JDBC: int8): the
+    // value converts exactly, the kept plan runs.
+    for v in [ScalarValue::Int16(Some(3)), ScalarValue::Int64(Some(3))] {
+        let got = run_prepared(&mut s, &by_key, vec![v]).await;
+        assert!(got.contains("changed"), "{got}");
+    }
+    // Values that do not fit the column's type are compared as sent.
+    for v in [
+        ScalarValue::Float64(Some(3.5)),
+        ScalarValue::Int64(Some(1 << 40)),
+    ] {
+        let got = run_prepared(&mut s, &by_key, vec![v]).await;
+        assert!(!got.contains("| "), "{got}");
+    }
+    let got = run_prepared(&mut s, &by_key, vec![ScalarValue::Float64(Some(3.0))]).await;
+    assert!(got.contains("changed"), "{got}");
+}
+
+/// Plans calling a stable function are optimised at each execution: the
+/// optimizer folds `now()` to the time it runs.
+#[tokio::test]
+async fn prepared_plan_with_now_is_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    let p = s
+        .prepare("SELECT CAST(now() AS TEXT) AS t", &[])
+        .await
+        .unwrap();
+    assert!(p.optimized.is_none());
+    let first = run_prepared(&mut s, &p, vec![]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let second = run_prepared(&mut s, &p, vec![]).await;
+    assert_ne!(first, second);
+}
+
+/// Statements over few rows are planned in one partition (no exchange
+/// operators); statements over many keep the session's parallelism.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_statements_run_in_one_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    s.context()
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .target_partitions = 4;
+    run(
+        &mut s,
+        "CREATE TABLE small (k INT, v INT); CREATE TABLE big (k INT, v INT)",
+    )
+    .await
+    .unwrap();
+    run(
+        &mut s,
+        "INSERT INTO small SELECT value, value % 7 FROM generate_series(1, 1000)",
+    )
+    .await
+    .unwrap();
+    let rows = crate::parallelism::SERIAL_ROWS + 1;
+    run(
+        &mut s,
+        &format!("INSERT INTO big SELECT value, value % 7 FROM generate_series(1, {rows})"),
+    )
+    .await
+    .unwrap();
+    let query = |t: &str| format!("EXPLAIN SELECT v, count(*) FROM {t} GROUP BY v ORDER BY v");
+    let small = run(&mut s, &query("small")).await.unwrap();
+    assert!(!small.contains("RepartitionExec"), "{small}");
+    let big = run(&mut s, &query("big")).await.unwrap();
+    assert!(big.contains("RepartitionExec"), "{big}");
+    let answer =
+        |t: &str| format!("SELECT v, count(*) AS n FROM {t} WHERE k <= 1000 GROUP BY v ORDER BY v");
+    assert_eq!(
+        run(&mut s, &answer("small")).await.unwrap(),
+        run(&mut s, &answer("big")).await.unwrap()
+    );
+}

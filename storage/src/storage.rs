@@ -412,6 +412,11 @@ impl Storage {
         Ok(snapshot_of(st.table(id)?))
     }
 
+    /// How many live rows `id` holds now (no snapshot taken).
+    pub fn live_rows(&self, id: TableId) -> Result<u64> {
+        Ok(self.inner.state.read().table(id)?.live_rows())
+    }
+
     /// Snapshots of several tables taken at one instant (one consistent state).
     pub fn snapshot_many(&self, ids: &[TableId]) -> Result<Vec<TableSnapshot>> {
         let st = self.inner.state.read();

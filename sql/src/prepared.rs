@@ -1,0 +1,148 @@
+//! Prepared statements (extended protocol Parse) and the plans they keep.
+//!
+//! A prepared query is planned once at Parse. Where it is safe, the
+//! analysed and optimised logical plan is kept too, with its `$n`
+//! placeholders in place, so an execution only writes the bound values into
+//! it and runs the physical planner: the logical optimizer, which costs as
+//! much as executing a point query, runs once per statement instead of once
+//! per execution. Scans still take their snapshot at execution, so a kept
+//! plan never serves stale rows.
+//!
+//! Not kept (optimised again at every execution, as before):
+//! - plans calling a *stable* function (`now()`, `current_schema()`...): the
+//!   optimizer folds those to the value they have when it runs;
+//! - plans the optimizer cannot handle with placeholders in them (a `$n`
+//!   whose type nothing fixes).
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+
+/// A statement prepared with the extended protocol (Parse).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The statement's text.
+    pub sql: String,
+    /// One type per `$n` parameter (inferred where the client sent none).
+    pub param_types: Vec<DataType>,
+    /// The result columns, or `None` for a statement that returns no rows.
+    pub result_schema: Option<SchemaRef>,
+    /// The planned statement (queries and DML), reused on every execution.
+    pub(crate) plan: Option<LogicalPlan>,
+    /// `plan` analysed and optimised, placeholders kept, when that is safe
+    /// (see the module doc).
+    pub(crate) optimized: Option<KeptPlan>,
+    /// Lineage function arguments hold `$n` parameters or subqueries: plan
+    /// again at each execution.
+    pub(crate) replan: bool,
+}
+
+impl Prepared {
+    /// A statement that is not planned by DataFusion (SET, SHOW, COPY,
+    /// transaction control, the empty statement): parsed again when run.
+    pub(crate) fn unplanned(sql: &str, result_schema: Option<SchemaRef>) -> Self {
+        Prepared {
+            sql: sql.to_string(),
+            param_types: vec![],
+            result_schema,
+            plan: None,
+            optimized: None,
+            replan: false,
+        }
+    }
+}
+
+/// An optimised plan kept for reuse, and the type each `$n` has in it.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptPlan {
+    plan: LogicalPlan,
+    /// `types[i]` is the type the plan was optimised for `$i+1` (`None`
+    /// where nothing in the statement fixed one).
+    types: Vec<Option<DataType>>,
+}
+
+impl KeptPlan {
+    /// The kept plan with `params` written in, or `None` when a value
+    /// does not convert exactly to the type the plan was optimised for
+    /// (an `int8` bound to an `INT` column, `1.5` to an integer): then the
+    /// caller optimises the statement again with the value as sent, so the
+    /// answer is the one an unprepared statement would give.
+    pub(crate) fn bind(&self, params: &[ScalarValue]) -> Option<LogicalPlan> {
+        let values = params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match self.types.get(i).cloned().flatten() {
+                Some(t) if t != v.data_type() => exact_cast(v, &t),
+                _ => Some(v.clone()),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        self.plan
+            .clone()
+            .with_param_values(ParamValues::from(values))
+            .ok()
+    }
+}
+
+/// `v` as type `t`, if converting it back gives `v` again.
+fn exact_cast(v: &ScalarValue, t: &DataType) -> Option<ScalarValue> {
+    let cast = v.cast_to(t).ok()?;
+    let back = cast.cast_to(&v.data_type()).ok()?;
+    (back == *v).then_some(cast)
+}
+
+/// `plan` optimised once for reuse across executions, or `None` when it
+/// must be optimised at each execution.
+pub(crate) fn optimize_for_reuse(state: &SessionState, plan: &LogicalPlan) -> Option<KeptPlan> {
+    if calls_stable_function(plan) {
+        return None;
+    }
+    let optimized = match state.optimize(plan) {
+        Ok(optimized) => optimized,
+        Err(e) => {
+            tracing::debug!(error = %e, "prepared plan not kept optimised");
+            return None;
+        }
+    };
+    let found = optimized.get_parameter_types().ok()?;
+    let count = found
+        .keys()
+        .filter_map(|k| k.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    let types = (1..=count)
+        .map(|n| found.get(&format!("${n}")).cloned().flatten())
+        .collect();
+    Some(KeptPlan {
+        plan: optimized,
+        types,
+    })
+}
+
+/// Whether any expression of `plan` (subqueries included) calls a function
+/// whose value the optimizer would fold at planning time.
+fn calls_stable_function(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if is_folded_per_statement(e) {
+                    found = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    // A walk that fails is treated as "found": do not keep the plan.
+    found || walked.is_err()
+}
+
+fn is_folded_per_statement(e: &Expr) -> bool {
+    match e {
+        Expr::ScalarFunction(f) => f.func.signature().volatility == Volatility::Stable,
+        Expr::ScalarVariable(..) => true,
+        _ => false,
+    }
+}
