@@ -12,6 +12,7 @@
 //! - [`parallelism`] — one partition for statements over few rows.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
+//! - [`live_source`] — the in-memory scan source, with run-time join filters.
 //! - [`txn`] — uncommitted writes of a statement and of a transaction.
 //! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
 //! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.
@@ -29,6 +30,7 @@ pub mod ddl;
 pub mod error;
 pub mod functions;
 pub mod lineage;
+pub mod live_source;
 pub mod parallelism;
 pub mod prepared;
 pub mod prov_export;

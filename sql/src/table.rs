@@ -42,6 +42,7 @@ use provdb_storage::{SegmentSnapshot, SourceId, Storage, TableDef, TableId, Tabl
 use roaring::RoaringBitmap;
 
 use crate::error::SqlError;
+use crate::live_source::LiveSource;
 use crate::session::SessionShared;
 use crate::txn::{PENDING_SOURCE, WriteSet};
 
@@ -382,7 +383,7 @@ impl TableProvider for ProvTable {
             let parts = partitions(mem, state.config().target_partitions());
             let src = MemorySourceConfig::try_new(&parts, self.schema(), projection.cloned())?
                 .with_limit(limit);
-            inputs.push(DataSourceExec::from_data_source(src));
+            inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
         }
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));

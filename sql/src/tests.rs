@@ -477,3 +477,38 @@ async fn small_statements_run_in_one_partition() {
         run(&mut s, &answer("big")).await.unwrap()
     );
 }
+
+/// A hash join pushes its build side's keys into the scan of the probe
+/// side as a run-time filter: the join probes only the matching rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_filters_probe_side_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    run(&mut s, "CREATE TABLE task (id INT PRIMARY KEY, run TEXT); CREATE TABLE epoch (task INT, n INT, loss DOUBLE)")
+        .await
+        .unwrap();
+    run(
+        &mut s,
+        "INSERT INTO task SELECT value, 'run' || value FROM generate_series(1, 500)",
+    )
+    .await
+    .unwrap();
+    run(&mut s, "INSERT INTO epoch SELECT value % 500 + 1, value / 500, 1.0 / value FROM generate_series(1, 50000)")
+        .await
+        .unwrap();
+    let q = "SELECT e.n, e.loss FROM epoch e JOIN task t ON t.id = e.task WHERE t.run = 'run7' ORDER BY e.n";
+    let plan = run(&mut s, &format!("EXPLAIN ANALYZE {q}")).await.unwrap();
+    assert!(plan.contains("runtime_filters"), "{plan}");
+    let join = plan
+        .lines()
+        .find(|l| l.contains("HashJoinExec"))
+        .unwrap_or_default();
+    assert!(join.contains(" input_rows=100,"), "{plan}");
+    let rows = run(&mut s, q).await.unwrap();
+    assert_eq!(
+        rows.lines().filter(|l| l.starts_with("| ")).count(),
+        101,
+        "{rows}"
+    );
+}
