@@ -117,6 +117,9 @@ pub struct SessionShared {
     state: RwLock<Weak<parking_lot::RwLock<SessionState>>>,
     /// Session-private tables (resolved before stored ones).
     pub temp: Mutex<HashMap<String, Arc<dyn datafusion::catalog::TableProvider>>>,
+    /// Values bound to the prepared statement being executed (read by
+    /// lineage calls whose arguments are `$n` parameters).
+    pub params: Mutex<Vec<ScalarValue>>,
 }
 
 impl SessionShared {
@@ -129,6 +132,7 @@ impl SessionShared {
             locks: Mutex::new(HashMap::new()),
             state: RwLock::new(Weak::new()),
             temp: Mutex::new(HashMap::new()),
+            params: Mutex::new(Vec::new()),
         }
     }
 
@@ -271,12 +275,14 @@ impl Session {
             "lineage",
             Arc::new(crate::lineage::LineageFn {
                 lineage: lineage.clone(),
+                session: Arc::clone(&shared),
             }),
         );
         ctx.register_udtf(
             "lineage_path",
             Arc::new(crate::lineage::LineagePathFn {
                 lineage: lineage.clone(),
+                session: Arc::clone(&shared),
             }),
         );
         ctx.register_udtf(
@@ -380,7 +386,8 @@ impl Session {
         let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
         // Lineage arguments given by `$n` or by a subquery are evaluated
         // when the statement is planned: plan it again at each execution.
-        let replan = hidden > 0 || crate::lineage::subquery::has_subqueries(&mut stmt);
+        let replan = crate::lineage::subquery::has_subqueries(&mut stmt)
+            || (hidden > 0 && !crate::lineage::subquery::only_bare_placeholders(&mut stmt));
         crate::lineage::subquery::defer_parameterized(&mut stmt)?;
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
@@ -422,6 +429,7 @@ impl Session {
         if prepared.replan {
             return self.execute_replanned(prepared, params).await;
         }
+        *self.shared.params.lock() = params.clone();
         match &prepared.plan {
             None => {
                 let mut statements = parse(&prepared.sql)?;

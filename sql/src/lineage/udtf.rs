@@ -21,6 +21,7 @@ use provdb_engine::lineage::{Direction, KindFilter, Lineage};
 
 use super::args;
 use super::exec::{LineageExec, LineageQuery, output_schema};
+use crate::session::SessionShared;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::datasource::empty::EmptyTable;
 
@@ -48,18 +49,32 @@ fn filter(lineage: &Lineage, relations: &Option<Vec<String>>) -> Result<KindFilt
 }
 
 /// `lineage(start, direction, max_depth, relations)`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LineageFn {
     pub lineage: Lineage,
+    /// The session, for the values bound to `$n` arguments.
+    pub session: Arc<SessionShared>,
 }
 
 impl TableFunctionImpl for LineageFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        const F: &str = "lineage";
         let a = args.exprs();
+        let me = self.clone();
+        if let Some(t) = BoundAtRun::try_new(a, output_schema(false), &self.session, move |a| {
+            me.provider(a)
+        }) {
+            return Ok(t);
+        }
         if let Some(t) = deferred(a, output_schema(false)) {
             return Ok(t);
         }
+        self.provider(a)
+    }
+}
+
+impl LineageFn {
+    fn provider(&self, a: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        const F: &str = "lineage";
         if a.is_empty() || a.len() > 4 {
             return plan_err!(
                 "lineage(start, direction => 'upstream'|'downstream'|'both', max_depth => n, relations => ARRAY[...]) takes 1 to 4 arguments, got {}",
@@ -99,18 +114,32 @@ impl TableFunctionImpl for LineageFn {
 }
 
 /// `lineage_path(from, to, relations)`.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LineagePathFn {
     pub lineage: Lineage,
+    /// The session, for the values bound to `$n` arguments.
+    pub session: Arc<SessionShared>,
 }
 
 impl TableFunctionImpl for LineagePathFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        const F: &str = "lineage_path";
         let a = args.exprs();
+        let me = self.clone();
+        if let Some(t) = BoundAtRun::try_new(a, output_schema(true), &self.session, move |a| {
+            me.provider(a)
+        }) {
+            return Ok(t);
+        }
         if let Some(t) = deferred(a, output_schema(true)) {
             return Ok(t);
         }
+        self.provider(a)
+    }
+}
+
+impl LineagePathFn {
+    fn provider(&self, a: &[Expr]) -> Result<Arc<dyn TableProvider>> {
+        const F: &str = "lineage_path";
         if a.len() < 2 || a.len() > 3 {
             return plan_err!(
                 "lineage_path(from, to, relations => ARRAY[...]) takes 2 or 3 arguments, got {}",
@@ -137,6 +166,97 @@ impl TableFunctionImpl for LineagePathFn {
             lineage: self.lineage.clone(),
             query,
         }))
+    }
+}
+
+type MakeProvider = dyn Fn(&[Expr]) -> Result<Arc<dyn TableProvider>> + Send + Sync;
+
+/// A call whose `$n` arguments are parameters alone: planned once with the
+/// statement (the kept plan of a prepared statement), it reads the values
+/// bound to the execution when it runs and builds the call then.
+struct BoundAtRun {
+    schema: SchemaRef,
+    args: Vec<Expr>,
+    session: Arc<SessionShared>,
+    make: Box<MakeProvider>,
+}
+
+impl std::fmt::Debug for BoundAtRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundAtRun")
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BoundAtRun {
+    /// `Some` when `args` hold a `$n` parameter and every argument that
+    /// holds one is that parameter alone.
+    fn try_new(
+        args: &[Expr],
+        schema: SchemaRef,
+        session: &Arc<SessionShared>,
+        make: impl Fn(&[Expr]) -> Result<Arc<dyn TableProvider>> + Send + Sync + 'static,
+    ) -> Option<Arc<dyn TableProvider>> {
+        let holds = |e: &Expr| {
+            e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))
+                .unwrap_or(false)
+        };
+        let bare = |e: &Expr| matches!(e, Expr::Placeholder(_));
+        let any = args.iter().any(bare);
+        let all_bare = args.iter().all(|e| bare(e) || !holds(e));
+        (any && all_bare).then(|| {
+            Arc::new(BoundAtRun {
+                schema,
+                args: args.to_vec(),
+                session: Arc::clone(session),
+                make: Box::new(make),
+            }) as Arc<dyn TableProvider>
+        })
+    }
+
+    /// The arguments with the bound values in place of the parameters.
+    fn bound_args(&self) -> Result<Vec<Expr>> {
+        let params = self.session.params.lock().clone();
+        self.args
+            .iter()
+            .map(|e| match e {
+                Expr::Placeholder(p) => {
+                    let value =
+                        p.id.strip_prefix('$')
+                            .and_then(|n| n.parse::<usize>().ok())
+                            .and_then(|n| n.checked_sub(1))
+                            .and_then(|i| params.get(i));
+                    match value {
+                        Some(v) => Ok(Expr::Literal(v.clone(), None)),
+                        None => plan_err!("no value bound for parameter {}", p.id),
+                    }
+                }
+                other => Ok(other.clone()),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl TableProvider for BoundAtRun {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let provider = (self.make)(&self.bound_args()?)?;
+        provider.scan(state, projection, filters, limit).await
     }
 }
 
