@@ -254,7 +254,8 @@ impl ProvTable {
             .with_projection_indices(projection.cloned())?
             .with_file(file)
             .build();
-        Ok(Some(DataSourceExec::from_data_source(config)))
+        let one_row = LiveSource::pinned(Arc::new(config));
+        Ok(Some(DataSourceExec::from_data_source(one_row)))
     }
 }
 
