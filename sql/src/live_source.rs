@@ -38,9 +38,6 @@ pub struct LiveSource {
     inner: Arc<dyn DataSource>,
     /// Dynamic filters over the source's output columns.
     filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// Never split into more partitions (a one-row key lookup: splitting
-    /// its Parquet file by byte range makes every part open the file).
-    pinned: bool,
 }
 
 impl LiveSource {
@@ -48,16 +45,6 @@ impl LiveSource {
         LiveSource {
             inner: Arc::new(inner),
             filters: Vec::new(),
-            pinned: false,
-        }
-    }
-
-    /// A source the physical optimizer must not repartition.
-    pub fn pinned(inner: Arc<dyn DataSource>) -> Self {
-        LiveSource {
-            inner,
-            filters: Vec::new(),
-            pinned: true,
         }
     }
 
@@ -65,7 +52,6 @@ impl LiveSource {
         Arc::new(LiveSource {
             inner,
             filters: self.filters.clone(),
-            pinned: self.pinned,
         })
     }
 }
@@ -114,9 +100,6 @@ impl DataSource for LiveSource {
         repartition_file_min_size: usize,
         output_ordering: Option<LexOrdering>,
     ) -> Result<Option<Arc<dyn DataSource>>> {
-        if self.pinned {
-            return Ok(None);
-        }
         Ok(self
             .inner
             .repartitioned(

@@ -222,18 +222,9 @@ impl ProvTable {
             if u64::from(addr.pos) >= m.rows || m.dv.contains(addr.pos) {
                 return Ok(None);
             }
-            let mut start = 0usize;
-            for b in &m.batches {
-                let pos = addr.pos as usize;
-                if pos < start + b.num_rows() {
-                    let row =
-                        provdb_storage::maintenance::adapt_batch(&b.slice(pos - start, 1), &schema)
-                            .map_err(storage_err)?;
-                    return one_row(vec![row]).map(Some);
-                }
-                start += b.num_rows();
-            }
-            return Ok(None);
+            return row_at(&m.batches, addr.pos, &schema)?
+                .map(|r| one_row(vec![r]))
+                .transpose();
         }
         let Some(seg) = snap.segments.iter().find(|s| s.file.meta.id == addr.source) else {
             return Ok(None);
@@ -241,6 +232,15 @@ impl ProvTable {
         let meta = &seg.file.meta;
         if seg.dv.contains(addr.pos) || u64::from(addr.pos) >= meta.rows {
             return Ok(None);
+        }
+        // A segment the cache holds is sliced like a buffer. One it does not
+        // hold is not loaded for one row: decoding a whole segment (or, over
+        // budget, decoding it at every lookup) costs more than reading the
+        // row's page from Parquet.
+        if let Some(batches) = self.storage.cached_segment(meta) {
+            return row_at(&batches, addr.pos, &schema)?
+                .map(|r| one_row(vec![r]))
+                .transpose();
         }
         let pos = addr.pos as usize;
         let mut selectors = vec![RowSelector::skip(pos), RowSelector::select(1)];
@@ -254,9 +254,24 @@ impl ProvTable {
             .with_projection_indices(projection.cloned())?
             .with_file(file)
             .build();
-        let one_row = LiveSource::pinned(Arc::new(config));
-        Ok(Some(DataSourceExec::from_data_source(one_row)))
+        Ok(Some(DataSourceExec::from_data_source(config)))
     }
+}
+
+/// The row at `pos` of one source's batches (in position order), in
+/// `schema`; `None` past the end.
+fn row_at(batches: &[RecordBatch], pos: u32, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
+    let mut start = 0usize;
+    let pos = pos as usize;
+    for b in batches {
+        if pos < start + b.num_rows() {
+            let row = provdb_storage::maintenance::adapt_batch(&b.slice(pos - start, 1), schema)
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            return Ok(Some(row));
+        }
+        start += b.num_rows();
+    }
+    Ok(None)
 }
 
 /// Deal in-memory batches round-robin into `n` partitions (at least one,

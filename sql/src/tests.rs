@@ -124,6 +124,12 @@ async fn create_insert_update_delete_select() {
         .unwrap();
     assert!(out.contains("| c    | 3.0   |"), "{out}");
     assert_scan_reads_one_row(&mut s, "SELECT name FROM t WHERE id = 3").await;
+    // the flushed segment is in the segment cache: the row is sliced from
+    // it, no Parquet file is opened
+    let plan = run(&mut s, "EXPLAIN SELECT name FROM t WHERE id = 3")
+        .await
+        .unwrap();
+    assert!(!plan.contains(".parquet"), "{plan}");
     assert_eq!(
         run(&mut s, "UPDATE t SET name = 'B' WHERE id = 2")
             .await

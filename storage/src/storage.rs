@@ -291,6 +291,15 @@ impl Storage {
         })
     }
 
+    /// The decoded rows of a segment if the cache holds them (nothing is
+    /// read otherwise).
+    pub fn cached_segment(
+        &self,
+        meta: &crate::segment::SegmentMeta,
+    ) -> Option<crate::cache::CachedSegment> {
+        self.inner.cache.get(&meta.path)
+    }
+
     /// Whether scans should read segments through [`Self::segment_batches`]
     /// (the cache is on) rather than scan the Parquet files.
     pub fn segment_cache_enabled(&self) -> bool {
