@@ -2,14 +2,14 @@
 //! caller needs to change rows (delete by position, re-insert changed rows)
 //! without going through a query engine.
 
-use std::sync::Arc;
-
-use arrow::array::{BooleanArray, RecordBatch, UInt32Array};
+use arrow::array::{Array, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
+use roaring::RoaringBitmap;
 
 use crate::error::Result;
-use crate::maintenance::adapt_batches;
+use crate::maintenance::adapt_batch;
 use crate::storage::{Storage, TableSnapshot};
 use crate::table::SourceId;
 
@@ -24,22 +24,10 @@ pub struct SourceRows {
 }
 
 impl Storage {
-    /// Every live row of `snap`, grouped by source, with positions. Segments
-    /// are read from the object store; buffers are copied from memory.
+    /// Every live row of `snap`, grouped by source, with positions.
+    /// Segments come through the segment cache; buffers from memory.
     pub async fn read_live(&self, snap: &TableSnapshot) -> Result<Vec<SourceRows>> {
-        let schema = snap.def.schema_ref();
-        let mut out = Vec::new();
-        for seg in &snap.segments {
-            let batches = self.segment_batches(&seg.file.meta).await?;
-            let all = concat_batches(&schema, &adapt_batches(&batches, &schema)?)?;
-            out.push(live_rows(seg.file.meta.id, all, &seg.dv)?);
-        }
-        for mem in &snap.memtables {
-            let all = concat_batches(&schema, &adapt_batches(&mem.batches, &schema)?)?;
-            out.push(live_rows(mem.id, all, &mem.dv)?);
-        }
-        out.retain(|s| s.batch.num_rows() > 0);
-        Ok(out)
+        self.read_sources(snap, None).await
     }
 
     /// The live rows of `snap` that `mask` keeps, grouped by source, with
@@ -51,11 +39,19 @@ impl Storage {
         snap: &TableSnapshot,
         mask: &RowMask<'_>,
     ) -> Result<Vec<SourceRows>> {
+        self.read_sources(snap, Some(mask)).await
+    }
+
+    async fn read_sources(
+        &self,
+        snap: &TableSnapshot,
+        mask: Option<&RowMask<'_>>,
+    ) -> Result<Vec<SourceRows>> {
         let schema = snap.def.schema_ref();
         let mut out = Vec::new();
         for seg in &snap.segments {
             let batches = self.segment_batches(&seg.file.meta).await?;
-            out.push(matching_rows(
+            out.push(live_rows(
                 seg.file.meta.id,
                 &batches,
                 &schema,
@@ -64,7 +60,7 @@ impl Storage {
             )?);
         }
         for mem in &snap.memtables {
-            out.push(matching_rows(mem.id, &mem.batches, &schema, &mem.dv, mask)?);
+            out.push(live_rows(mem.id, &mem.batches, &schema, &mem.dv, mask)?);
         }
         out.retain(|s| s.batch.num_rows() > 0);
         Ok(out)
@@ -75,57 +71,41 @@ impl Storage {
 pub type RowMask<'a> =
     dyn Fn(&RecordBatch) -> std::result::Result<BooleanArray, ArrowError> + Send + Sync + 'a;
 
-/// The rows of one source's batches that `mask` keeps and `dv` does not
-/// delete; positions count rows across the source's batches in order.
-fn matching_rows(
+/// The rows of one source's batches that `mask` keeps (all, without one)
+/// and `dv` does not delete; positions count rows across the source's
+/// batches in order.
+fn live_rows(
     source: SourceId,
     batches: &[RecordBatch],
-    schema: &arrow::datatypes::SchemaRef,
-    dv: &roaring::RoaringBitmap,
-    mask: &RowMask<'_>,
+    schema: &SchemaRef,
+    dv: &RoaringBitmap,
+    mask: Option<&RowMask<'_>>,
 ) -> Result<SourceRows> {
     let mut positions = Vec::new();
     let mut parts = Vec::new();
     let mut offset = 0u32;
     for batch in batches {
-        let batch = crate::maintenance::adapt_batch(batch, schema)?;
-        let keep = mask(&batch)?;
-        let mut local = Vec::new();
-        for (i, kept) in keep.iter().enumerate() {
-            let pos = offset + i as u32;
-            if kept == Some(true) && !dv.contains(pos) {
-                local.push(i as u32);
-                positions.push(pos);
-            }
-        }
-        if !local.is_empty() {
+        let batch = adapt_batch(batch, schema)?;
+        let keep = mask.map(|m| m(&batch)).transpose()?;
+        let n = batch.num_rows() as u32;
+        let local: Vec<u32> = (0..n)
+            .filter(|i| {
+                keep.as_ref()
+                    .is_none_or(|k| k.is_valid(*i as usize) && k.value(*i as usize))
+            })
+            .filter(|i| !dv.contains(offset + i))
+            .collect();
+        positions.extend(local.iter().map(|i| offset + i));
+        if local.len() == batch.num_rows() {
+            parts.push(batch);
+        } else if !local.is_empty() {
             parts.push(take_record_batch(&batch, &UInt32Array::from(local))?);
         }
-        offset += batch.num_rows() as u32;
+        offset += n;
     }
     Ok(SourceRows {
         source,
         positions,
         batch: concat_batches(schema, &parts)?,
-    })
-}
-
-fn live_rows(
-    source: SourceId,
-    all: RecordBatch,
-    dv: &Arc<roaring::RoaringBitmap>,
-) -> Result<SourceRows> {
-    let positions: Vec<u32> = (0..all.num_rows() as u32)
-        .filter(|p| !dv.contains(*p))
-        .collect();
-    let batch = if positions.len() == all.num_rows() {
-        all
-    } else {
-        take_record_batch(&all, &UInt32Array::from(positions.clone()))?
-    };
-    Ok(SourceRows {
-        source,
-        positions,
-        batch,
     })
 }
