@@ -384,13 +384,14 @@ impl Session {
         }
         let mut stmt = stmt;
         let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
-        // Lineage arguments given by `$n` or by a subquery are evaluated
-        // when the statement is planned: plan it again at each execution.
-        let replan = crate::lineage::subquery::has_subqueries(&mut stmt)
-            || (hidden > 0 && !crate::lineage::subquery::only_bare_placeholders(&mut stmt));
+        let subqueries = crate::lineage::subquery::has_subqueries(&mut stmt);
         crate::lineage::subquery::defer_parameterized(&mut stmt)?;
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
+        // Subquery arguments are evaluated when the statement is planned,
+        // and so are calls that could not take their `$n` values at run
+        // time (deferred): plan such statements again at each execution.
+        let replan = subqueries || crate::lineage::udtf::has_deferred_call(&plan);
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
         let count = inferred.len().max(param_types.len()).max(hidden);
         let types = (0..count)

@@ -10,9 +10,9 @@
 //!
 //! `$n` parameters of prepared statements in these arguments: an argument
 //! that is a parameter alone is read when the call runs
-//! ([`only_bare_placeholders`]); one inside a larger expression or a
-//! subquery makes the statement planned again at each execution, with the
-//! bound values written into the arguments.
+//! (`udtf::BoundAtRun`); one inside a larger expression or a subquery
+//! leaves the call deferred, and the statement is planned again at each
+//! execution with the bound values written into the arguments.
 
 use std::ops::ControlFlow;
 
@@ -127,37 +127,6 @@ pub fn placeholder_args(stmt: &mut Statement) -> usize {
         ControlFlow::Continue(())
     });
     highest
-}
-
-/// Whether every lineage-function argument holding a `$n` parameter is
-/// that parameter alone, in `lineage` or `lineage_path`: such calls read
-/// their bound values when they run (`udtf::BoundAtRun`), so the statement
-/// needs no planning per execution.
-pub fn only_bare_placeholders(stmt: &mut Statement) -> bool {
-    let mut bare = true;
-    let _ = each_arg(stmt, |e, function| {
-        let e: &Expr = match e {
-            Expr::Nested(inner) => inner,
-            other => other,
-        };
-        if matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_))) {
-            if !matches!(function, "lineage" | "lineage_path") {
-                bare = false;
-            }
-            return ControlFlow::Continue(());
-        }
-        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
-            if let Expr::Value(v) = x
-                && let Value::Placeholder(_) = &v.value
-            {
-                bare = false;
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        });
-        ControlFlow::Continue(())
-    });
-    bare
 }
 
 /// For preparing a statement: replace each subquery argument that holds a

@@ -22,8 +22,10 @@ use provdb_engine::lineage::{Direction, KindFilter, Lineage};
 use super::args;
 use super::exec::{LineageExec, LineageQuery, output_schema};
 use crate::session::SessionShared;
-use datafusion::common::tree_node::TreeNode;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::source_as_provider;
+use datafusion::logical_expr::LogicalPlan;
 
 fn engine_err(e: provdb_engine::EngineError) -> DataFusionError {
     DataFusionError::External(Box::new(crate::error::from_engine(e)))
@@ -39,6 +41,44 @@ pub fn deferred(args: &[Expr], schema: SchemaRef) -> Option<Arc<dyn TableProvide
             .unwrap_or(false)
     });
     has_placeholder.then(|| Arc::new(EmptyTable::new(schema)) as Arc<dyn TableProvider>)
+}
+
+/// Whether `plan` holds a call planned by [`deferred`] (which the session
+/// must plan again once values are bound).
+pub fn has_deferred_call(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let walked = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && provider.downcast_ref::<EmptyTable>().is_some()
+        {
+            found = true;
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found || walked.is_err()
+}
+
+/// Plan a call of a function taking `$n` arguments: read at run time when
+/// they are parameters alone ([`BoundAtRun`]), deferred when one sits in a
+/// larger expression, planned now (`make`) when there are none.
+fn plan_call<F>(
+    args: &[Expr],
+    schema: SchemaRef,
+    session: &Arc<SessionShared>,
+    make: F,
+) -> Result<Arc<dyn TableProvider>>
+where
+    F: Fn(&[Expr]) -> Result<Arc<dyn TableProvider>> + Clone + Send + Sync + 'static,
+{
+    if let Some(t) = BoundAtRun::try_new(args, Arc::clone(&schema), session, make.clone()) {
+        return Ok(t);
+    }
+    if let Some(t) = deferred(args, schema) {
+        return Ok(t);
+    }
+    make(args)
 }
 
 fn filter(lineage: &Lineage, relations: &Option<Vec<String>>) -> Result<KindFilter> {
@@ -58,17 +98,13 @@ pub struct LineageFn {
 
 impl TableFunctionImpl for LineageFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let a = args.exprs();
         let me = self.clone();
-        if let Some(t) = BoundAtRun::try_new(a, output_schema(false), &self.session, move |a| {
-            me.provider(a)
-        }) {
-            return Ok(t);
-        }
-        if let Some(t) = deferred(a, output_schema(false)) {
-            return Ok(t);
-        }
-        self.provider(a)
+        plan_call(
+            args.exprs(),
+            output_schema(false),
+            &self.session,
+            move |a| me.provider(a),
+        )
     }
 }
 
@@ -123,17 +159,10 @@ pub struct LineagePathFn {
 
 impl TableFunctionImpl for LineagePathFn {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
-        let a = args.exprs();
         let me = self.clone();
-        if let Some(t) = BoundAtRun::try_new(a, output_schema(true), &self.session, move |a| {
+        plan_call(args.exprs(), output_schema(true), &self.session, move |a| {
             me.provider(a)
-        }) {
-            return Ok(t);
-        }
-        if let Some(t) = deferred(a, output_schema(true)) {
-            return Ok(t);
-        }
-        self.provider(a)
+        })
     }
 }
 
