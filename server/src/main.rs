@@ -6,6 +6,13 @@ use clap::Parser;
 use provdb_server::cli::{Cli, Command};
 use provdb_server::{ServerError, embedded, logging, run_server, shutdown_signal};
 
+/// mimalloc instead of the system allocator: planning and executing a
+/// query allocate many small, short-lived objects, and glibc's malloc/free
+/// took about a quarter of the server's time on point queries (perf, see
+/// benches/point_profile.py).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init_logging(&cli.log);

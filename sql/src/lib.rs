@@ -32,6 +32,7 @@ pub mod functions;
 pub mod lineage;
 pub mod live_source;
 pub mod parallelism;
+mod planning_state;
 pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;

@@ -11,30 +11,55 @@
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::LogicalPlan;
-use provdb_storage::Storage;
+use datafusion::logical_expr::{LogicalPlan, TableSource};
+use provdb_storage::TableId;
 
+use crate::lineage::GraphTable;
 use crate::table::ProvTable;
 
 /// Statements whose tables hold fewer rows than this run in one partition.
 pub const SERIAL_ROWS: u64 = 100_000;
 
-/// Whether `plan` reads few enough stored rows to run in one partition.
-/// Sources that are not provdb tables (catalog views, table functions)
-/// count as small.
-pub fn is_small(plan: &LogicalPlan, storage: &Storage) -> bool {
-    let mut rows = 0u64;
-    let walked = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(provider) = source_as_provider(&scan.source)
-            && let Some(table) = provider.downcast_ref::<ProvTable>()
+/// Whether a statement reading `rows` stored rows runs in one partition.
+pub fn is_small(rows: u64) -> bool {
+    rows < SERIAL_ROWS
+}
+
+/// The provdb tables `plan` reads or writes (subqueries included), each
+/// once, in the order first met. Sources that are not provdb tables
+/// (catalog views, table functions) are left out.
+pub fn stored_tables(plan: &LogicalPlan) -> Vec<TableId> {
+    let mut ids = Vec::new();
+    let mut add = |source: &std::sync::Arc<dyn TableSource>| {
+        if let Some(id) = stored_table(source)
+            && !ids.contains(&id)
         {
-            rows += storage.live_rows(table.def.id).unwrap_or(u64::MAX);
-            if rows >= SERIAL_ROWS {
-                return Ok(TreeNodeRecursion::Stop);
-            }
+            ids.push(id);
+        }
+    };
+    // The walk itself cannot fail: the closure never returns an error.
+    let _ = plan.apply_with_subqueries(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => add(&scan.source),
+            LogicalPlan::Dml(dml) => add(&dml.target),
+            _ => {}
         }
         Ok(TreeNodeRecursion::Continue)
     });
-    walked.is_ok() && rows < SERIAL_ROWS
+    ids
+}
+
+/// The provdb table behind `source`: a stored table, or the stored part
+/// of a `prov` graph table.
+fn stored_table(source: &std::sync::Arc<dyn TableSource>) -> Option<TableId> {
+    let provider = source_as_provider(source).ok()?;
+    if let Some(table) = provider.downcast_ref::<ProvTable>() {
+        return Some(table.def.id);
+    }
+    let graph = provider.downcast_ref::<GraphTable>()?;
+    graph
+        .stored
+        .as_ref()
+        .downcast_ref::<ProvTable>()
+        .map(|t| t.def.id)
 }

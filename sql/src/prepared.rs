@@ -15,9 +15,10 @@
 //!   whose type nothing fixes).
 
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 
 /// A statement prepared with the extended protocol (Parse).
@@ -61,6 +62,8 @@ pub(crate) struct KeptPlan {
     /// `types[i]` is the type the plan was optimised for `$i+1` (`None`
     /// where nothing in the statement fixed one).
     types: Vec<Option<DataType>>,
+    /// The plan holds a `VALUES` list (bound the slower, general way).
+    has_values_node: bool,
 }
 
 impl KeptPlan {
@@ -78,11 +81,58 @@ impl KeptPlan {
                 _ => Some(v.clone()),
             })
             .collect::<Option<Vec<_>>>()?;
-        self.plan
-            .clone()
-            .with_param_values(ParamValues::from(values))
-            .ok()
+        if self.has_values_node {
+            // A VALUES list takes its column types from its literals: let
+            // DataFusion rebuild it.
+            return self
+                .plan
+                .clone()
+                .with_param_values(ParamValues::from(values))
+                .ok();
+        }
+        substitute(self.plan.clone(), &values).ok()
     }
+}
+
+/// `plan` with `values[n-1]` in place of each `$n`. Every value already has
+/// the type the plan was optimised for, so no schema changes and only the
+/// nodes whose expressions held a parameter are rebuilt (DataFusion's
+/// `with_param_values` recomputes the schema of every node, which costs as
+/// much as the rest of a point query's binding).
+fn substitute(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> {
+    plan.transform_up_with_subqueries(|node| {
+        let names = NamePreserver::new(&node);
+        let node = node.map_expressions(|e| {
+            if !e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
+                return Ok(Transformed::no(e));
+            }
+            let saved = names.save(&e);
+            let e = e.transform_up(|x| match x {
+                Expr::Placeholder(p) => Ok(Transformed::yes(Expr::Literal(
+                    value_of(&p.id, values)?,
+                    None,
+                ))),
+                other => Ok(Transformed::no(other)),
+            })?;
+            Ok(e.update_data(|e| saved.restore(e)))
+        })?;
+        if node.transformed {
+            node.map_data(|n| n.recompute_schema())
+        } else {
+            Ok(node)
+        }
+    })
+    .map(|t| t.data)
+}
+
+/// The value bound to placeholder `id` (`$1` is `values[0]`).
+fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
+    id.strip_prefix('$')
+        .and_then(|n| n.parse::<usize>().ok())
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| values.get(i))
+        .cloned()
+        .ok_or_else(|| DataFusionError::Plan(format!("no value bound for parameter {id}")))
 }
 
 /// `v` as type `t`, if converting it back gives `v` again.
@@ -114,9 +164,16 @@ pub(crate) fn optimize_for_reuse(state: &SessionState, plan: &LogicalPlan) -> Op
     let types = (1..=count)
         .map(|n| found.get(&format!("${n}")).cloned().flatten())
         .collect();
+    let mut has_values_node = false;
+    let walked = optimized.apply_with_subqueries(|p| {
+        has_values_node |= matches!(p, LogicalPlan::Values(_));
+        Ok(TreeNodeRecursion::Continue)
+    });
+    has_values_node |= walked.is_err();
     Some(KeptPlan {
         plan: optimized,
         types,
+        has_values_node,
     })
 }
 
