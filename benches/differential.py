@@ -6,7 +6,7 @@ Starts provdb (fresh data dir) and posts a small sweep through the
 DfAnalyzer protocol, dumps its tables and prov.relation, loads them into a
 PostgreSQL cluster and a DuckDB database this script starts itself, runs
 every query of workload_queries.py on the three and compares the rows
-(numbers to 10 significant digits). Exits 1 naming each difference.
+(numbers equal to a relative 1e-9). Exits 1 naming each difference.
 
 Run by the integration tests (tests/tests/it/workload.rs) at a small scale:
     python3 benches/differential.py --provdb target/debug/provdb --executions 40

@@ -17,6 +17,7 @@ The data path, so that every engine holds the same rows:
 
 import datetime
 import decimal
+import math
 import http.client
 import os
 import statistics
@@ -279,16 +280,29 @@ def _norm(v):
         return v
     if isinstance(v, (float, decimal.Decimal)):
         x = float(v)
-        return int(x) if x.is_integer() else float(f"{x:.10g}")
+        return int(x) if x.is_integer() else x
     if isinstance(v, datetime.datetime):
         return v.replace(tzinfo=None).isoformat(sep=" ")
     return str(v)
 
 
 def normalize(rows):
-    """Rows as comparable tuples: numbers to 10 significant digits (the
-    engines sum doubles in different orders), timestamps as text."""
+    """Rows as comparable tuples: whole numbers as int, timestamps as text."""
     return [tuple(_norm(v) for v in r) for r in rows]
+
+
+def _same_value(a, b):
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        # The engines sum doubles in different orders: equal to 1e-9 relative.
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def same_rows(a, b):
+    """Whether two normalized results hold the same rows in the same order."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(_same_value(u, v) for u, v in zip(x, y))
+        for x, y in zip(a, b))
 
 
 def compare(queries, engines):
@@ -307,7 +321,7 @@ def compare(queries, engines):
             problems.append(f"{q.name}: {base_name} returned no rows (the data set should "
                             "give every question an answer)")
         for name, rows in results.items():
-            if name != base_name and base is not None and rows != base:
+            if name != base_name and base is not None and not same_rows(rows, base):
                 problems.append(f"{q.name}: {name} differs from {base_name}:\n"
                                 f"  {base_name}: {base[:5]}{' ...' if len(base) > 5 else ''}\n"
                                 f"  {name}: {rows[:5]}{' ...' if len(rows) > 5 else ''}")

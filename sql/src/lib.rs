@@ -10,6 +10,7 @@
 //! - [`session`] — per-connection state, statement dispatch, transactions.
 //! - [`prepared`] — prepared statements and the optimised plans they keep.
 //! - [`parallelism`] — one partition for statements over few rows.
+//! - [`eager_aggregate`] — aggregate the big side of a join before joining.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`live_source`] — the in-memory scan source, with run-time join filters.
@@ -27,6 +28,7 @@ pub mod copy;
 pub mod copy_stmt;
 pub mod database;
 pub mod ddl;
+pub mod eager_aggregate;
 pub mod error;
 pub mod functions;
 pub mod lineage;

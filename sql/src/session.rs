@@ -279,6 +279,7 @@ impl Session {
             .with_create_default_catalog_and_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&db.shared.runtime));
+        ctx.add_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation));
         let catalog = SessionCatalog {
             db: Arc::clone(&db.shared),
             session: Arc::clone(&shared),

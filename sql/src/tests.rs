@@ -597,6 +597,14 @@ async fn kept_plan_binds_aliases_subqueries_and_values() {
             vec![ScalarValue::Int64(Some(9))],
             "SELECT x.a, m.v FROM (VALUES (9)) AS x(a) JOIN m ON m.k = x.a",
         ),
+        (
+            // eager aggregation (d aggregated on d.v before the join)
+            "SELECT c.k % 3 AS g, max(d.k), avg(d.k), count(*) FROM m c JOIN m d ON d.v = c.v \
+             WHERE c.k < $1 GROUP BY c.k % 3 ORDER BY g",
+            vec![ScalarValue::Int32(Some(10))],
+            "SELECT c.k % 3 AS g, max(d.k), avg(d.k), count(*) FROM m c JOIN m d ON d.v = c.v \
+             WHERE c.k < 10 GROUP BY c.k % 3 ORDER BY g",
+        ),
     ];
     for (sql, params, literal) in cases {
         let p = s.prepare(sql, &[]).await.unwrap();

@@ -347,6 +347,7 @@ slt_files!(
     errors,
     explain,
     aggregates_joins,
+    eager_aggregate,
     catalog,
     lineage,
     prov_export,

@@ -1,0 +1,353 @@
+//! Eager aggregation: aggregate the big side of a join before joining.
+//!
+//! The DLProv questions group a few thousand configurations over the
+//! million epoch rows joined to them (`itrain ⋈ otrain GROUP BY
+//! optimizer, learning rate ...`). DataFusion plans those as join first,
+//! aggregate after, so the hash join probes and emits a million wide rows
+//! and the aggregation hashes them all on the wide keys. When every
+//! aggregate argument comes from one input of an inner-join tree, the same
+//! answer is reached by first aggregating that input on the columns the
+//! rest of the plan needs from it (its join keys, its grouping columns),
+//! joining the partial results, and combining them (Yan and Larson's
+//! eager group-by): a million rows become one per training task before
+//! the join.
+//!
+//! Why it is exact: a group of `n` input rows sharing those columns meets
+//! the same partners in every join, so each joined row of the original
+//! plan stands for one (group, partners) pair repeated `n` times. The
+//! partial states carry the repetition: `count` becomes a sum of counts,
+//! `sum` a sum of sums, `min`/`max` stay idempotent, and `avg` is split
+//! into a sum and a count divided at the end. Only these five, without
+//! DISTINCT, FILTER or ORDER BY, and only through inner joins; anything
+//! else, or a rewrite whose output schema would differ in any name, type
+//! or nullability, leaves the plan as it was.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{Column, Result};
+use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::{
+    Aggregate, Expr, Join, JoinType, LogicalPlan, Projection, cast, col, lit,
+};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+use datafusion::prelude::coalesce;
+
+/// The optimizer rule. Added after DataFusion's own rules, so the plans it
+/// sees already have filters and projections pushed down; the next pass
+/// prunes the columns the rewrite leaves unused.
+#[derive(Debug, Default)]
+pub struct EagerAggregation;
+
+impl OptimizerRule for EagerAggregation {
+    fn name(&self) -> &str {
+        "provdb_eager_aggregation"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        Some(ApplyOrder::BottomUp)
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        _config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let LogicalPlan::Aggregate(aggregate) = &plan else {
+            return Ok(Transformed::no(plan));
+        };
+        match eager(aggregate)? {
+            Some(rewritten) => Ok(Transformed::yes(rewritten)),
+            None => Ok(Transformed::no(plan)),
+        }
+    }
+}
+
+/// How one aggregate of the query is split into a partial aggregate below
+/// the join and a final expression above it.
+enum Split {
+    /// `min`, `max`, `sum`: the same function over the partial results.
+    Same(fn(Expr) -> Expr),
+    /// `count`: the sum of the partial counts.
+    Count,
+    /// `avg`: a partial sum and a partial count.
+    Avg,
+}
+
+/// The supported aggregates of `aggregate`, with their arguments, or None
+/// if any is not one the rewrite knows how to split.
+fn splits(aggregate: &Aggregate) -> Option<Vec<(Split, &AggregateFunction)>> {
+    aggregate
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let Expr::AggregateFunction(f) = e else {
+                return None;
+            };
+            let p = &f.params;
+            if p.distinct || p.filter.is_some() || !p.order_by.is_empty() || p.args.len() != 1 {
+                return None;
+            }
+            let split = match f.func.name() {
+                "min" => Split::Same(min),
+                "max" => Split::Same(max),
+                "sum" => Split::Same(sum),
+                "count" => Split::Count,
+                "avg" => Split::Avg,
+                _ => return None,
+            };
+            Some((split, f))
+        })
+        .collect()
+}
+
+/// Try the rewrite on one Aggregate node.
+fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
+    if aggregate.group_expr.is_empty()
+        || matches!(aggregate.group_expr.as_slice(), [Expr::GroupingSet(_)])
+    {
+        return Ok(None);
+    }
+    let Some(splits) = splits(aggregate) else {
+        return Ok(None);
+    };
+    let Some(tree) = join_tree(&aggregate.input) else {
+        return Ok(None);
+    };
+    let arguments: HashSet<&Column> = splits
+        .iter()
+        .flat_map(|(_, f)| f.params.args.iter().flat_map(|a| a.column_refs()))
+        .collect();
+    if arguments.is_empty() {
+        // count(*) alone: nothing says which input is the big one.
+        return Ok(None);
+    }
+    let mut leaves = Vec::new();
+    collect_leaves(&tree, &mut leaves);
+    let Some(leaf) = leaves
+        .iter()
+        .copied()
+        .find(|l| arguments.iter().all(|c| l.schema().has_column(c)))
+    else {
+        return Ok(None);
+    };
+    if matches!(leaf, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)) {
+        return Ok(None);
+    }
+    let keys = leaf_keys(leaf, aggregate, &tree);
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut partial_exprs = Vec::new();
+    let mut finals = Vec::new();
+    for (i, (split, f)) in splits.iter().enumerate() {
+        let arg = f.params.args[0].clone();
+        let name = format!("__provdb_eager_{i}");
+        let final_expr = match split {
+            Split::Same(func) => {
+                partial_exprs.push(func(arg).alias(&name));
+                func(col(Column::from_name(&name)))
+            }
+            Split::Count => {
+                partial_exprs.push(count(arg).alias(&name));
+                coalesce(vec![sum(col(Column::from_name(&name))), lit(0i64)])
+            }
+            Split::Avg => {
+                let count_name = format!("{name}_count");
+                partial_exprs.push(sum(arg.clone()).alias(&name));
+                partial_exprs.push(count(arg).alias(&count_name));
+                let s = sum(col(Column::from_name(&name)));
+                let c = sum(col(Column::from_name(&count_name)));
+                cast(s, DataType::Float64) / cast(c, DataType::Float64)
+            }
+        };
+        finals.push(final_expr);
+    }
+    let key_exprs: Vec<Expr> = keys.into_iter().map(Expr::Column).collect();
+    let partial = LogicalPlan::Aggregate(Aggregate::try_new(
+        Arc::new(leaf.clone()),
+        key_exprs,
+        partial_exprs,
+    )?);
+    let Some(joined) = replace_leaf(&tree, leaf, &partial)? else {
+        return Ok(None);
+    };
+    finish(aggregate, joined, finals)
+}
+
+/// The top of the new plan: group the joined partial results as the
+/// original did, combine the partials, and project to the original schema.
+/// None when the result would not have exactly the original schema.
+fn finish(
+    aggregate: &Aggregate,
+    joined: LogicalPlan,
+    finals: Vec<Expr>,
+) -> Result<Option<LogicalPlan>> {
+    // Aggregate needs aggregate functions at its top level; the finals that
+    // are arithmetic over aggregates (avg, count's coalesce) are computed
+    // by the projection over it.
+    let mut inner_aggs = Vec::new();
+    let mut projected = Vec::new();
+    for (i, final_expr) in finals.into_iter().enumerate() {
+        projected.push(pull_aggregates(final_expr, i, &mut inner_aggs)?);
+    }
+    let combined = Aggregate::try_new(Arc::new(joined), aggregate.group_expr.clone(), inner_aggs)?;
+    let group_fields = aggregate.group_expr.len();
+    let combined_schema = Arc::clone(&combined.schema);
+    let mut exprs: Vec<Expr> = combined_schema
+        .iter()
+        .take(group_fields)
+        .map(|(q, f)| Expr::Column(Column::new(q.cloned(), f.name())))
+        .collect();
+    let original = aggregate.schema.as_ref();
+    for (expr, (_, field)) in projected
+        .into_iter()
+        .zip(original.iter().skip(group_fields))
+    {
+        exprs.push(expr.alias(field.name()));
+    }
+    let projection = Projection::try_new(exprs, Arc::new(LogicalPlan::Aggregate(combined)))?;
+    let same = projection.schema.fields().len() == original.fields().len()
+        && projection
+            .schema
+            .iter()
+            .zip(original.iter())
+            .all(|((q1, f1), (q2, f2))| {
+                q1 == q2
+                    && f1.name() == f2.name()
+                    && f1.data_type() == f2.data_type()
+                    && f1.is_nullable() == f2.is_nullable()
+            });
+    Ok(same.then_some(LogicalPlan::Projection(projection)))
+}
+
+/// Move the aggregate functions of `expr` into `aggs` (named
+/// `__provdb_final_{n}_{k}`) and return `expr` reading their columns.
+fn pull_aggregates(expr: Expr, n: usize, aggs: &mut Vec<Expr>) -> Result<Expr> {
+    use datafusion::common::tree_node::TreeNode;
+    let mut k = 0;
+    let rewritten = expr.transform_down(|e| {
+        if let Expr::AggregateFunction(_) = e {
+            let name = format!("__provdb_final_{n}_{k}");
+            k += 1;
+            aggs.push(e.alias(&name));
+            return Ok(Transformed::yes(col(Column::from_name(name))));
+        }
+        Ok(Transformed::no(e))
+    })?;
+    Ok(rewritten.data)
+}
+
+/// The inner-join tree under an Aggregate, with the column-only
+/// projections between its joins removed (they only prune columns, and the
+/// rewrite changes which columns exist). None if the input is not such a
+/// tree.
+fn join_tree(plan: &LogicalPlan) -> Option<LogicalPlan> {
+    let plan = strip_column_projections(plan);
+    let LogicalPlan::Join(join) = plan else {
+        return None;
+    };
+    if join.join_type != JoinType::Inner || join.null_aware {
+        return None;
+    }
+    let side = |p: &LogicalPlan| -> Option<LogicalPlan> {
+        match strip_column_projections(p) {
+            LogicalPlan::Join(_) => join_tree(p),
+            _ => Some(p.clone()),
+        }
+    };
+    let left = side(&join.left)?;
+    let right = side(&join.right)?;
+    rebuild_join(join, left, right).ok()
+}
+
+fn strip_column_projections(mut plan: &LogicalPlan) -> &LogicalPlan {
+    while let LogicalPlan::Projection(p) = plan {
+        if !p.expr.iter().all(|e| matches!(e, Expr::Column(_))) {
+            break;
+        }
+        plan = &p.input;
+    }
+    plan
+}
+
+fn rebuild_join(join: &Join, left: LogicalPlan, right: LogicalPlan) -> Result<LogicalPlan> {
+    Ok(LogicalPlan::Join(Join::try_new(
+        Arc::new(left),
+        Arc::new(right),
+        join.on.clone(),
+        join.filter.clone(),
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
+    )?))
+}
+
+/// The inputs of the join tree that are not themselves joins of it.
+fn collect_leaves<'a>(plan: &'a LogicalPlan, out: &mut Vec<&'a LogicalPlan>) {
+    match plan {
+        LogicalPlan::Join(join) => {
+            collect_leaves(&join.left, out);
+            collect_leaves(&join.right, out);
+        }
+        other => out.push(other),
+    }
+}
+
+/// The columns of `leaf` that the plan above it reads, other than through
+/// the aggregate arguments: join keys and filters anywhere in the tree and
+/// the grouping expressions. In schema order, so the plan is deterministic.
+fn leaf_keys(leaf: &LogicalPlan, aggregate: &Aggregate, tree: &LogicalPlan) -> Vec<Column> {
+    let mut used: HashSet<Column> = HashSet::new();
+    for e in &aggregate.group_expr {
+        used.extend(e.column_refs().into_iter().cloned());
+    }
+    join_columns(tree, &mut used);
+    leaf.schema()
+        .columns()
+        .into_iter()
+        .filter(|c| used.contains(c))
+        .collect()
+}
+
+fn join_columns(plan: &LogicalPlan, used: &mut HashSet<Column>) {
+    if let LogicalPlan::Join(join) = plan {
+        for (l, r) in &join.on {
+            used.extend(l.column_refs().into_iter().cloned());
+            used.extend(r.column_refs().into_iter().cloned());
+        }
+        if let Some(f) = &join.filter {
+            used.extend(f.column_refs().into_iter().cloned());
+        }
+        join_columns(&join.left, used);
+        join_columns(&join.right, used);
+    }
+}
+
+/// `tree` with the input `leaf` (compared by address) replaced by
+/// `replacement`, every join above it rebuilt. None if a join no longer
+/// builds (for instance a name clash the removed projections had hidden).
+fn replace_leaf(
+    tree: &LogicalPlan,
+    leaf: &LogicalPlan,
+    replacement: &LogicalPlan,
+) -> Result<Option<LogicalPlan>> {
+    if std::ptr::eq(tree, leaf) {
+        return Ok(Some(replacement.clone()));
+    }
+    let LogicalPlan::Join(join) = tree else {
+        return Ok(Some(tree.clone()));
+    };
+    let (Some(left), Some(right)) = (
+        replace_leaf(&join.left, leaf, replacement)?,
+        replace_leaf(&join.right, leaf, replacement)?,
+    ) else {
+        return Ok(None);
+    };
+    Ok(rebuild_join(join, left, right).ok())
+}
