@@ -14,6 +14,7 @@
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`live_source`] — the in-memory scan source, with run-time join filters.
+//! - [`zone_map`] — per-batch min/max and the bounds a run-time filter implies.
 //! - [`txn`] — uncommitted writes of a statement and of a transaction.
 //! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
 //! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.
@@ -43,6 +44,7 @@ pub mod session;
 pub mod table;
 pub mod txn;
 pub mod types;
+pub mod zone_map;
 
 pub use copy::{CopyFormat, CopyIn};
 pub use database::{Database, DatabaseOptions};

@@ -7,8 +7,16 @@
 //! range and values, known once the build side is read), a top-k's
 //! threshold. Each batch is filtered before it leaves the scan, so a join
 //! of one run's task with its million-row epoch table probes the run's
-//! hundred rows instead of every row. Static predicates stay with the
-//! `FilterExec` above (and with the key index, see `table.rs`).
+//! hundred rows instead of every row. Before a batch is filtered row by
+//! row, its minimum and maximum on the filtered columns are checked against
+//! the bounds the filter implies ([`crate::zone_map`], read again when the
+//! dynamic filter changes): a batch outside the build side's key range is
+//! dropped whole; a dynamic filter that keeps nearly every row of the
+//! first 32k it sees is not evaluated further (the join still matches).
+//! Tables filled by training runs are clustered by task id, so one
+//! run's epochs sit in a few of the million-row table's batches. Static
+//! predicates stay with the `FilterExec` above (and with the key index, see
+//! `table.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,16 +29,20 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::datasource::source::DataSource;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_expr::{
     DynamicFilterTracking, EquivalenceProperties, LexOrdering, PhysicalExpr,
 };
+use datafusion::physical_expr_common::physical_expr::snapshot_generation;
 use datafusion::physical_plan::execution_plan::SchedulingType;
 use datafusion::physical_plan::filter_pushdown::{FilterPushdownPropagation, PushedDown};
-use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayFormatType, Partitioning, Statistics};
 use futures::StreamExt;
+
+use crate::zone_map;
 
 /// A memory source plus the dynamic filters pushed into it.
 #[derive(Debug, Clone)]
@@ -38,6 +50,8 @@ pub struct LiveSource {
     inner: Arc<dyn DataSource>,
     /// Dynamic filters over the source's output columns.
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// `batches_pruned`: batches dropped by their min/max, per partition.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl LiveSource {
@@ -45,6 +59,7 @@ impl LiveSource {
         LiveSource {
             inner: Arc::new(inner),
             filters: Vec::new(),
+            metrics: ExecutionPlanMetricsSet::new(),
         }
     }
 
@@ -52,19 +67,93 @@ impl LiveSource {
         Arc::new(LiveSource {
             inner,
             filters: self.filters.clone(),
+            metrics: self.metrics.clone(),
         })
     }
 }
 
+/// One dynamic filter of a running scan, with the column bounds read from
+/// its current state.
+struct BatchFilter {
+    filter: Arc<dyn PhysicalExpr>,
+    pruned: Count,
+    /// `snapshot_generation` of `filter` when `bounds` were read.
+    generation: Option<u64>,
+    bounds: Vec<zone_map::Bound>,
+    /// Rows the filter was evaluated on and kept, since `generation`.
+    rows_in: usize,
+    rows_kept: usize,
+    /// Whether row-by-row evaluation may be dropped when it keeps almost
+    /// everything: true for a bare dynamic filter (a hash join's or a
+    /// top-k's), which the operator that made it does not rely on.
+    optional: bool,
+}
+
+/// After this many rows, a dynamic filter that kept more than
+/// [`USELESS_KEPT`] of them is no longer evaluated row by row (the batches
+/// are still checked against its bounds).
+const USELESS_AFTER_ROWS: usize = 32 * 1024;
+const USELESS_KEPT: f64 = 0.9;
+
+impl BatchFilter {
+    fn new(filter: Arc<dyn PhysicalExpr>, pruned: Count) -> Self {
+        let optional = filter.downcast_ref::<DynamicFilterPhysicalExpr>().is_some();
+        BatchFilter {
+            filter,
+            pruned,
+            generation: None,
+            bounds: Vec::new(),
+            rows_in: 0,
+            rows_kept: 0,
+            optional,
+        }
+    }
+
+    /// False when the batch's min/max prove no row passes the filter.
+    fn may_match(&mut self, batch: &RecordBatch) -> bool {
+        let generation = snapshot_generation(&self.filter);
+        if self.generation != Some(generation) {
+            self.generation = Some(generation);
+            self.bounds = zone_map::bounds(&self.filter);
+            self.rows_in = 0;
+            self.rows_kept = 0;
+        }
+        zone_map::may_match(batch, &self.bounds)
+    }
+
+    /// The rows of `batch` the filter keeps.
+    fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+        if batch.num_rows() == 0 {
+            return Ok(batch);
+        }
+        if !self.may_match(&batch) {
+            self.pruned.add(1);
+            return Ok(batch.slice(0, 0));
+        }
+        if self.useless() {
+            return Ok(batch);
+        }
+        let keep = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let kept = filter_record_batch(&batch, keep.as_boolean())?;
+        self.rows_in += batch.num_rows();
+        self.rows_kept += kept.num_rows();
+        Ok(kept)
+    }
+
+    /// Whether evaluating the filter has cost more than it saved so far
+    /// (a join whose build side holds nearly every key of the probe side).
+    fn useless(&self) -> bool {
+        self.optional
+            && self.rows_in >= USELESS_AFTER_ROWS
+            && self.rows_kept as f64 > self.rows_in as f64 * USELESS_KEPT
+    }
+}
+
 /// The rows of `batch` every filter keeps.
-fn apply_filters(batch: RecordBatch, filters: &[Arc<dyn PhysicalExpr>]) -> Result<RecordBatch> {
+fn apply_filters(batch: RecordBatch, filters: &mut [BatchFilter]) -> Result<RecordBatch> {
     let mut batch = batch;
     for f in filters {
-        if batch.num_rows() == 0 {
-            break;
-        }
-        let keep = f.evaluate(&batch)?.into_array(batch.num_rows())?;
-        batch = filter_record_batch(&batch, keep.as_boolean())?;
+        batch = f.apply(batch)?;
     }
     Ok(batch)
 }
@@ -80,8 +169,13 @@ impl DataSource for LiveSource {
             return Ok(stream);
         }
         let schema = stream.schema();
-        let filters = self.filters.clone();
-        let filtered = stream.map(move |b| b.and_then(|b| apply_filters(b, &filters)));
+        let pruned = MetricBuilder::new(&self.metrics).counter("batches_pruned", partition);
+        let mut filters: Vec<BatchFilter> = self
+            .filters
+            .iter()
+            .map(|f| BatchFilter::new(Arc::clone(f), pruned.clone()))
+            .collect();
+        let filtered = stream.map(move |b| b.and_then(|b| apply_filters(b, &mut filters)));
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, filtered)))
     }
 
@@ -139,7 +233,7 @@ impl DataSource for LiveSource {
     }
 
     fn metrics(&self) -> ExecutionPlanMetricsSet {
-        self.inner.metrics()
+        self.metrics.clone()
     }
 
     fn try_swapping_with_projection(
@@ -201,5 +295,57 @@ impl DataSource for LiveSource {
             }
         }
         Ok(TreeNodeRecursion::Continue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::Operator;
+    use datafusion::physical_expr::expressions::{binary, col, lit};
+
+    fn batches() -> Vec<RecordBatch> {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        (0..40)
+            .map(|b| {
+                let k = Int64Array::from_iter_values(b * 1000..(b + 1) * 1000);
+                RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(k)]).unwrap()
+            })
+            .collect()
+    }
+
+    /// `k % 100 <> 7`: keeps 99% of the rows and implies no bounds.
+    fn keeps_almost_all(schema: &Schema) -> Arc<dyn PhysicalExpr> {
+        let k = col("k", schema).unwrap();
+        let m = binary(k, Operator::Modulo, lit(100i64), schema).unwrap();
+        binary(m, Operator::NotEq, lit(7i64), schema).unwrap()
+    }
+
+    fn run(filter: Arc<dyn PhysicalExpr>) -> (usize, usize) {
+        let mut f = BatchFilter::new(filter, Count::new());
+        let kept: usize = batches()
+            .into_iter()
+            .map(|b| f.apply(b).unwrap().num_rows())
+            .sum();
+        (kept, f.rows_in)
+    }
+
+    #[test]
+    fn a_dynamic_filter_that_keeps_everything_stops_being_evaluated() {
+        let batch = batches().remove(0);
+        let schema = batch.schema();
+        let dynamic: Arc<dyn PhysicalExpr> = Arc::new(DynamicFilterPhysicalExpr::new(
+            vec![col("k", &schema).unwrap()],
+            keeps_almost_all(&schema),
+        ));
+        let (kept, evaluated) = run(dynamic);
+        assert_eq!(evaluated, 33_000, "evaluated until 32k rows were seen");
+        assert_eq!(kept, 33_000 - 330 + 7_000);
+        // A filter that is not a bare dynamic filter is always applied.
+        let (kept, evaluated) = run(keeps_almost_all(&schema));
+        assert_eq!(evaluated, 40_000);
+        assert_eq!(kept, 40_000 - 400);
     }
 }

@@ -1,0 +1,277 @@
+//! Zone maps: the minimum and maximum of a column in one in-memory batch,
+//! and the column bounds a run-time filter implies, so a scan can drop a
+//! batch the filter cannot match without looking at its rows.
+//!
+//! Batches come from the segment cache and the table buffers and are
+//! shared, immutable Arrow arrays, so a batch's min/max is computed once and
+//! kept, keyed by the array's buffer address, offset and length. An entry
+//! holds a reference to its array: the address cannot be reused for other
+//! data while the entry exists. The arrays kept that way are bounded
+//! ([`PINNED_BYTES`]), the oldest entries dropped first.
+//!
+//! Filters are read as the conjunction DataFusion's hash join and top-k
+//! produce (`k >= 3 AND k <= 9 AND k IN (...)`): each `column <op> literal`
+//! term is a bound, other terms are ignored (a batch is only dropped when a
+//! bound proves no row can pass).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
+use datafusion::logical_expr::{Accumulator, Operator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+use datafusion::physical_expr::split_conjunction;
+use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
+use parking_lot::Mutex;
+
+/// Most bytes of arrays the cache keeps alive.
+pub const PINNED_BYTES: usize = 64 << 20;
+
+/// One `column <op> value` term of a filter.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    column: usize,
+    op: Operator,
+    value: ScalarValue,
+}
+
+/// The bounds in the current state of `filter` (a dynamic filter is
+/// snapshotted first). Empty when the filter has none.
+pub fn bounds(filter: &Arc<dyn PhysicalExpr>) -> Vec<Bound> {
+    let Ok(snapshot) = snapshot_physical_expr(Arc::clone(filter)) else {
+        return Vec::new();
+    };
+    split_conjunction(&snapshot)
+        .into_iter()
+        .filter_map(|term| bound(term.as_ref()))
+        .collect()
+}
+
+fn bound(term: &dyn PhysicalExpr) -> Option<Bound> {
+    let binary = term.downcast_ref::<BinaryExpr>()?;
+    let (left, right) = (binary.left(), binary.right());
+    let (column, op, literal) = match (
+        left.downcast_ref::<Column>(),
+        right.downcast_ref::<Literal>(),
+    ) {
+        (Some(c), Some(l)) => (c, *binary.op(), l),
+        _ => {
+            let c = right.downcast_ref::<Column>()?;
+            let l = left.downcast_ref::<Literal>()?;
+            (c, binary.op().swap()?, l)
+        }
+    };
+    if !matches!(
+        op,
+        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+    ) || literal.value().is_null()
+    {
+        return None;
+    }
+    Some(Bound {
+        column: column.index(),
+        op,
+        value: literal.value().clone(),
+    })
+}
+
+/// False when `bounds` prove no row of `batch` passes the filter.
+pub fn may_match(batch: &RecordBatch, bounds: &[Bound]) -> bool {
+    bounds.iter().all(|b| {
+        let Some(array) = batch.columns().get(b.column) else {
+            return true;
+        };
+        let Some((min, max)) = min_max(array) else {
+            return true;
+        };
+        bound_may_match(b, &min, &max)
+    })
+}
+
+fn bound_may_match(b: &Bound, min: &ScalarValue, max: &ScalarValue) -> bool {
+    use std::cmp::Ordering::*;
+    let (Some(lo), Some(hi)) = (min.partial_cmp(&b.value), max.partial_cmp(&b.value)) else {
+        return true; // not comparable (different types): cannot tell
+    };
+    match b.op {
+        Operator::Eq => lo != Greater && hi != Less,
+        Operator::Lt => lo == Less,
+        Operator::LtEq => lo != Greater,
+        Operator::Gt => hi == Greater,
+        Operator::GtEq => hi != Less,
+        _ => true,
+    }
+}
+
+type Key = (usize, usize, usize, DataType);
+
+struct Entry {
+    _array: ArrayRef,
+    bytes: usize,
+    min_max: Option<(ScalarValue, ScalarValue)>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Entry>,
+    order: VecDeque<Key>,
+    pinned: usize,
+}
+
+static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::default()));
+
+/// The non-null minimum and maximum of `array`, None when it holds no
+/// non-null value or the type has no order. Cached per array.
+pub fn min_max(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
+    let data = array.to_data();
+    let Some(buffer) = data.buffers().first() else {
+        return compute(array);
+    };
+    let key: Key = (
+        buffer.as_ptr() as usize,
+        data.offset(),
+        data.len(),
+        data.data_type().clone(),
+    );
+    if let Some(e) = CACHE.lock().entries.get(&key) {
+        return e.min_max.clone();
+    }
+    let min_max = compute(array);
+    let bytes = array.get_array_memory_size();
+    if bytes <= PINNED_BYTES {
+        let mut cache = CACHE.lock();
+        while cache.pinned + bytes > PINNED_BYTES {
+            let Some(old) = cache.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = cache.entries.remove(&old) {
+                cache.pinned -= e.bytes;
+            }
+        }
+        let entry = Entry {
+            _array: Arc::clone(array),
+            bytes,
+            min_max: min_max.clone(),
+        };
+        if cache.entries.insert(key.clone(), entry).is_none() {
+            cache.order.push_back(key);
+            cache.pinned += bytes;
+        }
+    }
+    min_max
+}
+
+fn compute(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
+    if array.null_count() == array.len() {
+        return None;
+    }
+    let mut min = MinAccumulator::try_new(array.data_type()).ok()?;
+    let mut max = MaxAccumulator::try_new(array.data_type()).ok()?;
+    min.update_batch(std::slice::from_ref(array)).ok()?;
+    max.update_batch(std::slice::from_ref(array)).ok()?;
+    let (min, max) = (min.evaluate().ok()?, max.evaluate().ok()?);
+    (!min.is_null() && !max.is_null()).then_some((min, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::{binary, col, lit};
+
+    fn batch() -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+        ]));
+        let k: ArrayRef = Arc::new(Int64Array::from(vec![Some(10), None, Some(20), Some(15)]));
+        let s: ArrayRef = Arc::new(StringArray::from(vec!["b", "c", "d", "c"]));
+        RecordBatch::try_new(schema, vec![k, s]).unwrap()
+    }
+
+    fn filter(b: &RecordBatch, column: &str, op: Operator, v: ScalarValue) -> Vec<Bound> {
+        let schema = b.schema();
+        let e = binary(col(column, &schema).unwrap(), op, lit(v), &schema).unwrap();
+        bounds(&e)
+    }
+
+    #[test]
+    fn bounds_rule_out_batches_outside_the_range() {
+        let b = batch();
+        let i = |v: i64| ScalarValue::Int64(Some(v));
+        let cases = [
+            (Operator::Eq, 9, false),
+            (Operator::Eq, 10, true),
+            (Operator::Eq, 20, true),
+            (Operator::Eq, 21, false),
+            (Operator::Lt, 10, false),
+            (Operator::Lt, 11, true),
+            (Operator::LtEq, 10, true),
+            (Operator::Gt, 20, false),
+            (Operator::Gt, 19, true),
+            (Operator::GtEq, 20, true),
+            (Operator::GtEq, 21, false),
+        ];
+        for (op, v, expected) in cases {
+            assert_eq!(
+                may_match(&b, &filter(&b, "k", op, i(v))),
+                expected,
+                "k {op} {v}"
+            );
+        }
+        let s = |v: &str| ScalarValue::Utf8(Some(v.into()));
+        assert!(!may_match(&b, &filter(&b, "s", Operator::Eq, s("a"))));
+        assert!(may_match(&b, &filter(&b, "s", Operator::Eq, s("c"))));
+        // literal on the left: 25 < k, i.e. k > 25
+        let schema = b.schema();
+        let e = binary(
+            lit(i(25)),
+            Operator::Lt,
+            col("k", &schema).unwrap(),
+            &schema,
+        )
+        .unwrap();
+        assert!(!may_match(&b, &bounds(&e)));
+    }
+
+    #[test]
+    fn conjunction_terms_are_bounds_other_terms_are_ignored() {
+        let b = batch();
+        let schema = b.schema();
+        let k = || col("k", &schema).unwrap();
+        let i = |v: i64| lit(ScalarValue::Int64(Some(v)));
+        let range = |lo: i64, hi: i64| {
+            let ge = binary(k(), Operator::GtEq, i(lo), &schema).unwrap();
+            let le = binary(k(), Operator::LtEq, i(hi), &schema).unwrap();
+            binary(ge, Operator::And, le, &schema).unwrap()
+        };
+        assert!(!may_match(&b, &bounds(&range(21, 30))));
+        assert!(may_match(&b, &bounds(&range(12, 13))));
+        // an OR is not a bound: the batch is kept
+        let either = binary(range(21, 30), Operator::Or, range(0, 1), &schema).unwrap();
+        assert!(bounds(&either).is_empty());
+        assert!(may_match(&b, &bounds(&either)));
+    }
+
+    #[test]
+    fn min_max_skips_nulls_and_is_cached_per_array() {
+        let b = batch();
+        let k = b.column(0);
+        let expected = Some((ScalarValue::Int64(Some(10)), ScalarValue::Int64(Some(20))));
+        assert_eq!(min_max(k), expected);
+        assert_eq!(min_max(k), expected);
+        // a slice of the same buffer is a different entry
+        let tail = k.slice(2, 2);
+        assert_eq!(
+            min_max(&tail),
+            Some((ScalarValue::Int64(Some(15)), ScalarValue::Int64(Some(20))))
+        );
+        let nulls: ArrayRef = Arc::new(Int64Array::from(vec![None, None]));
+        assert_eq!(min_max(&nulls), None);
+    }
+}
