@@ -29,6 +29,7 @@ pub mod copy;
 pub mod copy_stmt;
 pub mod database;
 pub mod ddl;
+mod direct;
 pub mod eager_aggregate;
 pub mod error;
 pub mod functions;

@@ -14,12 +14,19 @@
 //! - plans the optimizer cannot handle with placeholders in them (a `$n`
 //!   whose type nothing fixes).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+
+use provdb_storage::{Storage, TableId};
+
+use crate::direct::Direct;
 
 /// A statement prepared with the extended protocol (Parse).
 #[derive(Debug, Clone)]
@@ -34,10 +41,17 @@ pub struct Prepared {
     pub(crate) plan: Option<LogicalPlan>,
     /// `plan` analysed and optimised, placeholders kept, when that is safe
     /// (see the module doc).
-    pub(crate) optimized: Option<KeptPlan>,
+    pub(crate) optimized: Option<Arc<KeptPlan>>,
+    /// The kept plan's direct form ([`crate::direct`]), when it has one.
+    pub(crate) direct: Option<Direct>,
     /// Lineage function arguments hold `$n` parameters or subqueries: plan
     /// again at each execution.
     pub(crate) replan: bool,
+    /// The stored tables the plan reads or writes, with their columns at
+    /// Parse: a kept plan is only valid while these are unchanged.
+    pub(crate) depends: Vec<(TableId, SchemaRef)>,
+    /// The DDL version at which `depends` was last found unchanged.
+    pub(crate) checked_at: Arc<AtomicU64>,
 }
 
 impl Prepared {
@@ -50,8 +64,31 @@ impl Prepared {
             result_schema,
             plan: None,
             optimized: None,
+            direct: None,
             replan: false,
+            depends: Vec::new(),
+            checked_at: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Whether every table the plan uses still has the columns and key it
+    /// had at Parse (`ALTER TABLE ... ADD COLUMN`, a table dropped and
+    /// created again). When not, the statement is planned again at each
+    /// execution, as PostgreSQL re-plans a cached plan after DDL.
+    pub(crate) fn tables_unchanged(&self, storage: &Storage) -> bool {
+        let now = storage.ddl_version();
+        if self.checked_at.load(Ordering::Relaxed) == now {
+            return true;
+        }
+        let same = self.depends.iter().all(|(id, schema)| {
+            storage
+                .table(*id)
+                .is_some_and(|d| d.schema.as_ref() == schema.as_ref())
+        });
+        if same {
+            self.checked_at.store(now, Ordering::Relaxed);
+        }
+        same
     }
 }
 
@@ -73,14 +110,7 @@ impl KeptPlan {
     /// caller optimises the statement again with the value as sent, so the
     /// answer is the one an unprepared statement would give.
     pub(crate) fn bind(&self, params: &[ScalarValue]) -> Option<LogicalPlan> {
-        let values = params
-            .iter()
-            .enumerate()
-            .map(|(i, v)| match self.types.get(i).cloned().flatten() {
-                Some(t) if t != v.data_type() => exact_cast(v, &t),
-                _ => Some(v.clone()),
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let values = self.bound_values(params)?;
         if self.has_values_node {
             // A VALUES list takes its column types from its literals: let
             // DataFusion rebuild it.
@@ -91,6 +121,26 @@ impl KeptPlan {
                 .ok();
         }
         substitute(self.plan.clone(), &values).ok()
+    }
+}
+
+impl KeptPlan {
+    /// The optimised plan, placeholders in place.
+    pub(crate) fn plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+
+    /// `params` converted to the types the plan was optimised for, or
+    /// `None` when one does not convert exactly (see [`KeptPlan::bind`]).
+    pub(crate) fn bound_values(&self, params: &[ScalarValue]) -> Option<Vec<ScalarValue>> {
+        params
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match self.types.get(i).cloned().flatten() {
+                Some(t) if t != v.data_type() => exact_cast(v, &t),
+                _ => Some(v.clone()),
+            })
+            .collect()
     }
 }
 
@@ -126,7 +176,7 @@ fn substitute(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> 
 }
 
 /// The value bound to placeholder `id` (`$1` is `values[0]`).
-fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
+pub(crate) fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
     id.strip_prefix('$')
         .and_then(|n| n.parse::<usize>().ok())
         .and_then(|n| n.checked_sub(1))

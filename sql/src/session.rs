@@ -6,6 +6,7 @@
 //! discards its writes, so nothing of it is ever half-applied.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
@@ -29,9 +30,10 @@ use tokio::sync::OwnedMutexGuard;
 use crate::catalog::{SessionCatalog, ViewDef};
 use crate::copy::CopyIn;
 use crate::database::Database;
+use crate::direct::{Bound, Direct, Outcome};
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
 use crate::planning_state::PlanningStates;
-use crate::prepared::Prepared;
+use crate::prepared::{KeptPlan, Prepared};
 use crate::sequence::{SeqFn, SequenceUdf};
 use crate::txn::WriteSet;
 
@@ -230,6 +232,16 @@ enum Work {
     Plan(Box<LogicalPlan>),
     /// A plan the optimizer has already run over (a kept prepared plan).
     Optimized(Box<LogicalPlan>),
+    /// A prepared statement run without DataFusion ([`crate::direct`]).
+    Direct(Box<DirectWork>),
+}
+
+/// A bound direct statement and, for a lookup the key index cannot answer,
+/// what runs it the general way.
+struct DirectWork {
+    bound: Bound,
+    kept: Arc<KeptPlan>,
+    values: Vec<ScalarValue>,
 }
 
 /// One client's session. Not shared between connections: a `SET` here never
@@ -244,6 +256,8 @@ pub struct Session {
     implicit: bool,
     /// DataFusion states reused from statement to statement.
     planning: PlanningStates,
+    /// Executions that ran without DataFusion ([`crate::direct`]).
+    pub(crate) direct_runs: u64,
 }
 
 fn default_vars() -> BTreeMap<String, String> {
@@ -331,6 +345,7 @@ impl Session {
             status: TxnStatus::Idle,
             implicit: false,
             planning: PlanningStates::default(),
+            direct_runs: 0,
         }
     }
 
@@ -414,6 +429,7 @@ impl Session {
             return Ok(Prepared::unplanned(sql, result_schema));
         }
         let mut stmt = stmt;
+        let ddl_version = self.db.shared.storage.ddl_version();
         let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
         let subqueries = crate::lineage::subquery::has_subqueries(&mut stmt);
         crate::lineage::subquery::defer_parameterized(&mut stmt)?;
@@ -440,15 +456,24 @@ impl Session {
         let optimized = if replan {
             None
         } else {
-            crate::prepared::optimize_for_reuse(&self.ctx.state(), &plan)
+            crate::prepared::optimize_for_reuse(&self.ctx.state(), &plan).map(Arc::new)
         };
+        let direct = optimized.as_ref().and_then(|kept| Direct::compile(kept));
+        let storage = &self.db.shared.storage;
+        let depends = crate::parallelism::stored_tables(&plan)
+            .into_iter()
+            .filter_map(|id| Some((id, storage.table(id)?.schema_ref())))
+            .collect();
         Ok(Prepared {
             sql: sql.to_string(),
             param_types: types,
             result_schema,
             plan: Some(plan),
             optimized,
+            direct,
             replan,
+            depends,
+            checked_at: Arc::new(AtomicU64::new(ddl_version)),
         })
     }
 
@@ -458,7 +483,7 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> SqlResult<QueryOutput> {
-        if prepared.replan {
+        if prepared.replan || !prepared.tables_unchanged(&self.db.shared.storage) {
             return self.execute_replanned(prepared, params).await;
         }
         *self.shared.params.lock() = params.clone();
@@ -471,6 +496,9 @@ impl Session {
                 }
             }
             Some(plan) => {
+                if let Some(work) = self.direct_work(prepared, &params)? {
+                    return self.run(work).await;
+                }
                 if let Some(kept) = prepared.optimized.as_ref().and_then(|k| k.bind(&params)) {
                     return self.run(Work::Optimized(Box::new(kept))).await;
                 }
@@ -501,7 +529,64 @@ impl Session {
             .await?
             .with_param_values(ParamValues::from(params))
             .map_err(from_datafusion)?;
+        if let (Some(described), false) = (&prepared.result_schema, prepared.replan) {
+            // The client was told the columns at Describe: after DDL they
+            // must still be these (PostgreSQL's rule for cached plans).
+            let now = plan.schema().as_arrow();
+            let same = described.fields().len() == now.fields().len()
+                && described
+                    .fields()
+                    .iter()
+                    .zip(now.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same {
+                return Err(SqlError::new(
+                    "0A000",
+                    "cached plan must not change result type",
+                ));
+            }
+        }
         self.run(Work::Plan(Box::new(plan))).await
+    }
+
+    /// The direct form of a prepared statement with `params` bound, when
+    /// it has one and can take these values ([`crate::direct`]).
+    fn direct_work(&self, prepared: &Prepared, params: &[ScalarValue]) -> SqlResult<Option<Work>> {
+        let (Some(direct), Some(kept)) = (&prepared.direct, &prepared.optimized) else {
+            return Ok(None);
+        };
+        let Some(values) = kept.bound_values(params) else {
+            return Ok(None);
+        };
+        let txn = &self.shared.txn;
+        let pending = |t| txn.lock().inserts.contains_key(&t);
+        let Some(bound) = direct.bind(&values, pending).map_err(from_datafusion)? else {
+            return Ok(None);
+        };
+        Ok(Some(Work::Direct(Box::new(DirectWork {
+            bound,
+            kept: Arc::clone(kept),
+            values,
+        }))))
+    }
+
+    /// Run a bound direct statement; a lookup the key index cannot answer
+    /// for this snapshot runs the kept plan instead.
+    async fn execute_direct(&mut self, work: DirectWork) -> SqlResult<QueryOutput> {
+        self.direct_runs += 1;
+        let ctx = &self.ctx;
+        match work.bound.run(|| ctx.task_ctx()).map_err(from_datafusion)? {
+            Outcome::Inserted(rows) => {
+                Ok(QueryOutput::Command(CommandTag::with_rows("INSERT", rows)))
+            }
+            Outcome::Rows(schema, stream) => Ok(QueryOutput::Rows { schema, stream }),
+            Outcome::Unanswered => match work.kept.bind(&work.values) {
+                Some(plan) => self.execute_plan(plan, true).await,
+                None => Err(SqlError::internal(
+                    "a kept plan refused values it took before",
+                )),
+            },
+        }
     }
 
     /// Finish a COPY FROM STDIN after the client sent CopyDone: commit its rows
@@ -681,6 +766,7 @@ impl Session {
         let result = match work {
             Work::Plan(plan) => self.execute_plan(*plan, false).await,
             Work::Optimized(plan) => self.execute_plan(*plan, true).await,
+            Work::Direct(work) => self.execute_direct(*work).await,
             Work::Statement(stmt) => self.dispatch(*stmt).await,
         };
         self.finish_statement(result).await

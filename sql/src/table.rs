@@ -19,7 +19,7 @@ use datafusion::arrow::compute::{and, cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchema, DataFusionError, Result};
+use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
@@ -38,7 +38,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use futures::StreamExt;
-use provdb_storage::{SegmentSnapshot, SourceId, Storage, TableDef, TableId, TableSnapshot};
+use provdb_storage::segment::{SegmentFile, SegmentMeta};
+use provdb_storage::{
+    KeyedRow, RowAddr, SegmentSnapshot, SourceId, Storage, TableDef, TableId, TableSnapshot,
+};
 use roaring::RoaringBitmap;
 
 use crate::error::SqlError;
@@ -184,78 +187,180 @@ impl ProvTable {
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-        let [pk_col] = self.def.primary_key.as_slice() else {
+        let Some(pk) = self.single_key_field() else {
             return Ok(None);
         };
-        let field = self.def.schema.field(*pk_col);
-        let Some(value) = filters.iter().find_map(|f| pk_literal(f, field.name())) else {
+        let Some(value) = filters.iter().find_map(|f| pk_literal(f, pk.name())) else {
             return Ok(None);
+        };
+        Ok(match self.lookup_key(snap, txn, &value, projection)? {
+            KeyLookup::Rows(rows) => {
+                let src = MemorySourceConfig::try_new(&[rows], self.schema(), projection.cloned())?;
+                Some(DataSourceExec::from_data_source(src))
+            }
+            KeyLookup::Parquet(plan, _) => Some(plan),
+            KeyLookup::Unanswered => None,
+        })
+    }
+
+    /// The primary key column, when the key is one column.
+    pub(crate) fn single_key_field(&self) -> Option<&Field> {
+        match self.def.primary_key.as_slice() {
+            [pk_col] => Some(self.def.schema.field(*pk_col)),
+            _ => None,
+        }
+    }
+
+    /// The live row whose (one-column) primary key is `value`, found through
+    /// the key index: sliced from a buffer or a cached segment, or read from
+    /// its Parquet segment by a one-row selection (scanning `projection`).
+    fn lookup_key(
+        &self,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        value: &ScalarValue,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<KeyLookup> {
+        let Some(field) = self.single_key_field() else {
+            return Ok(KeyLookup::Unanswered);
         };
         if txn.inserts.contains_key(&self.id()) || value.is_null() {
-            return Ok(None);
+            return Ok(KeyLookup::Unanswered);
         }
-        let key = value.cast_to(field.data_type())?.to_array()?;
-        let key_schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
-        let key_batch = RecordBatch::try_new(key_schema, vec![key])?;
+        let key_batch = key_batch(field, value)?;
         let storage_err = |e| DataFusionError::External(Box::new(e));
         let addr = self
             .storage
             .lookup_pk(self.id(), &key_batch)
             .map_err(storage_err)?;
         let schema = self.schema();
-        let one_row = |rows: Vec<RecordBatch>| -> Result<Arc<dyn ExecutionPlan>> {
-            let src =
-                MemorySourceConfig::try_new(&[rows], Arc::clone(&schema), projection.cloned())?;
-            Ok(DataSourceExec::from_data_source(src))
-        };
         let Some(addr) = addr else {
-            return one_row(vec![]).map(Some);
+            return Ok(KeyLookup::Rows(vec![]));
         };
         if txn
             .deletes
             .get(&(self.id(), addr.source))
             .is_some_and(|(d, _)| d.contains(addr.pos))
         {
-            return one_row(vec![]).map(Some);
+            return Ok(KeyLookup::Rows(vec![]));
         }
+        let rows = |batches: &[RecordBatch]| -> Result<KeyLookup> {
+            Ok(KeyLookup::Rows(
+                row_at(batches, addr.pos, &schema)?.into_iter().collect(),
+            ))
+        };
         if let Some(m) = snap.memtables.iter().find(|m| m.id == addr.source) {
             if u64::from(addr.pos) >= m.rows || m.dv.contains(addr.pos) {
-                return Ok(None);
+                return Ok(KeyLookup::Unanswered);
             }
-            return row_at(&m.batches, addr.pos, &schema)?
-                .map(|r| one_row(vec![r]))
-                .transpose();
+            return rows(&m.batches);
         }
         let Some(seg) = snap.segments.iter().find(|s| s.file.meta.id == addr.source) else {
-            return Ok(None);
+            return Ok(KeyLookup::Unanswered);
         };
         let meta = &seg.file.meta;
         if seg.dv.contains(addr.pos) || u64::from(addr.pos) >= meta.rows {
-            return Ok(None);
+            return Ok(KeyLookup::Unanswered);
         }
         // A segment the cache holds is sliced like a buffer. One it does not
         // hold is not loaded for one row: decoding a whole segment (or, over
         // budget, decoding it at every lookup) costs more than reading the
         // row's page from Parquet.
         if let Some(batches) = self.storage.cached_segment(meta) {
-            return row_at(&batches, addr.pos, &schema)?
-                .map(|r| one_row(vec![r]))
-                .transpose();
+            return rows(&batches);
         }
-        let pos = addr.pos as usize;
+        Ok(KeyLookup::Parquet(
+            self.parquet_row(meta, addr.pos, projection)?,
+            None,
+        ))
+    }
+
+    /// [`Self::lookup_key`] without a table snapshot: the index entry and
+    /// the row are read together ([`Storage::row_by_key`]), which is all a
+    /// statement that reads nothing else needs.
+    pub(crate) fn lookup_key_now(
+        &self,
+        txn: &WriteSet,
+        value: &ScalarValue,
+        projection: &[usize],
+    ) -> Result<KeyLookup> {
+        let Some(field) = self.single_key_field() else {
+            return Ok(KeyLookup::Unanswered);
+        };
+        if txn.inserts.contains_key(&self.id()) || value.is_null() {
+            return Ok(KeyLookup::Unanswered);
+        }
+        let found = self
+            .storage
+            .row_by_key(self.id(), &key_batch(field, value)?)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let deleted_here = |addr: &RowAddr| {
+            txn.deletes
+                .get(&(self.id(), addr.source))
+                .is_some_and(|(d, _)| d.contains(addr.pos))
+        };
+        Ok(match found {
+            None => KeyLookup::Unanswered,
+            Some(KeyedRow::Absent) => KeyLookup::Rows(vec![]),
+            Some(KeyedRow::Row { addr, .. } | KeyedRow::InSegment { addr, .. })
+                if deleted_here(&addr) =>
+            {
+                KeyLookup::Rows(vec![])
+            }
+            Some(KeyedRow::Row { batch, .. }) => {
+                let row = provdb_storage::maintenance::adapt_batch(&batch, &self.schema())
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                KeyLookup::Rows(vec![row])
+            }
+            Some(KeyedRow::InSegment { addr, file }) => {
+                let plan = self.parquet_row(&file.meta, addr.pos, Some(&projection.to_vec()))?;
+                KeyLookup::Parquet(plan, Some(file))
+            }
+        })
+    }
+
+    /// A plan reading the row at `pos` of a segment (projected) with a
+    /// one-row Parquet selection.
+    fn parquet_row(
+        &self,
+        meta: &SegmentMeta,
+        pos: u32,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let pos = pos as usize;
         let mut selectors = vec![RowSelector::skip(pos), RowSelector::select(1)];
         if (pos as u64) + 1 < meta.rows {
             selectors.push(RowSelector::skip(meta.rows as usize - pos - 1));
         }
         let file = PartitionedFile::new(meta.path.clone(), meta.bytes)
             .with_extension(ParquetRowSelection::new(RowSelection::from(selectors)));
-        let source = ParquetSource::new(Arc::clone(&schema));
+        let source = ParquetSource::new(self.schema());
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_projection_indices(projection.cloned())?
             .with_file(file)
             .build();
-        Ok(Some(DataSourceExec::from_data_source(config)))
+        Ok(DataSourceExec::from_data_source(config))
     }
+}
+
+/// One row of a one-column key holding `value` (cast to the key's type).
+fn key_batch(field: &Field, value: &ScalarValue) -> Result<RecordBatch> {
+    let key = value.cast_to(field.data_type())?.to_array()?;
+    let schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+    Ok(RecordBatch::try_new(schema, vec![key])?)
+}
+
+/// What a primary-key lookup found.
+pub(crate) enum KeyLookup {
+    /// The live row (no batch, or one one-row batch in the table schema).
+    Rows(Vec<RecordBatch>),
+    /// A plan reading the row from its Parquet segment (projected), and
+    /// the segment file to hold until the plan has run when no snapshot
+    /// holds it.
+    Parquet(Arc<dyn ExecutionPlan>, Option<Arc<SegmentFile>>),
+    /// The index cannot answer alone (uncommitted inserts, a NULL key, a
+    /// row in a buffer this snapshot does not hold): scan instead.
+    Unanswered,
 }
 
 /// The row at `pos` of one source's batches (in position order), in
@@ -505,20 +610,25 @@ impl DisplayAs for ProvSink {
 
 /// Cast `batch` to the table schema and check NOT NULL columns.
 pub(crate) fn conform(def: &TableDef, batch: &RecordBatch) -> Result<RecordBatch> {
+    conform_columns(def, batch.columns())
+}
+
+/// Cast `columns` to the table's column types and check NOT NULL columns.
+pub(crate) fn conform_columns(def: &TableDef, columns: &[ArrayRef]) -> Result<RecordBatch> {
     let schema = def.schema_ref();
-    if batch.num_columns() != schema.fields().len() {
+    if columns.len() != schema.fields().len() {
         return Err(external(SqlError::new(
             "42601",
             format!(
                 "INSERT has {} expressions but table {} has {} columns",
-                batch.num_columns(),
+                columns.len(),
                 def.name,
                 schema.fields().len()
             ),
         )));
     }
-    let mut cols: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
-    for (field, col) in schema.fields().iter().zip(batch.columns()) {
+    let mut cols: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for (field, col) in schema.fields().iter().zip(columns) {
         if !field.is_nullable() && col.null_count() > 0 {
             return Err(external(SqlError::new(
                 "23502",

@@ -39,7 +39,7 @@ pub use pk::RowAddr;
 pub use read::{RowMask, SourceRows};
 pub use record::WalOp;
 pub use storage::{
-    MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
+    KeyedRow, MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
 };
 pub use table::{SourceId, TableDef, TableId};
 pub use writer::CommitInfo;

@@ -444,6 +444,39 @@ impl Storage {
         Ok(keys.first().and_then(|k| pk.get(k)))
     }
 
+    /// The live row whose primary key is `key` (one row of the key
+    /// columns), read under one lock: the index entry and the row are from
+    /// the same moment, as if from a snapshot of that one row, without the
+    /// cost of snapshotting the table. `None` when the table has no key.
+    pub fn row_by_key(&self, table: TableId, key: &RecordBatch) -> Result<Option<KeyedRow>> {
+        let st = self.inner.state.read();
+        let t = st.table(table)?;
+        let Some(pk) = &t.pk else { return Ok(None) };
+        let Some(addr) = pk.keys(key, true)?.first().and_then(|k| pk.get(k)) else {
+            return Ok(Some(KeyedRow::Absent));
+        };
+        let mut in_memory = t.frozen.iter().chain(std::iter::once(&t.active));
+        if let Some(m) = in_memory.find(|m| m.id == addr.source) {
+            if u64::from(addr.pos) >= m.rows() || m.dv.contains(addr.pos) {
+                return Ok(Some(KeyedRow::Absent));
+            }
+            return Ok(Some(row_in(m.batches(), addr)));
+        }
+        let Some(seg) = t.segments.iter().find(|s| s.file.meta.id == addr.source) else {
+            return Ok(Some(KeyedRow::Absent));
+        };
+        if seg.dv.contains(addr.pos) || u64::from(addr.pos) >= seg.file.meta.rows {
+            return Ok(Some(KeyedRow::Absent));
+        }
+        if let Some(batches) = self.inner.cache.get(&seg.file.meta.path) {
+            return Ok(Some(row_in(&batches, addr)));
+        }
+        Ok(Some(KeyedRow::InSegment {
+            addr,
+            file: Arc::clone(&seg.file),
+        }))
+    }
+
     /// For each row of `keys` (the key columns), whether a committed live row
     /// has that primary key.
     pub fn keys_present(&self, table: TableId, keys: &RecordBatch) -> Result<Vec<bool>> {
@@ -528,6 +561,36 @@ impl Storage {
     async fn collect_orphans(&self) -> Result<()> {
         crate::maintenance::collect_orphans(self).await
     }
+}
+
+/// One live row found by its key ([`Storage::row_by_key`]).
+#[derive(Debug)]
+pub enum KeyedRow {
+    /// No live row has the key.
+    Absent,
+    /// The row, sliced from a buffer or a cached segment (one row, in the
+    /// schema its source was written with).
+    Row { addr: RowAddr, batch: RecordBatch },
+    /// The row is in a segment the cache does not hold: read it from the
+    /// file (held here, so it outlives any compaction meanwhile).
+    InSegment {
+        addr: RowAddr,
+        file: Arc<SegmentFile>,
+    },
+}
+
+/// The row at `addr.pos` of one source's batches (in position order).
+fn row_in(batches: &[RecordBatch], addr: RowAddr) -> KeyedRow {
+    let mut start = 0usize;
+    let pos = addr.pos as usize;
+    for b in batches {
+        if pos < start + b.num_rows() {
+            let batch = b.slice(pos - start, 1);
+            return KeyedRow::Row { addr, batch };
+        }
+        start += b.num_rows();
+    }
+    KeyedRow::Absent
 }
 
 fn snapshot_of(t: &TableState) -> TableSnapshot {

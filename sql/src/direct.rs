@@ -1,0 +1,378 @@
+//! Prepared statements simple enough to run without DataFusion.
+//!
+//! For a one-row INSERT or a lookup by primary key, DataFusion's physical
+//! planning and the operators it builds cost more than the work itself
+//! (a prepared one-row INSERT spent about half its server CPU there). At
+//! Parse, a kept plan ([`crate::prepared::KeptPlan`]) of one of two shapes
+//! is compiled into a [`Direct`] statement:
+//! - `INSERT INTO t [(columns)] VALUES (one row)` whose values are `$n`
+//!   parameters or constants: the row is built from the bound values,
+//!   checked like the INSERT sink checks rows ([`crate::table::conform`])
+//!   and staged in the statement's write set;
+//! - `SELECT columns FROM t WHERE key = $n` on a table whose primary key
+//!   is that one column: the key index finds the row and the row is read
+//!   under the same lock ([`ProvTable::lookup_key_now`]; no snapshot of
+//!   the table is taken, the statement reads nothing else).
+//!
+//! A direct statement gives way to the general path, so answers are always
+//! the general path's, when it cannot take a call alone: a bound value
+//! that does not convert exactly to the type the plan expects, uncommitted
+//! inserts into the looked-up table in the open transaction, a key whose
+//! newest version is newer than the statement's snapshot. (A statement
+//! whose tables changed since Parse is planned again before it gets here:
+//! [`crate::prepared::Prepared::tables_unchanged`].)
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::TableProvider;
+use datafusion::common::{DataFusionError, Result, ScalarValue};
+use datafusion::datasource::source_as_provider;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::{
+    BinaryExpr, Expr, LogicalPlan, Operator, TableScan, TableSource, WriteOp,
+};
+use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::StreamExt;
+
+use crate::prepared::{KeptPlan, value_of};
+use crate::table::{KeyLookup, ProvTable, conform_columns};
+
+/// A prepared statement that runs without DataFusion planning.
+#[derive(Debug, Clone)]
+pub(crate) struct Direct {
+    /// The stored table, as the session resolved it at Parse.
+    table: Arc<dyn TableProvider>,
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// One value per table column, in table order.
+    Insert(Vec<Value>),
+    /// The key's value, and the table columns the result holds.
+    Lookup {
+        key: Value,
+        columns: Arc<[usize]>,
+        schema: SchemaRef,
+    },
+}
+
+/// Where a value of the statement comes from.
+#[derive(Debug, Clone)]
+enum Value {
+    /// `$n` (index n-1).
+    Param(usize),
+    Const(ScalarValue),
+    Cast(Box<Value>, DataType),
+}
+
+/// A direct statement with its values bound, ready to run.
+pub(crate) enum Bound {
+    Insert {
+        table: Arc<dyn TableProvider>,
+        values: Vec<ScalarValue>,
+    },
+    Lookup {
+        table: Arc<dyn TableProvider>,
+        key: ScalarValue,
+        columns: Arc<[usize]>,
+        schema: SchemaRef,
+    },
+}
+
+/// What running a bound direct statement gave.
+pub(crate) enum Outcome {
+    /// Rows staged by an INSERT.
+    Inserted(u64),
+    /// The rows of a lookup, in the statement's result schema.
+    Rows(SchemaRef, SendableRecordBatchStream),
+    /// The key index could not answer for this snapshot (the key's newest
+    /// version was committed after it was taken): run the general plan.
+    Unanswered,
+}
+
+impl Value {
+    /// The value of a plan expression made of parameters, literals and casts.
+    fn of(e: &Expr) -> Option<Value> {
+        match e {
+            Expr::Alias(a) => Value::of(&a.expr),
+            Expr::Literal(v, None) => Some(Value::Const(v.clone())),
+            Expr::Placeholder(p) => {
+                let n: usize = p.id.strip_prefix('$')?.parse().ok()?;
+                Some(Value::Param(n.checked_sub(1)?))
+            }
+            Expr::Cast(c) => Some(Value::Cast(
+                Box::new(Value::of(&c.expr)?),
+                c.field.data_type().clone(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn eval(&self, params: &[ScalarValue]) -> Result<ScalarValue> {
+        match self {
+            Value::Param(i) => value_of(&format!("${}", i + 1), params),
+            Value::Const(v) => Ok(v.clone()),
+            Value::Cast(v, t) => v.eval(params)?.cast_to(t),
+        }
+    }
+}
+
+impl Direct {
+    /// The direct form of a kept plan, when it has one of the two shapes.
+    pub(crate) fn compile(kept: &KeptPlan) -> Option<Direct> {
+        let (table, kind) = match kept.plan() {
+            LogicalPlan::Dml(dml) => {
+                if !matches!(dml.op, WriteOp::Insert(InsertOp::Append)) {
+                    return None;
+                }
+                let table = prov_table(&dml.target)?;
+                let width = table.schema().fields().len();
+                (table, Kind::Insert(insert_values(&dml.input, width)?))
+            }
+            plan => lookup(plan)?,
+        };
+        let def = &table.downcast_ref::<ProvTable>()?.def;
+        if let Kind::Lookup { key, .. } = &kind
+            && (def.primary_key.len() != 1 || matches!(key, Value::Const(_)))
+        {
+            return None;
+        }
+        Some(Direct { table, kind })
+    }
+
+    /// The statement with `params` (already converted to the kept plan's
+    /// types) bound, or `None` when the general path must run it.
+    /// `has_pending_inserts` says whether the open transaction holds
+    /// uncommitted inserts into a table (a lookup cannot see those).
+    pub(crate) fn bind(
+        &self,
+        params: &[ScalarValue],
+        has_pending_inserts: impl Fn(provdb_storage::TableId) -> bool,
+    ) -> Result<Option<Bound>> {
+        let Some(table) = self.table.downcast_ref::<ProvTable>() else {
+            return Ok(None);
+        };
+        let provider = Arc::clone(&self.table);
+        Ok(Some(match &self.kind {
+            Kind::Insert(values) => Bound::Insert {
+                table: provider,
+                values: values
+                    .iter()
+                    .map(|v| v.eval(params))
+                    .collect::<Result<_>>()?,
+            },
+            Kind::Lookup {
+                key,
+                columns,
+                schema,
+            } => {
+                if has_pending_inserts(table.def.id) {
+                    return Ok(None);
+                }
+                Bound::Lookup {
+                    table: provider,
+                    key: key.eval(params)?,
+                    columns: Arc::clone(columns),
+                    schema: Arc::clone(schema),
+                }
+            }
+        }))
+    }
+}
+
+impl Bound {
+    /// Run the statement: stage the INSERT's row in the statement's write
+    /// set, or find the looked-up row.
+    pub(crate) fn run(self, task: impl FnOnce() -> Arc<TaskContext>) -> Result<Outcome> {
+        match self {
+            Bound::Insert { table, values } => {
+                let table = as_prov(&table)?;
+                let columns = values
+                    .iter()
+                    .map(|v| v.to_array())
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                let row = conform_columns(&table.def, &columns)?;
+                table.session.stmt.lock().insert(table.def.id, row);
+                Ok(Outcome::Inserted(1))
+            }
+            Bound::Lookup {
+                table,
+                key,
+                columns,
+                schema,
+            } => match lookup_rows(as_prov(&table)?, &key, &columns, &schema, task)? {
+                Some(stream) => Ok(Outcome::Rows(schema, stream)),
+                None => Ok(Outcome::Unanswered),
+            },
+        }
+    }
+}
+
+fn as_prov(table: &Arc<dyn TableProvider>) -> Result<&ProvTable> {
+    table
+        .downcast_ref::<ProvTable>()
+        .ok_or_else(|| DataFusionError::Internal("direct statement on a non-stored table".into()))
+}
+
+/// The rows of a key lookup, as a stream in the statement's result schema
+/// (`None` when the key index cannot answer for the statement's snapshot).
+fn lookup_rows(
+    table: &ProvTable,
+    key: &ScalarValue,
+    columns: &[usize],
+    schema: &SchemaRef,
+    task: impl FnOnce() -> Arc<TaskContext>,
+) -> Result<Option<SendableRecordBatchStream>> {
+    let found = {
+        let txn = table.session.txn.lock();
+        table.lookup_key_now(&txn, key, columns)?
+    };
+    let out = Arc::clone(schema);
+    let in_schema = move |b: RecordBatch| -> Result<RecordBatch> {
+        Ok(RecordBatch::try_new(
+            Arc::clone(&out),
+            b.columns().to_vec(),
+        )?)
+    };
+    match found {
+        KeyLookup::Rows(rows) => {
+            let rows = rows
+                .iter()
+                .map(|b| in_schema(b.project(columns)?))
+                .collect::<Vec<_>>();
+            let stream = futures::stream::iter(rows);
+            Ok(Some(Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(schema),
+                stream,
+            ))))
+        }
+        KeyLookup::Parquet(plan, file) => {
+            // the closure holds the segment file until the row is read
+            let stream = execute_stream(plan, task())?.map(move |b| {
+                let _held = &file;
+                in_schema(b?)
+            });
+            Ok(Some(Box::pin(RecordBatchStreamAdapter::new(
+                Arc::clone(schema),
+                stream,
+            ))))
+        }
+        KeyLookup::Unanswered => Ok(None),
+    }
+}
+
+/// The provider behind a plan's table source, when it is a stored table.
+fn prov_table(source: &Arc<dyn TableSource>) -> Option<Arc<dyn TableProvider>> {
+    let provider = source_as_provider(source).ok()?;
+    provider.is::<ProvTable>().then_some(provider)
+}
+
+/// One value per table column for `INSERT ... VALUES (one row)`: the
+/// input is `VALUES`, or a projection of constants and `VALUES` columns.
+fn insert_values(input: &LogicalPlan, width: usize) -> Option<Vec<Value>> {
+    let row = |values: &datafusion::logical_expr::Values| -> Option<Vec<Value>> {
+        match values.values.as_slice() {
+            [row] => row.iter().map(Value::of).collect(),
+            _ => None,
+        }
+    };
+    let out = match input {
+        LogicalPlan::Values(v) => row(v)?,
+        LogicalPlan::Projection(p) => {
+            let LogicalPlan::Values(v) = p.input.as_ref() else {
+                return None;
+            };
+            let [source_row] = v.values.as_slice() else {
+                return None;
+            };
+            p.expr
+                .iter()
+                .map(|e| match e.clone().unalias() {
+                    Expr::Column(c) => {
+                        let i = v.schema.index_of_column(&c).ok()?;
+                        Value::of(source_row.get(i)?)
+                    }
+                    other => Value::of(&other),
+                })
+                .collect::<Option<Vec<_>>>()?
+        }
+        _ => return None,
+    };
+    (out.len() == width).then_some(out)
+}
+
+/// `[Projection of columns] -> Filter(key = $n) -> TableScan` on a stored
+/// table: the table, and the key value and result columns.
+fn lookup(plan: &LogicalPlan) -> Option<(Arc<dyn TableProvider>, Kind)> {
+    let (outputs, filter) = match plan {
+        LogicalPlan::Projection(p) => (Some(&p.expr), p.input.as_ref()),
+        other => (None, other),
+    };
+    let LogicalPlan::Filter(filter_node) = filter else {
+        return None;
+    };
+    let LogicalPlan::TableScan(scan) = filter_node.input.as_ref() else {
+        return None;
+    };
+    if scan.fetch.is_some() {
+        return None;
+    }
+    let table = prov_table(&scan.source)?;
+    let def = &table.downcast_ref::<ProvTable>()?.def;
+    let [pk] = def.primary_key.as_slice() else {
+        return None;
+    };
+    let key = key_value(&filter_node.predicate, def.schema.field(*pk).name())?;
+    let scanned = scanned_columns(scan, def.schema.fields().len());
+    let columns: Vec<usize> = match outputs {
+        None => scanned,
+        Some(exprs) => exprs
+            .iter()
+            .map(|e| match e {
+                Expr::Column(c) => scan.projected_schema.index_of_column(c).ok(),
+                Expr::Alias(a) => match a.expr.as_ref() {
+                    Expr::Column(c) => scan.projected_schema.index_of_column(c).ok(),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .map(|i| scanned.get(i?).copied())
+            .collect::<Option<Vec<_>>>()?,
+    };
+    let schema = Arc::new(plan.schema().as_arrow().clone());
+    Some((
+        table,
+        Kind::Lookup {
+            key,
+            columns: columns.into(),
+            schema,
+        },
+    ))
+}
+
+/// The table columns a scan reads, in its output order.
+fn scanned_columns(scan: &TableScan, width: usize) -> Vec<usize> {
+    scan.projection
+        .clone()
+        .unwrap_or_else(|| (0..width).collect())
+}
+
+/// The value `v` of a predicate `column = v` (either side), where `v` is
+/// made of a parameter, literals and casts.
+fn key_value(predicate: &Expr, column: &str) -> Option<Value> {
+    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {
+        return None;
+    };
+    if *op != Operator::Eq {
+        return None;
+    }
+    match (left.as_ref(), right.as_ref()) {
+        (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => Value::of(v),
+        _ => None,
+    }
+}
