@@ -128,6 +128,32 @@ async fn prepared_statement_metadata_and_reuse() {
     assert!(del.columns().is_empty());
     assert_eq!(c.execute(&del, &[&250i32]).await.expect("delete"), 250);
     assert_eq!(count(&c, "kv").await, 250);
+    // errors from the one-row INSERT path carry their SQLSTATE
+    let dup = c.execute(&ins, &[&3i32, &"again"]).await.unwrap_err();
+    assert_eq!(dup.code().map(|c| c.code()), Some("23505"), "{dup}");
+    let none: Option<&str> = None;
+    let null = c.execute(&ins, &[&900i32, &none]).await.unwrap_err();
+    assert_eq!(null.code().map(|c| c.code()), Some("23502"), "{null}");
+    // DDL after Parse: the statements are planned again and keep working;
+    // one whose result columns changed is refused as PostgreSQL does
+    let star = c.prepare("SELECT * FROM kv WHERE k = $1").await.unwrap();
+    c.batch_execute("ALTER TABLE kv ADD COLUMN extra INT")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.execute(&ins, &[&1000i32, &"late"])
+            .await
+            .expect("insert after DDL"),
+        1
+    );
+    let row = c
+        .query_one(&sel, &[&1000i32])
+        .await
+        .expect("select after DDL");
+    assert_eq!(row.get::<_, String>(1), "late");
+    let changed = c.query(&star, &[&3i32]).await.unwrap_err();
+    assert_eq!(changed.code().map(|c| c.code()), Some("0A000"), "{changed}");
+    assert_eq!(count(&c, "kv").await, 251);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
