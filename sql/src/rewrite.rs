@@ -6,7 +6,9 @@
 //!
 //! Lineage function calls are rewritten by [`crate::lineage::calls`].
 
-use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Statement, TableObject};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Ident, Insert, ObjectName, SetExpr, Statement, TableObject,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use provdb_storage::Storage;
@@ -40,6 +42,7 @@ pub fn insert_defaults(
         insert.columns.clear();
         insert.source = Some(query);
     }
+    name_leading_columns(insert, storage, current_schema)?;
     let Some(source) = insert.source.as_mut() else {
         return Ok(());
     };
@@ -98,6 +101,46 @@ pub fn insert_defaults(
                 })?;
         }
     }
+    Ok(())
+}
+
+/// `INSERT INTO t VALUES (...)` without a column list whose rows are
+/// shorter than the table: PostgreSQL fills the leading columns and gives
+/// the rest their defaults; DataFusion wants one value per column, so the
+/// leading columns are named. Rows of different lengths are left for
+/// DataFusion to refuse.
+fn name_leading_columns(
+    insert: &mut Insert,
+    storage: &Storage,
+    current_schema: &str,
+) -> SqlResult<()> {
+    if !insert.columns.is_empty() {
+        return Ok(());
+    }
+    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+        return Ok(());
+    };
+    let Some(width) = values.rows.first().map(|r| r.content.len()) else {
+        return Ok(());
+    };
+    if values.rows.iter().any(|r| r.content.len() != width) {
+        return Ok(());
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(());
+    };
+    let (schema, table) = split_name(name, current_schema)?;
+    let Some(def) = storage.table_by_name(&schema, &table) else {
+        return Ok(());
+    };
+    let fields = def.schema.fields();
+    if width == 0 || width >= fields.len() {
+        return Ok(());
+    }
+    insert.columns = fields[..width]
+        .iter()
+        .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name())]))
+        .collect();
     Ok(())
 }
 
