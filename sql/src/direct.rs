@@ -188,7 +188,7 @@ impl Direct {
 impl Bound {
     /// Run the statement: stage the INSERT's row in the statement's write
     /// set, or find the looked-up row.
-    pub(crate) fn run(self, task: impl FnOnce() -> Arc<TaskContext>) -> Result<Outcome> {
+    pub(crate) fn run(self, task: impl Fn() -> Arc<TaskContext>) -> Result<Outcome> {
         match self {
             Bound::Insert { table, values } => {
                 let table = as_prov(&table)?;
@@ -226,11 +226,11 @@ fn lookup_rows(
     key: &ScalarValue,
     columns: &[usize],
     schema: &SchemaRef,
-    task: impl FnOnce() -> Arc<TaskContext>,
+    task: impl Fn() -> Arc<TaskContext>,
 ) -> Result<Option<SendableRecordBatchStream>> {
     let found = {
         let txn = table.session.txn.lock();
-        table.lookup_key_now(&txn, key, columns)?
+        table.lookup_key_now(&txn, key, columns, || task().runtime_env())?
     };
     let out = Arc::clone(schema);
     let in_schema = move |b: RecordBatch| -> Result<RecordBatch> {

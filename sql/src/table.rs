@@ -22,10 +22,12 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::{DataSourceExec, MemorySourceConfig};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
@@ -129,6 +131,18 @@ impl ProvTable {
         Ok((rows, Vec::new()))
     }
 
+    /// A Parquet source over this table's segments whose file footers are
+    /// kept in the runtime's metadata cache: a segment never changes once
+    /// written, so repeated reads of it (key lookups, scans of segments the
+    /// segment cache does not hold) parse its footer once.
+    fn parquet_source(&self, runtime: &RuntimeEnv) -> Result<ParquetSource> {
+        let store = runtime.object_store(&self.store_url)?;
+        let footers = runtime.cache_manager.get_file_metadata_cache();
+        let readers = CachedParquetFileReaderFactory::new(store, footers);
+        Ok(ParquetSource::new(self.def.schema_ref())
+            .with_parquet_file_reader_factory(Arc::new(readers)))
+    }
+
     fn parquet_scan(
         &self,
         state: &dyn Session,
@@ -142,7 +156,7 @@ impl ProvTable {
             return Ok(None);
         }
         let schema = self.def.schema_ref();
-        let mut source = ParquetSource::new(Arc::clone(&schema));
+        let mut source = self.parquet_source(state.runtime_env())?;
         if let Some(pred) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
             let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
             if let Ok(p) = state.create_physical_expr(pred, &df_schema) {
@@ -182,6 +196,7 @@ impl ProvTable {
     /// statement's snapshot or the session has uncommitted rows here.
     fn point_lookup(
         &self,
+        runtime: &RuntimeEnv,
         snap: &TableSnapshot,
         txn: &WriteSet,
         projection: Option<&Vec<usize>>,
@@ -193,14 +208,17 @@ impl ProvTable {
         let Some(value) = filters.iter().find_map(|f| pk_literal(f, pk.name())) else {
             return Ok(None);
         };
-        Ok(match self.lookup_key(snap, txn, &value, projection)? {
-            KeyLookup::Rows(rows) => {
-                let src = MemorySourceConfig::try_new(&[rows], self.schema(), projection.cloned())?;
-                Some(DataSourceExec::from_data_source(src))
-            }
-            KeyLookup::Parquet(plan, _) => Some(plan),
-            KeyLookup::Unanswered => None,
-        })
+        Ok(
+            match self.lookup_key(runtime, snap, txn, &value, projection)? {
+                KeyLookup::Rows(rows) => {
+                    let src =
+                        MemorySourceConfig::try_new(&[rows], self.schema(), projection.cloned())?;
+                    Some(DataSourceExec::from_data_source(src))
+                }
+                KeyLookup::Parquet(plan, _) => Some(plan),
+                KeyLookup::Unanswered => None,
+            },
+        )
     }
 
     /// The primary key column, when the key is one column.
@@ -216,6 +234,7 @@ impl ProvTable {
     /// its Parquet segment by a one-row selection (scanning `projection`).
     fn lookup_key(
         &self,
+        runtime: &RuntimeEnv,
         snap: &TableSnapshot,
         txn: &WriteSet,
         value: &ScalarValue,
@@ -270,7 +289,7 @@ impl ProvTable {
             return rows(&batches);
         }
         Ok(KeyLookup::Parquet(
-            self.parquet_row(meta, addr.pos, projection)?,
+            self.parquet_row(runtime, meta, addr.pos, projection)?,
             None,
         ))
     }
@@ -283,6 +302,7 @@ impl ProvTable {
         txn: &WriteSet,
         value: &ScalarValue,
         projection: &[usize],
+        runtime: impl FnOnce() -> Arc<RuntimeEnv>,
     ) -> Result<KeyLookup> {
         let Some(field) = self.single_key_field() else {
             return Ok(KeyLookup::Unanswered);
@@ -313,7 +333,9 @@ impl ProvTable {
                 KeyLookup::Rows(vec![row])
             }
             Some(KeyedRow::InSegment { addr, file }) => {
-                let plan = self.parquet_row(&file.meta, addr.pos, Some(&projection.to_vec()))?;
+                let projection = Some(projection.to_vec());
+                let plan =
+                    self.parquet_row(&runtime(), &file.meta, addr.pos, projection.as_ref())?;
                 KeyLookup::Parquet(plan, Some(file))
             }
         })
@@ -323,6 +345,7 @@ impl ProvTable {
     /// one-row Parquet selection.
     fn parquet_row(
         &self,
+        runtime: &RuntimeEnv,
         meta: &SegmentMeta,
         pos: u32,
         projection: Option<&Vec<usize>>,
@@ -334,7 +357,7 @@ impl ProvTable {
         }
         let file = PartitionedFile::new(meta.path.clone(), meta.bytes)
             .with_extension(ParquetRowSelection::new(RowSelection::from(selectors)));
-        let source = ParquetSource::new(self.schema());
+        let source = self.parquet_source(runtime)?;
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_projection_indices(projection.cloned())?
             .with_file(file)
@@ -491,7 +514,8 @@ impl TableProvider for ProvTable {
             .snapshot(&self.storage, self.id())
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let txn = self.session.txn.lock().clone();
-        if let Some(plan) = self.point_lookup(&snap, &txn, projection, filters)? {
+        let runtime = state.runtime_env();
+        if let Some(plan) = self.point_lookup(runtime, &snap, &txn, projection, filters)? {
             return Ok(plan);
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
