@@ -17,8 +17,8 @@
 //! A direct statement gives way to the general path, so answers are always
 //! the general path's, when it cannot take a call alone: a bound value
 //! that does not convert exactly to the type the plan expects, uncommitted
-//! inserts into the looked-up table in the open transaction, a key whose
-//! newest version is newer than the statement's snapshot. (A statement
+//! inserts into the looked-up table in the open transaction, a NULL key.
+//! (A statement
 //! whose tables changed since Parse is planned again before it gets here:
 //! [`crate::prepared::Prepared::tables_unchanged`].)
 
@@ -38,7 +38,7 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
-use crate::prepared::{KeptPlan, value_of};
+use crate::prepared::KeptPlan;
 use crate::table::{KeyLookup, ProvTable, conform_columns};
 
 /// A prepared statement that runs without DataFusion planning.
@@ -90,8 +90,8 @@ pub(crate) enum Outcome {
     Inserted(u64),
     /// The rows of a lookup, in the statement's result schema.
     Rows(SchemaRef, SendableRecordBatchStream),
-    /// The key index could not answer for this snapshot (the key's newest
-    /// version was committed after it was taken): run the general plan.
+    /// The key index cannot answer alone (a NULL key, uncommitted inserts
+    /// into the table): run the general plan.
     Unanswered,
 }
 
@@ -115,7 +115,9 @@ impl Value {
 
     fn eval(&self, params: &[ScalarValue]) -> Result<ScalarValue> {
         match self {
-            Value::Param(i) => value_of(&format!("${}", i + 1), params),
+            Value::Param(i) => params.get(*i).cloned().ok_or_else(|| {
+                DataFusionError::Plan(format!("no value bound for parameter ${}", i + 1))
+            }),
             Value::Const(v) => Ok(v.clone()),
             Value::Cast(v, t) => v.eval(params)?.cast_to(t),
         }
@@ -220,7 +222,7 @@ fn as_prov(table: &Arc<dyn TableProvider>) -> Result<&ProvTable> {
 }
 
 /// The rows of a key lookup, as a stream in the statement's result schema
-/// (`None` when the key index cannot answer for the statement's snapshot).
+/// (`None` when the key index cannot answer alone).
 fn lookup_rows(
     table: &ProvTable,
     key: &ScalarValue,

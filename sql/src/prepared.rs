@@ -176,7 +176,7 @@ fn substitute(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> 
 }
 
 /// The value bound to placeholder `id` (`$1` is `values[0]`).
-pub(crate) fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
+fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
     id.strip_prefix('$')
         .and_then(|n| n.parse::<usize>().ok())
         .and_then(|n| n.checked_sub(1))

@@ -477,8 +477,22 @@ impl Session {
         })
     }
 
-    /// Execute a prepared statement with bound parameter values.
+    /// Execute a prepared statement with bound parameter values. An error
+    /// raised before the statement runs (binding, re-planning after DDL)
+    /// fails the open transaction block like any failed statement.
     pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        params: Vec<ScalarValue>,
+    ) -> SqlResult<QueryOutput> {
+        let out = self.bind_and_run(prepared, params).await;
+        if out.is_err() {
+            self.on_error();
+        }
+        out
+    }
+
+    async fn bind_and_run(
         &mut self,
         prepared: &Prepared,
         params: Vec<ScalarValue>,

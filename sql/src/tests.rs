@@ -781,6 +781,12 @@ async fn direct_inserts_and_key_lookups_answer_like_planned_ones() {
             Ok(o) => panic!("expected an error, got {o:?}"),
         };
         assert!(err.starts_with("0A000"), "{err}");
+        // inside a block, that error fails the block as any error does
+        run(&mut s, "BEGIN").await.unwrap();
+        assert!(s.execute_prepared(&star, get_row(8)).await.is_err());
+        let err = run(&mut s, "SELECT 1").await.unwrap_err();
+        assert!(err.starts_with("25P02"), "{err}");
+        run(&mut s, "ROLLBACK").await.unwrap();
         let v = vec![Int64(Some(300)), Float64(Some(2.0))];
         assert_eq!(exec_prepared(&mut s, &ins, v).await.unwrap(), "INSERT 1");
         let got = run_prepared(&mut s, &get, get_row(300)).await;
