@@ -22,11 +22,11 @@
 //! whose tables changed since Parse is planned again before it gets here:
 //! [`crate::prepared::Prepared::tables_unchanged`].)
 
+use std::any::Any;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::catalog::TableProvider;
 use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -45,7 +45,7 @@ use crate::table::{KeyLookup, ProvTable, conform_columns};
 #[derive(Debug, Clone)]
 pub(crate) struct Direct {
     /// The stored table, as the session resolved it at Parse.
-    table: Arc<dyn TableProvider>,
+    table: Arc<ProvTable>,
     kind: Kind,
 }
 
@@ -73,11 +73,11 @@ enum Value {
 /// A direct statement with its values bound, ready to run.
 pub(crate) enum Bound {
     Insert {
-        table: Arc<dyn TableProvider>,
+        table: Arc<ProvTable>,
         values: Vec<ScalarValue>,
     },
     Lookup {
-        table: Arc<dyn TableProvider>,
+        table: Arc<ProvTable>,
         key: ScalarValue,
         columns: Arc<[usize]>,
         schema: SchemaRef,
@@ -133,17 +133,12 @@ impl Direct {
                     return None;
                 }
                 let table = prov_table(&dml.target)?;
-                let width = table.schema().fields().len();
-                (table, Kind::Insert(insert_values(&dml.input, width)?))
+                let width = table.def.schema.fields().len();
+                let values = insert_values(&dml.input, width)?;
+                (table, Kind::Insert(values))
             }
             plan => lookup(plan)?,
         };
-        let def = &table.downcast_ref::<ProvTable>()?.def;
-        if let Kind::Lookup { key, .. } = &kind
-            && (def.primary_key.len() != 1 || matches!(key, Value::Const(_)))
-        {
-            return None;
-        }
         Some(Direct { table, kind })
     }
 
@@ -156,13 +151,10 @@ impl Direct {
         params: &[ScalarValue],
         has_pending_inserts: impl Fn(provdb_storage::TableId) -> bool,
     ) -> Result<Option<Bound>> {
-        let Some(table) = self.table.downcast_ref::<ProvTable>() else {
-            return Ok(None);
-        };
-        let provider = Arc::clone(&self.table);
+        let table = Arc::clone(&self.table);
         Ok(Some(match &self.kind {
             Kind::Insert(values) => Bound::Insert {
-                table: provider,
+                table,
                 values: values
                     .iter()
                     .map(|v| v.eval(params))
@@ -177,7 +169,7 @@ impl Direct {
                     return Ok(None);
                 }
                 Bound::Lookup {
-                    table: provider,
+                    table,
                     key: key.eval(params)?,
                     columns: Arc::clone(columns),
                     schema: Arc::clone(schema),
@@ -193,7 +185,6 @@ impl Bound {
     pub(crate) fn run(self, task: impl Fn() -> Arc<TaskContext>) -> Result<Outcome> {
         match self {
             Bound::Insert { table, values } => {
-                let table = as_prov(&table)?;
                 let columns = values
                     .iter()
                     .map(|v| v.to_array())
@@ -207,18 +198,12 @@ impl Bound {
                 key,
                 columns,
                 schema,
-            } => match lookup_rows(as_prov(&table)?, &key, &columns, &schema, task)? {
+            } => match lookup_rows(&table, &key, &columns, &schema, task)? {
                 Some(stream) => Ok(Outcome::Rows(schema, stream)),
                 None => Ok(Outcome::Unanswered),
             },
         }
     }
-}
-
-fn as_prov(table: &Arc<dyn TableProvider>) -> Result<&ProvTable> {
-    table
-        .downcast_ref::<ProvTable>()
-        .ok_or_else(|| DataFusionError::Internal("direct statement on a non-stored table".into()))
 }
 
 /// The rows of a key lookup, as a stream in the statement's result schema
@@ -230,6 +215,9 @@ fn lookup_rows(
     schema: &SchemaRef,
     task: impl Fn() -> Arc<TaskContext>,
 ) -> Result<Option<SendableRecordBatchStream>> {
+    // built once, and only for a row read from a Parquet file
+    let task_ctx = std::cell::OnceCell::new();
+    let task = || Arc::clone(task_ctx.get_or_init(&task));
     let found = {
         let txn = table.session.txn.lock();
         table.lookup_key_now(&txn, key, columns, || task().runtime_env())?
@@ -268,10 +256,10 @@ fn lookup_rows(
     }
 }
 
-/// The provider behind a plan's table source, when it is a stored table.
-fn prov_table(source: &Arc<dyn TableSource>) -> Option<Arc<dyn TableProvider>> {
-    let provider = source_as_provider(source).ok()?;
-    provider.is::<ProvTable>().then_some(provider)
+/// The stored table behind a plan's table source, if it is one.
+fn prov_table(source: &Arc<dyn TableSource>) -> Option<Arc<ProvTable>> {
+    let provider: Arc<dyn Any + Send + Sync> = source_as_provider(source).ok()?;
+    provider.downcast::<ProvTable>().ok()
 }
 
 /// One value per table column for `INSERT ... VALUES (one row)`: the
@@ -309,8 +297,9 @@ fn insert_values(input: &LogicalPlan, width: usize) -> Option<Vec<Value>> {
 }
 
 /// `[Projection of columns] -> Filter(key = $n) -> TableScan` on a stored
-/// table: the table, and the key value and result columns.
-fn lookup(plan: &LogicalPlan) -> Option<(Arc<dyn TableProvider>, Kind)> {
+/// table with a one-column key: the table, and the key value (holding a
+/// parameter) and result columns.
+fn lookup(plan: &LogicalPlan) -> Option<(Arc<ProvTable>, Kind)> {
     let (outputs, filter) = match plan {
         LogicalPlan::Projection(p) => (Some(&p.expr), p.input.as_ref()),
         other => (None, other),
@@ -325,36 +314,34 @@ fn lookup(plan: &LogicalPlan) -> Option<(Arc<dyn TableProvider>, Kind)> {
         return None;
     }
     let table = prov_table(&scan.source)?;
-    let def = &table.downcast_ref::<ProvTable>()?.def;
+    let def = &table.def;
     let [pk] = def.primary_key.as_slice() else {
         return None;
     };
     let key = key_value(&filter_node.predicate, def.schema.field(*pk).name())?;
+    if matches!(key, Value::Const(_)) {
+        return None; // a planned scan takes constant keys through the index too
+    }
     let scanned = scanned_columns(scan, def.schema.fields().len());
     let columns: Vec<usize> = match outputs {
         None => scanned,
         Some(exprs) => exprs
             .iter()
-            .map(|e| match e {
-                Expr::Column(c) => scan.projected_schema.index_of_column(c).ok(),
-                Expr::Alias(a) => match a.expr.as_ref() {
-                    Expr::Column(c) => scan.projected_schema.index_of_column(c).ok(),
-                    _ => None,
-                },
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) => scanned
+                    .get(scan.projected_schema.index_of_column(&c).ok()?)
+                    .copied(),
                 _ => None,
             })
-            .map(|i| scanned.get(i?).copied())
             .collect::<Option<Vec<_>>>()?,
     };
     let schema = Arc::new(plan.schema().as_arrow().clone());
-    Some((
-        table,
-        Kind::Lookup {
-            key,
-            columns: columns.into(),
-            schema,
-        },
-    ))
+    let kind = Kind::Lookup {
+        key,
+        columns: columns.into(),
+        schema,
+    };
+    Some((table, kind))
 }
 
 /// The table columns a scan reads, in its output order.

@@ -122,9 +122,7 @@ impl KeptPlan {
         }
         substitute(self.plan.clone(), &values).ok()
     }
-}
 
-impl KeptPlan {
     /// The optimised plan, placeholders in place.
     pub(crate) fn plan(&self) -> &LogicalPlan {
         &self.plan

@@ -11,7 +11,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
-use provdb_storage::Storage;
+use provdb_storage::{Storage, TableDef};
 
 use crate::ddl::split_name;
 use crate::error::{SqlError, SqlResult};
@@ -27,11 +27,7 @@ pub fn insert_defaults(
     };
     if insert.source.is_none() {
         // INSERT ... DEFAULT VALUES: one row of DEFAULTs.
-        let TableObject::TableName(name) = &insert.table else {
-            return Ok(());
-        };
-        let (schema, table) = split_name(name, current_schema)?;
-        let Some(def) = storage.table_by_name(&schema, &table) else {
+        let Some(def) = target_table(&insert.table, storage, current_schema)? else {
             return Ok(());
         };
         let row = vec!["DEFAULT"; def.schema.fields().len()].join(", ");
@@ -57,11 +53,7 @@ pub fn insert_defaults(
     if !has_default {
         return Ok(());
     }
-    let TableObject::TableName(name) = &insert.table else {
-        return Ok(());
-    };
-    let (schema, table) = split_name(name, current_schema)?;
-    let Some(def) = storage.table_by_name(&schema, &table) else {
+    let Some(def) = target_table(&insert.table, storage, current_schema)? else {
         return Ok(());
     };
     let columns: Vec<String> = if insert.columns.is_empty() {
@@ -126,11 +118,7 @@ fn name_leading_columns(
     if values.rows.iter().any(|r| r.content.len() != width) {
         return Ok(());
     }
-    let TableObject::TableName(name) = &insert.table else {
-        return Ok(());
-    };
-    let (schema, table) = split_name(name, current_schema)?;
-    let Some(def) = storage.table_by_name(&schema, &table) else {
+    let Some(def) = target_table(&insert.table, storage, current_schema)? else {
         return Ok(());
     };
     let fields = def.schema.fields();
@@ -142,6 +130,20 @@ fn name_leading_columns(
         .map(|f| ObjectName::from(vec![Ident::with_quote('"', f.name())]))
         .collect();
     Ok(())
+}
+
+/// The stored table an INSERT writes to (`None` for anything else: a
+/// view, a temporary or catalog table, a table function).
+fn target_table(
+    table: &TableObject,
+    storage: &Storage,
+    current_schema: &str,
+) -> SqlResult<Option<TableDef>> {
+    let TableObject::TableName(name) = table else {
+        return Ok(None);
+    };
+    let (schema, table) = split_name(name, current_schema)?;
+    Ok(storage.table_by_name(&schema, &table))
 }
 
 fn is_default(e: &Expr) -> bool {

@@ -43,6 +43,7 @@ use futures::StreamExt;
 use provdb_storage::segment::{SegmentFile, SegmentMeta};
 use provdb_storage::{
     KeyedRow, RowAddr, SegmentSnapshot, SourceId, Storage, TableDef, TableId, TableSnapshot,
+    slice_row,
 };
 use roaring::RoaringBitmap;
 
@@ -222,7 +223,7 @@ impl ProvTable {
     }
 
     /// The primary key column, when the key is one column.
-    pub(crate) fn single_key_field(&self) -> Option<&Field> {
+    fn single_key_field(&self) -> Option<&Field> {
         match self.def.primary_key.as_slice() {
             [pk_col] => Some(self.def.schema.field(*pk_col)),
             _ => None,
@@ -240,27 +241,18 @@ impl ProvTable {
         value: &ScalarValue,
         projection: Option<&Vec<usize>>,
     ) -> Result<KeyLookup> {
-        let Some(field) = self.single_key_field() else {
+        let Some(key) = self.lookup_key_batch(txn, value)? else {
             return Ok(KeyLookup::Unanswered);
         };
-        if txn.inserts.contains_key(&self.id()) || value.is_null() {
-            return Ok(KeyLookup::Unanswered);
-        }
-        let key_batch = key_batch(field, value)?;
-        let storage_err = |e| DataFusionError::External(Box::new(e));
         let addr = self
             .storage
-            .lookup_pk(self.id(), &key_batch)
-            .map_err(storage_err)?;
+            .lookup_pk(self.id(), &key)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let schema = self.schema();
         let Some(addr) = addr else {
             return Ok(KeyLookup::Rows(vec![]));
         };
-        if txn
-            .deletes
-            .get(&(self.id(), addr.source))
-            .is_some_and(|(d, _)| d.contains(addr.pos))
-        {
+        if deleted_in_txn(txn, self.id(), &addr) {
             return Ok(KeyLookup::Rows(vec![]));
         }
         let rows = |batches: &[RecordBatch]| -> Result<KeyLookup> {
@@ -304,33 +296,23 @@ impl ProvTable {
         projection: &[usize],
         runtime: impl FnOnce() -> Arc<RuntimeEnv>,
     ) -> Result<KeyLookup> {
-        let Some(field) = self.single_key_field() else {
+        let Some(key) = self.lookup_key_batch(txn, value)? else {
             return Ok(KeyLookup::Unanswered);
         };
-        if txn.inserts.contains_key(&self.id()) || value.is_null() {
-            return Ok(KeyLookup::Unanswered);
-        }
         let found = self
             .storage
-            .row_by_key(self.id(), &key_batch(field, value)?)
+            .row_by_key(self.id(), &key)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let deleted_here = |addr: &RowAddr| {
-            txn.deletes
-                .get(&(self.id(), addr.source))
-                .is_some_and(|(d, _)| d.contains(addr.pos))
-        };
         Ok(match found {
             None => KeyLookup::Unanswered,
             Some(KeyedRow::Absent) => KeyLookup::Rows(vec![]),
             Some(KeyedRow::Row { addr, .. } | KeyedRow::InSegment { addr, .. })
-                if deleted_here(&addr) =>
+                if deleted_in_txn(txn, self.id(), &addr) =>
             {
                 KeyLookup::Rows(vec![])
             }
             Some(KeyedRow::Row { batch, .. }) => {
-                let row = provdb_storage::maintenance::adapt_batch(&batch, &self.schema())
-                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
-                KeyLookup::Rows(vec![row])
+                KeyLookup::Rows(vec![in_schema(&batch, &self.schema())?])
             }
             Some(KeyedRow::InSegment { addr, file }) => {
                 let projection = Some(projection.to_vec());
@@ -339,6 +321,21 @@ impl ProvTable {
                 KeyLookup::Parquet(plan, Some(file))
             }
         })
+    }
+
+    /// The one-row key batch to look `value` up with, or `None` when the
+    /// key index cannot answer alone: no one-column key, a NULL value, or
+    /// uncommitted inserts into this table in the transaction.
+    fn lookup_key_batch(&self, txn: &WriteSet, value: &ScalarValue) -> Result<Option<RecordBatch>> {
+        let Some(field) = self.single_key_field() else {
+            return Ok(None);
+        };
+        if txn.inserts.contains_key(&self.id()) || value.is_null() {
+            return Ok(None);
+        }
+        let key = value.cast_to(field.data_type())?.to_array()?;
+        let schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
+        Ok(Some(RecordBatch::try_new(schema, vec![key])?))
     }
 
     /// A plan reading the row at `pos` of a segment (projected) with a
@@ -366,11 +363,11 @@ impl ProvTable {
     }
 }
 
-/// One row of a one-column key holding `value` (cast to the key's type).
-fn key_batch(field: &Field, value: &ScalarValue) -> Result<RecordBatch> {
-    let key = value.cast_to(field.data_type())?.to_array()?;
-    let schema = Arc::new(Schema::new(vec![field.clone().with_nullable(true)]));
-    Ok(RecordBatch::try_new(schema, vec![key])?)
+/// Whether the transaction deleted the row at `addr` of `table`.
+fn deleted_in_txn(txn: &WriteSet, table: TableId, addr: &RowAddr) -> bool {
+    txn.deletes
+        .get(&(table, addr.source))
+        .is_some_and(|(d, _)| d.contains(addr.pos))
 }
 
 /// What a primary-key lookup found.
@@ -389,17 +386,15 @@ pub(crate) enum KeyLookup {
 /// The row at `pos` of one source's batches (in position order), in
 /// `schema`; `None` past the end.
 fn row_at(batches: &[RecordBatch], pos: u32, schema: &SchemaRef) -> Result<Option<RecordBatch>> {
-    let mut start = 0usize;
-    let pos = pos as usize;
-    for b in batches {
-        if pos < start + b.num_rows() {
-            let row = provdb_storage::maintenance::adapt_batch(&b.slice(pos - start, 1), schema)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            return Ok(Some(row));
-        }
-        start += b.num_rows();
-    }
-    Ok(None)
+    slice_row(batches, pos)
+        .map(|row| in_schema(&row, schema))
+        .transpose()
+}
+
+/// `row` (written with an older schema, perhaps) in the table's `schema`.
+fn in_schema(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    provdb_storage::maintenance::adapt_batch(row, schema)
+        .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
 /// Deal in-memory batches round-robin into `n` partitions (at least one,

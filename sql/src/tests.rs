@@ -7,8 +7,14 @@ use futures::TryStreamExt;
 use crate::{Database, DatabaseOptions, QueryOutput, Session};
 
 async fn open(dir: &std::path::Path) -> std::sync::Arc<Database> {
+    open_with_cache(dir, DatabaseOptions::default().segment_cache_bytes).await
+}
+
+/// Open with a segment cache of `cache` bytes (0 = off).
+async fn open_with_cache(dir: &std::path::Path, cache: usize) -> std::sync::Arc<Database> {
     Database::open(DatabaseOptions {
         data_dir: dir.to_path_buf(),
+        segment_cache_bytes: cache,
         ..Default::default()
     })
     .await
@@ -274,12 +280,7 @@ async fn segment_cache_and_parquet_scans_agree() {
     let mut answers = Vec::new();
     for cache in [0usize, 64 << 20] {
         let dir = tempfile::tempdir().unwrap();
-        let options = || DatabaseOptions {
-            data_dir: dir.path().to_path_buf(),
-            segment_cache_bytes: cache,
-            ..Default::default()
-        };
-        let db = Database::open(options()).await.unwrap();
+        let db = open_with_cache(dir.path(), cache).await;
         let mut s = db.session();
         run(
             &mut s,
@@ -324,7 +325,7 @@ async fn segment_cache_and_parquet_scans_agree() {
         db.close().await.unwrap();
         drop(s);
         drop(db);
-        let db = Database::open(options()).await.unwrap();
+        let db = open_with_cache(dir.path(), cache).await;
         let mut s = db.session();
         got.push(run(&mut s, queries[1]).await.unwrap());
         answers.push(got);
@@ -692,13 +693,7 @@ async fn direct_inserts_and_key_lookups_answer_like_planned_ones() {
     use datafusion::scalar::ScalarValue::{Float64, Int32, Int64, Utf8};
     for cache in [0usize, 64 << 20] {
         let dir = tempfile::tempdir().unwrap();
-        let db = Database::open(DatabaseOptions {
-            data_dir: dir.path().to_path_buf(),
-            segment_cache_bytes: cache,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+        let db = open_with_cache(dir.path(), cache).await;
         let mut s = db.session();
         run(
             &mut s,

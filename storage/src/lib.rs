@@ -40,6 +40,7 @@ pub use read::{RowMask, SourceRows};
 pub use record::WalOp;
 pub use storage::{
     KeyedRow, MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
+    slice_row,
 };
 pub use table::{SourceId, TableDef, TableId};
 pub use writer::CommitInfo;

@@ -581,16 +581,24 @@ pub enum KeyedRow {
 
 /// The row at `addr.pos` of one source's batches (in position order).
 fn row_in(batches: &[RecordBatch], addr: RowAddr) -> KeyedRow {
+    match slice_row(batches, addr.pos) {
+        Some(batch) => KeyedRow::Row { addr, batch },
+        None => KeyedRow::Absent,
+    }
+}
+
+/// The row at position `pos` of one source's batches (in position order),
+/// as a one-row slice; `None` past the end.
+pub fn slice_row(batches: &[RecordBatch], pos: u32) -> Option<RecordBatch> {
     let mut start = 0usize;
-    let pos = addr.pos as usize;
+    let pos = pos as usize;
     for b in batches {
         if pos < start + b.num_rows() {
-            let batch = b.slice(pos - start, 1);
-            return KeyedRow::Row { addr, batch };
+            return Some(b.slice(pos - start, 1));
         }
         start += b.num_rows();
     }
-    KeyedRow::Absent
+    None
 }
 
 fn snapshot_of(t: &TableState) -> TableSnapshot {
