@@ -105,6 +105,9 @@ struct Adjacency {
     nodes: Vec<NodeIdx>,
     kinds: Vec<u8>,
     added: hashbrown::HashMap<NodeIdx, Vec<Edge>>,
+    /// One bit per node: whether `added` has an entry for it (a walk reads
+    /// the bit, not the hash map, for the many nodes without one).
+    has_added: Vec<u64>,
     added_len: usize,
     dead: usize,
 }
@@ -125,15 +128,44 @@ impl Adjacency {
             .zip(&self.kinds[r])
             .filter(|(_, k)| **k != DEAD)
             .map(|(&node, &k)| Edge::from_parts(node, k));
-        let added: &[Edge] = if self.added.is_empty() {
-            &[]
-        } else {
+        let added: &[Edge] = if self.has_added(n) {
             self.added.get(&n).map_or(&[], Vec::as_slice)
+        } else {
+            &[]
         };
         base.chain(added.iter().copied())
     }
 
+    /// Call `f` with each edge of `n`: the loop form of [`Adjacency::edges`]
+    /// that walks use (plain loops over the two slices).
+    #[inline]
+    fn for_each(&self, n: NodeIdx, mut f: impl FnMut(Edge)) {
+        let r = self.base(n);
+        for (&node, &k) in self.nodes[r.clone()].iter().zip(&self.kinds[r]) {
+            if k != DEAD {
+                f(Edge::from_parts(node, k));
+            }
+        }
+        if self.has_added(n)
+            && let Some(list) = self.added.get(&n)
+        {
+            list.iter().copied().for_each(f);
+        }
+    }
+
+    #[inline]
+    fn has_added(&self, n: NodeIdx) -> bool {
+        self.has_added
+            .get(n as usize / 64)
+            .is_some_and(|w| w & (1u64 << (n % 64)) != 0)
+    }
+
     fn push(&mut self, n: NodeIdx, e: Edge) {
+        let word = n as usize / 64;
+        if word >= self.has_added.len() {
+            self.has_added.resize(word + 1, 0);
+        }
+        self.has_added[word] |= 1u64 << (n % 64);
         self.added.entry(n).or_default().push(e);
         self.added_len += 1;
     }
@@ -145,6 +177,9 @@ impl Adjacency {
             list.swap_remove(i);
             if list.is_empty() {
                 self.added.remove(&n);
+                if let Some(w) = self.has_added.get_mut(n as usize / 64) {
+                    *w &= !(1u64 << (n % 64));
+                }
             }
             self.added_len -= 1;
             return true;
@@ -173,6 +208,7 @@ impl Adjacency {
     /// bulk load's edges. Two passes: count per node, then place.
     fn compact(&mut self, node_count: usize, extra: &[(NodeIdx, NodeIdx, u8)]) {
         let added = std::mem::take(&mut self.added);
+        self.has_added = Vec::new();
         let mut counts = vec![0u32; node_count];
         for (n, c) in counts.iter_mut().enumerate() {
             let r = self.base(n as NodeIdx);
@@ -235,7 +271,11 @@ impl Adjacency {
             .values()
             .map(|v| v.capacity() * std::mem::size_of::<Edge>() + 40)
             .sum();
-        self.offsets.capacity() * 4 + self.nodes.capacity() * 4 + self.kinds.capacity() + added
+        self.offsets.capacity() * 4
+            + self.nodes.capacity() * 4
+            + self.kinds.capacity()
+            + self.has_added.capacity() * 8
+            + added
     }
 }
 
@@ -442,6 +482,12 @@ impl Graph {
         self.class[n as usize] & ROW != 0
     }
 
+    /// Whether `n` is a DLProv row, and whether it is a task (one read).
+    pub fn row_or_task(&self, n: NodeIdx) -> (bool, bool) {
+        let c = self.class[n as usize];
+        (c & ROW != 0, c & TASK != 0)
+    }
+
     /// Whether `n` is a DLProv task.
     pub fn is_task(&self, n: NodeIdx) -> bool {
         self.class[n as usize] & TASK != 0
@@ -454,6 +500,16 @@ impl Graph {
     /// Edges from `n` (it is their subject).
     pub fn out_edges(&self, n: NodeIdx) -> impl Iterator<Item = Edge> + '_ {
         self.out.edges(n)
+    }
+
+    /// Call `f` with each edge from `n` (upstream) or into `n`.
+    #[inline]
+    pub fn for_each_edge(&self, n: NodeIdx, upstream: bool, f: impl FnMut(Edge)) {
+        if upstream {
+            self.out.for_each(n, f);
+        } else {
+            self.inn.for_each(n, f);
+        }
     }
 
     /// Edges into `n` (it is their object); `Edge::node` is the subject.

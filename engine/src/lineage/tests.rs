@@ -12,7 +12,7 @@ use serde_json::Value as Json;
 
 use super::graph::Graph;
 use super::schema::{PROV_SCHEMA, RELATION_TABLE};
-use super::{Direction, KindFilter, Lineage, Traversal};
+use super::{Direction, KindFilter, Lineage, NodeIdx, Traversal};
 use crate::dlprov::Dlprov;
 use crate::sequence::Sequences;
 
@@ -171,6 +171,23 @@ fn check(g: &Graph, edges: &[(u32, u32)], starts: &[u32], depth: Option<u32>, wh
     }
     // both = union of the two closures, each node at its first depth found.
     let got = walk(g, starts, Direction::Both, depth);
+    // Counting without steps (count(*)) reaches the same number of nodes.
+    for dir in [Direction::Upstream, Direction::Downstream, Direction::Both] {
+        let ids = starts
+            .iter()
+            .map(|s| g.find(&format!("n{s}")).expect("start node"))
+            .collect();
+        let mut t = Traversal::new(ids, dir, depth, KindFilter::all());
+        let mut counted = 0;
+        while let Some(n) = t.next_level_count(g) {
+            counted += n;
+        }
+        assert_eq!(
+            counted,
+            walk(g, starts, dir, depth).len(),
+            "{what}: {dir:?} count"
+        );
+    }
     let up = oracle(edges, starts, true, max);
     let down = oracle(edges, starts, false, max);
     let nodes: BTreeSet<u32> = up.keys().chain(down.keys()).copied().collect();
@@ -229,6 +246,56 @@ async fn traversal_matches_oracle_on_random_graphs() {
                 check(&g, &edges, &starts, depth, &format!("round {round}"));
             }
         }
+    }
+}
+
+/// Walks over thousands of nodes switch the visited set from a hash set to
+/// a bitmap over the whole graph; the answers must not change.
+#[tokio::test]
+async fn large_walks_match_the_oracle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    let mut rng = Rng(7);
+    for (round, acyclic) in [(0u32, true), (1, false)] {
+        let base = round * 100_000;
+        let edges: Vec<(u32, u32)> = random_edges(&mut rng, 12_000, 90_000, acyclic)
+            .into_iter()
+            .map(|(a, b)| (a + base, b + base))
+            .collect();
+        let rows: Vec<_> = edges
+            .iter()
+            .map(|(s, o)| ("wasDerivedFrom", format!("n{s}"), format!("n{o}")))
+            .collect();
+        insert_relations(&storage, &rows).await;
+        let g = lineage.graph();
+        let starts = [base + 11_999, base + 11_000];
+        let closure = oracle(&edges, &starts, true, u32::MAX).len();
+        assert!(
+            closure > 4096 && closure > g.node_count() / 1024,
+            "round {round}: closure of {closure} nodes is too small to need a dense set"
+        );
+        for depth in [None, Some(2), Some(6)] {
+            check(&g, &edges, &starts, depth, &format!("large round {round}"));
+        }
+        // Each step's `via` is a node one level closer, linked to it.
+        let linked: BTreeSet<(u32, u32)> = edges.iter().copied().collect();
+        let name = |n: NodeIdx| -> u32 { g.node_text(n)[1..].parse().expect("node name") };
+        let ids = starts
+            .iter()
+            .map(|s| g.find(&format!("n{s}")).expect("start"))
+            .collect();
+        let mut t = Traversal::new(ids, Direction::Upstream, None, KindFilter::all());
+        let mut depth_of = HashMap::new();
+        while let Some(level) = t.next_level(&g) {
+            for step in level {
+                depth_of.insert(step.node, step.depth);
+                if let Some(via) = step.via {
+                    assert_eq!(depth_of.get(&via), Some(&(step.depth - 1)), "via depth");
+                    assert!(linked.contains(&(name(via), name(step.node))), "via edge");
+                }
+            }
+        }
+        assert_eq!(depth_of.len(), closure);
     }
 }
 

@@ -1,6 +1,5 @@
-//! Breadth-first traversal over the graph, one frontier at a time, with
-//! roaring bitmaps for the visited set: cost grows with the answer, not with
-//! the graph.
+//! Breadth-first traversal over the graph, one frontier at a time: cost
+//! grows with the answer, not with the graph.
 //!
 //! Direction: PROV relations point from the later node to the earlier one
 //! (`model wasGeneratedBy train`, `train used data`), so *upstream* follows
@@ -14,8 +13,6 @@
 //! at the same depths.
 
 use std::collections::{HashMap, VecDeque};
-
-use roaring::RoaringBitmap;
 
 use super::graph::{Edge, Graph, KindId, NodeIdx, Origin, kind};
 
@@ -66,12 +63,9 @@ pub struct Step {
 }
 
 /// Call `f` for each edge of `n` in the walk's direction.
-fn each_edge(g: &Graph, n: NodeIdx, upstream: bool, mut f: impl FnMut(Edge)) {
-    if upstream {
-        g.out_edges(n).for_each(&mut f);
-    } else {
-        g.in_edges(n).for_each(&mut f);
-    }
+#[inline]
+fn each_edge(g: &Graph, n: NodeIdx, upstream: bool, f: impl FnMut(Edge)) {
+    g.for_each_edge(n, upstream, f);
 }
 
 /// The nodes one hop from `n`, with the relation followed.
@@ -82,12 +76,24 @@ pub fn neighbours(
     f: &KindFilter,
     out: &mut Vec<(NodeIdx, KindId)>,
 ) {
+    each_neighbour(g, n, upstream, f, &mut |m, k| out.push((m, k)));
+}
+
+/// Call `visit` with each node one hop from `n` and the relation followed.
+#[inline]
+fn each_neighbour(
+    g: &Graph,
+    n: NodeIdx,
+    upstream: bool,
+    f: &KindFilter,
+    visit: &mut impl FnMut(NodeIdx, KindId),
+) {
     each_edge(g, n, upstream, |e| {
         if f.allows(e.kind) {
-            out.push((e.node, e.kind));
+            visit(e.node, e.kind);
         }
     });
-    shortcuts(g, n, upstream, f, out);
+    each_shortcut(g, n, upstream, f, visit);
 }
 
 /// The shortcut relations of `n` (see the module doc): nodes two derived
@@ -99,23 +105,49 @@ pub fn shortcuts(
     f: &KindFilter,
     out: &mut Vec<(NodeIdx, KindId)>,
 ) {
-    if g.is_row(n) && f.allows(kind::WAS_DERIVED_FROM) {
+    each_shortcut(g, n, upstream, f, &mut |m, k| out.push((m, k)));
+}
+
+#[inline]
+fn each_shortcut(
+    g: &Graph,
+    n: NodeIdx,
+    upstream: bool,
+    f: &KindFilter,
+    visit: &mut impl FnMut(NodeIdx, KindId),
+) {
+    let (row, task) = g.row_or_task(n);
+    if row && f.allows(kind::WAS_DERIVED_FROM) {
         // entity <-generated- task -used-> entity
         let (first, second) = if upstream {
             (kind::WAS_GENERATED_BY, kind::USED)
         } else {
             (kind::USED, kind::WAS_GENERATED_BY)
         };
-        two_hops(g, n, upstream, (first, second), kind::WAS_DERIVED_FROM, out);
+        two_hops(
+            g,
+            n,
+            upstream,
+            (first, second),
+            kind::WAS_DERIVED_FROM,
+            visit,
+        );
     }
-    if g.is_task(n) && f.allows(kind::WAS_INFORMED_BY) {
+    if task && f.allows(kind::WAS_INFORMED_BY) {
         // task -used-> entity -generated-> task
         let (first, second) = if upstream {
             (kind::USED, kind::WAS_GENERATED_BY)
         } else {
             (kind::WAS_GENERATED_BY, kind::USED)
         };
-        two_hops(g, n, upstream, (first, second), kind::WAS_INFORMED_BY, out);
+        two_hops(
+            g,
+            n,
+            upstream,
+            (first, second),
+            kind::WAS_INFORMED_BY,
+            visit,
+        );
     }
 }
 
@@ -127,7 +159,7 @@ fn two_hops(
     upstream: bool,
     (first, second): (KindId, KindId),
     as_kind: KindId,
-    out: &mut Vec<(NodeIdx, KindId)>,
+    visit: &mut impl FnMut(NodeIdx, KindId),
 ) {
     each_edge(g, n, upstream, |e1| {
         if e1.kind != first || e1.origin != Origin::Derived {
@@ -135,35 +167,161 @@ fn two_hops(
         }
         each_edge(g, e1.node, upstream, |e2| {
             if e2.kind == second && e2.origin == Origin::Derived && e2.node != n {
-                out.push((e2.node, as_kind));
+                visit(e2.node, as_kind);
             }
         });
     });
 }
 
+/// A set of nodes: a hash set while small, one bit per graph node once it
+/// holds more than 4096 nodes and 1/1024 of the graph. A dense set costs a
+/// bit per graph node to allocate and clear (~1 ns per 8 bytes), which a
+/// walk of a few thousand nodes in a graph of millions must not pay; a hash
+/// set costs ~10-15 ns per insert, which a walk over millions of nodes must
+/// not pay. The two break even near 1/1000 of the graph.
+#[derive(Debug)]
+enum NodeSet {
+    Sparse(hashbrown::HashSet<NodeIdx>),
+    Dense { bits: Vec<u64>, len: usize },
+}
+
+impl Default for NodeSet {
+    fn default() -> Self {
+        NodeSet::Sparse(Default::default())
+    }
+}
+
+impl NodeSet {
+    /// An empty set with room for every node a sparse set holds, so a
+    /// growing walk does not rehash on the way.
+    fn with_room() -> Self {
+        NodeSet::Sparse(hashbrown::HashSet::with_capacity(4096))
+    }
+
+    /// Add `n`; false if it was there. `universe` is the graph's node count
+    /// (it may grow between calls: writes land between levels).
+    #[inline]
+    fn insert(&mut self, n: NodeIdx, universe: usize) -> bool {
+        match self {
+            NodeSet::Sparse(set) => {
+                let added = set.insert(n);
+                if added && set.len() > 4096 && set.len() > universe / 1024 {
+                    self.densify(universe);
+                }
+                added
+            }
+            NodeSet::Dense { bits, len } => {
+                let (word, bit) = (n as usize / 64, 1u64 << (n % 64));
+                if word >= bits.len() {
+                    bits.resize(word + 1, 0);
+                }
+                let added = bits[word] & bit == 0;
+                bits[word] |= bit;
+                *len += usize::from(added);
+                added
+            }
+        }
+    }
+
+    #[inline]
+    fn contains(&self, n: NodeIdx) -> bool {
+        match self {
+            NodeSet::Sparse(set) => set.contains(&n),
+            NodeSet::Dense { bits, .. } => bits
+                .get(n as usize / 64)
+                .is_some_and(|w| w & (1u64 << (n % 64)) != 0),
+        }
+    }
+
+    fn densify(&mut self, universe: usize) {
+        if let NodeSet::Sparse(set) = self {
+            let mut bits = vec![0u64; universe.div_ceil(64)];
+            for &n in set.iter() {
+                let word = n as usize / 64;
+                if word >= bits.len() {
+                    bits.resize(word + 1, 0);
+                }
+                bits[word] |= 1u64 << (n % 64);
+            }
+            *self = NodeSet::Dense {
+                len: set.len(),
+                bits,
+            };
+        }
+    }
+}
+
+/// The nodes a level starts from, visited in id order so a level reads the
+/// adjacency arrays front to back (the hardware prefetches them; in
+/// discovery order nearly every node of a large level costs a cache miss).
+#[derive(Debug)]
+enum Frontier {
+    /// Sorted node ids (walks with a sparse visited set).
+    List(Vec<NodeIdx>),
+    /// One bit per node, set only within words `span` (walks with a dense
+    /// visited set: marking a node new is then two word updates and no
+    /// branch, and the id order comes free).
+    Bits {
+        words: Vec<u64>,
+        span: std::ops::Range<usize>,
+    },
+}
+
+impl Frontier {
+    fn is_empty(&self) -> bool {
+        match self {
+            Frontier::List(v) => v.is_empty(),
+            Frontier::Bits { span, .. } => span.is_empty(),
+        }
+    }
+
+    /// Call `f` with each node in id order, emptying the frontier. Returns
+    /// the bitmap's buffer, all-zero again, for reuse.
+    fn drain(self, mut f: impl FnMut(NodeIdx)) -> Option<Vec<u64>> {
+        match self {
+            Frontier::List(v) => {
+                v.into_iter().for_each(f);
+                None
+            }
+            Frontier::Bits { mut words, span } => {
+                let first = span.start;
+                for (w, word) in words[span].iter_mut().enumerate() {
+                    let mut x = std::mem::take(word);
+                    while x != 0 {
+                        f(((first + w) * 64) as NodeIdx + x.trailing_zeros());
+                        x &= x - 1;
+                    }
+                }
+                Some(words)
+            }
+        }
+    }
+}
+
 /// A walk in progress; call [`Traversal::next_level`] (or
-/// [`Traversal::next_level_into`]) until it reports the end. Holds no lock:
-/// each level reads the graph it is given, so writes can land between
-/// levels.
+/// [`Traversal::next_level_into`], [`Traversal::next_level_count`]) until
+/// it reports the end. Holds no lock: each level reads the graph it is
+/// given, so writes can land between levels.
 ///
-/// The frontier is a roaring bitmap, so each level visits its nodes in id
-/// order (sequential reads of the adjacency arrays); the visited set is one
-/// too. A `both` walk runs the two directions one after the other, each
-/// with its own visited set, and reports a node once.
+/// Each node is reported when first reached; its discoverer, a node of the
+/// level before, is the `via` reported. The visited set is a [`NodeSet`],
+/// the frontier a [`Frontier`]. A `both` walk runs the two directions one
+/// after the other, each with its own visited set, and reports a node once.
 #[derive(Debug)]
 pub struct Traversal {
     starts: Vec<NodeIdx>,
     phases: Vec<bool>,
     phase: usize,
-    frontier: RoaringBitmap,
-    visited: RoaringBitmap,
-    /// Nodes reported by earlier phases (`both` only).
-    reported: Option<RoaringBitmap>,
+    frontier: Frontier,
+    visited: NodeSet,
+    /// Nodes reported by the first phase (`both` only).
+    reported: Option<NodeSet>,
     depth: u32,
     max_depth: u32,
     filter: KindFilter,
     started: bool,
-    scratch: Vec<(NodeIdx, KindId)>,
+    /// An all-zero bitmap for the next [`Frontier::Bits`].
+    spare_bits: Vec<u64>,
 }
 
 impl Traversal {
@@ -178,27 +336,36 @@ impl Traversal {
             Direction::Downstream => vec![false],
             Direction::Both => vec![true, false],
         };
+        let mut seen = hashbrown::HashSet::new();
+        let starts = starts.into_iter().filter(|n| seen.insert(*n)).collect();
         Traversal {
-            reported: (phases.len() > 1).then(RoaringBitmap::new),
             starts,
             phases,
             phase: 0,
-            frontier: RoaringBitmap::new(),
-            visited: RoaringBitmap::new(),
+            frontier: Frontier::List(Vec::new()),
+            visited: NodeSet::default(),
+            reported: None,
             depth: 0,
             max_depth: max_depth.unwrap_or(u32::MAX),
             filter,
             started: false,
-            scratch: Vec::new(),
+            spare_bits: Vec::new(),
         }
     }
 
-    fn restart_phase(&mut self) {
-        if let Some(r) = &mut self.reported {
-            *r |= &self.visited;
+    /// Begin phase `self.phase`: the starts are the frontier and visited.
+    fn restart_phase(&mut self, universe: usize) {
+        let previous = std::mem::take(&mut self.visited);
+        if self.phase == 1 {
+            self.reported = Some(previous);
         }
-        self.frontier = self.starts.iter().copied().collect();
-        self.visited = self.frontier.clone();
+        let mut starts = self.starts.clone();
+        starts.sort_unstable();
+        self.frontier = Frontier::List(starts);
+        self.visited = NodeSet::with_room();
+        for &n in &self.starts {
+            self.visited.insert(n, universe);
+        }
         self.depth = 0;
     }
 
@@ -215,12 +382,27 @@ impl Traversal {
 
     /// Report the steps of the next level to `sink`; false when done.
     pub fn next_level_into(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) -> bool {
+        self.advance::<true>(g, sink).is_some()
+    }
+
+    /// Walk the next level and count the nodes it reports, without making
+    /// steps (`count(*)`); `None` when done.
+    pub fn next_level_count(&mut self, g: &Graph) -> Option<usize> {
+        self.advance::<false>(g, &mut |_| {})
+    }
+
+    /// One level; with `REPORT` each step goes to `sink`. Returns the number
+    /// of nodes the level reports, `None` when the walk is over.
+    fn advance<const REPORT: bool>(
+        &mut self,
+        g: &Graph,
+        sink: &mut dyn FnMut(Step),
+    ) -> Option<usize> {
         if !self.started {
             self.started = true;
-            self.restart_phase();
-            let mut seen = RoaringBitmap::new();
-            for &n in &self.starts {
-                if seen.insert(n) {
+            self.restart_phase(g.node_count());
+            if REPORT {
+                for &n in &self.starts {
                     sink(Step {
                         node: n,
                         depth: 0,
@@ -229,58 +411,168 @@ impl Traversal {
                     });
                 }
             }
-            return true;
+            return Some(self.starts.len());
         }
         loop {
             if self.phase >= self.phases.len() {
-                return false;
+                return None;
             }
             if self.frontier.is_empty() || self.depth >= self.max_depth {
                 self.phase += 1;
-                self.restart_phase();
+                self.restart_phase(g.node_count());
                 continue;
             }
-            self.expand(g, sink);
-            return true;
+            return Some(self.expand::<REPORT>(g, sink));
         }
     }
 
-    /// One level: candidates are collected in a vector and checked against
-    /// the visited set; the new nodes are then sorted once and added to the
-    /// bitmaps in bulk (inserting one by one into roaring's sorted array
-    /// containers shifts memory on every insert).
-    fn expand(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) {
-        let upstream = self.phases[self.phase];
+    /// One level: each neighbour of the frontier not yet visited is marked,
+    /// put on the next frontier and (with `REPORT`) reported. Returns the
+    /// number of nodes reported.
+    fn expand<const REPORT: bool>(&mut self, g: &Graph, sink: &mut dyn FnMut(Step)) -> usize {
         self.depth += 1;
-        let frontier = std::mem::take(&mut self.frontier);
-        let mut found: Vec<(NodeIdx, KindId, NodeIdx)> = Vec::new();
-        for n in &frontier {
-            self.scratch.clear();
-            neighbours(g, n, upstream, &self.filter, &mut self.scratch);
-            for &(m, k) in &self.scratch {
-                if !self.visited.contains(m) {
-                    found.push((m, k, n));
+        let universe = g.node_count();
+        let frontier = std::mem::replace(&mut self.frontier, Frontier::List(Vec::new()));
+        let mut visited = std::mem::take(&mut self.visited);
+        let next = match &mut visited {
+            NodeSet::Dense { bits, len } => {
+                let next = self.dense_level::<REPORT>(g, frontier, bits, universe, sink);
+                if let Frontier::Bits { words, span } = &next {
+                    *len += words[span.clone()]
+                        .iter()
+                        .map(|w| w.count_ones() as usize)
+                        .sum::<usize>();
                 }
+                next
             }
-        }
-        // One entry per new node (which discoverer is kept is arbitrary but
-        // deterministic: any of them is a shortest-path predecessor).
-        found.sort_unstable_by_key(|f| f.0);
-        found.dedup_by_key(|f| f.0);
-        let next = RoaringBitmap::from_sorted_iter(found.iter().map(|f| f.0)).unwrap_or_default();
-        self.visited |= &next;
-        for &(m, k, n) in &found {
-            if self.reported.as_ref().is_some_and(|r| r.contains(m)) {
-                continue;
-            }
-            sink(Step {
-                node: m,
-                depth: self.depth,
-                kind: Some(k),
-                via: Some(n),
-            });
-        }
+            sparse => self.sparse_level::<REPORT>(g, frontier, sparse, universe, sink),
+        };
+        self.visited = visited;
         self.frontier = next;
+        self.count_reported()
+    }
+
+    /// The nodes of the new frontier not reported by an earlier phase.
+    fn count_reported(&self) -> usize {
+        let reported = self.reported.as_ref();
+        match &self.frontier {
+            Frontier::List(v) => v
+                .iter()
+                .filter(|m| reported.is_none_or(|r| !r.contains(**m)))
+                .count(),
+            Frontier::Bits { words, span } => match reported {
+                None => words[span.clone()]
+                    .iter()
+                    .map(|w| w.count_ones() as usize)
+                    .sum(),
+                Some(r) => {
+                    let mut n = 0;
+                    for (w, word) in words[span.clone()].iter().enumerate() {
+                        let mut x = *word;
+                        while x != 0 {
+                            let m = ((span.start + w) * 64) as NodeIdx + x.trailing_zeros();
+                            n += usize::from(!r.contains(m));
+                            x &= x - 1;
+                        }
+                    }
+                    n
+                }
+            },
+        }
+    }
+
+    /// A level over a sparse visited set: new nodes are collected in a list
+    /// and sorted.
+    fn sparse_level<const REPORT: bool>(
+        &mut self,
+        g: &Graph,
+        frontier: Frontier,
+        visited: &mut NodeSet,
+        universe: usize,
+        sink: &mut dyn FnMut(Step),
+    ) -> Frontier {
+        let upstream = self.phases[self.phase];
+        let (filter, depth, reported) = (&self.filter, self.depth, &self.reported);
+        let mut next = Vec::new();
+        let spare = frontier.drain(|n| {
+            each_neighbour(g, n, upstream, filter, &mut |m, k| {
+                if !visited.insert(m, universe) {
+                    return;
+                }
+                next.push(m);
+                if REPORT && reported.as_ref().is_none_or(|r| !r.contains(m)) {
+                    sink(Step {
+                        node: m,
+                        depth,
+                        kind: Some(k),
+                        via: Some(n),
+                    });
+                }
+            });
+        });
+        if let Some(bits) = spare {
+            self.spare_bits = bits;
+        }
+        next.sort_unstable();
+        Frontier::List(next)
+    }
+
+    /// A level over a dense visited set: new nodes are marked in a bitmap
+    /// frontier, without a branch on whether a node is new (about half the
+    /// time it is, which the CPU cannot predict) unless steps are reported.
+    fn dense_level<const REPORT: bool>(
+        &mut self,
+        g: &Graph,
+        frontier: Frontier,
+        visited: &mut Vec<u64>,
+        universe: usize,
+        sink: &mut dyn FnMut(Step),
+    ) -> Frontier {
+        let upstream = self.phases[self.phase];
+        let words_needed = universe.div_ceil(64);
+        if visited.len() < words_needed {
+            visited.resize(words_needed, 0);
+        }
+        let mut next = std::mem::take(&mut self.spare_bits);
+        if next.len() < visited.len() {
+            next.resize(visited.len(), 0);
+        }
+        let (filter, depth, reported) = (&self.filter, self.depth, &self.reported);
+        let (mut lo, mut hi) = (usize::MAX, 0usize);
+        let spare = frontier.drain(|n| {
+            each_neighbour(g, n, upstream, filter, &mut |m, k| {
+                let (word, bit) = (m as usize / 64, 1u64 << (m % 64));
+                let (Some(v), Some(x)) = (visited.get_mut(word), next.get_mut(word)) else {
+                    return;
+                };
+                let fresh = bit & !*v;
+                *v |= bit;
+                *x |= fresh;
+                lo = lo.min(word);
+                hi = hi.max(word);
+                if REPORT && fresh != 0 && reported.as_ref().is_none_or(|r| !r.contains(m)) {
+                    sink(Step {
+                        node: m,
+                        depth,
+                        kind: Some(k),
+                        via: Some(n),
+                    });
+                }
+            });
+        });
+        if let Some(bits) = spare {
+            self.spare_bits = bits;
+        }
+        let span = if lo <= hi { lo..hi + 1 } else { 0..0 };
+        // Trim words the level touched without adding a node.
+        let start = span.clone().find(|&w| next[w] != 0).unwrap_or(span.end);
+        let end = (start..span.end)
+            .rfind(|&w| next[w] != 0)
+            .map_or(start, |w| w + 1);
+        Frontier::Bits {
+            words: next,
+            span: start..end,
+        }
     }
 }
 
@@ -304,8 +596,9 @@ fn bfs_path(
     f: &KindFilter,
 ) -> Option<Vec<Step>> {
     let mut parent: HashMap<NodeIdx, (NodeIdx, KindId)> = HashMap::new();
-    let mut visited = RoaringBitmap::new();
-    visited.insert(from);
+    let universe = g.node_count();
+    let mut visited = NodeSet::default();
+    visited.insert(from, universe);
     let mut queue = VecDeque::from([from]);
     let mut scratch = Vec::new();
     while let Some(n) = queue.pop_front() {
@@ -315,7 +608,7 @@ fn bfs_path(
         scratch.clear();
         neighbours(g, n, upstream, f, &mut scratch);
         for &(m, k) in &scratch {
-            if visited.insert(m) {
+            if visited.insert(m, universe) {
                 parent.insert(m, (n, k));
                 queue.push_back(m);
             }
@@ -346,4 +639,42 @@ fn bfs_path(
             })
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bitmap_frontiers_drain_in_id_order_and_come_back_zeroed() {
+        let mut words = vec![0u64; 100];
+        let nodes: Vec<NodeIdx> = (1000..3000).rev().step_by(3).collect();
+        for &n in &nodes {
+            words[n as usize / 64] |= 1u64 << (n % 64);
+        }
+        let f = Frontier::Bits {
+            words,
+            span: 1000 / 64..3000 / 64 + 1,
+        };
+        let mut got = Vec::new();
+        let back = f.drain(|n| got.push(n)).expect("buffer back");
+        let mut want = nodes;
+        want.sort_unstable();
+        assert_eq!(got, want);
+        assert!(back.len() == 100 && back.iter().all(|w| *w == 0));
+    }
+
+    #[test]
+    fn node_sets_turn_dense_and_keep_their_members() {
+        let mut set = NodeSet::default();
+        let universe = 100_000;
+        for n in (0..universe as NodeIdx).step_by(7) {
+            assert!(set.insert(n, universe));
+            assert!(!set.insert(n, universe));
+        }
+        assert!(matches!(set, NodeSet::Dense { len, .. } if len == universe.div_ceil(7)));
+        assert!(set.contains(700) && !set.contains(701));
+        // The graph grew after the set was made dense.
+        assert!(set.insert(250_000, universe) && set.contains(250_000));
+    }
 }

@@ -105,7 +105,24 @@ pub struct LineageExec {
     limit: Option<usize>,
     props: Arc<PlanProperties>,
     /// The whole answer of a small walk, found when the plan was built.
-    precomputed: Option<Arc<Vec<Step>>>,
+    precomputed: Option<Answer>,
+}
+
+/// A small walk's answer: its steps, or only their number when no column
+/// is read (`count(*)`).
+#[derive(Debug, Clone)]
+enum Answer {
+    Steps(Arc<Vec<Step>>),
+    Count(usize),
+}
+
+impl Answer {
+    fn len(&self) -> usize {
+        match self {
+            Answer::Steps(s) => s.len(),
+            Answer::Count(n) => *n,
+        }
+    }
 }
 
 /// Walks that finish within this many nodes are run when the plan is built:
@@ -113,18 +130,28 @@ pub struct LineageExec {
 /// input; `count(*)` answered from statistics).
 const EAGER_STEPS: usize = 8192;
 
-/// The walk's steps if it ends within [`EAGER_STEPS`]; a longer walk is
+/// The walk's answer if it ends within [`EAGER_STEPS`]; a longer walk is
 /// abandoned here and run again, streaming, when the plan executes.
-fn precompute(lineage: &Lineage, query: &LineageQuery) -> Option<Arc<Vec<Step>>> {
+fn precompute(lineage: &Lineage, query: &LineageQuery, count_only: bool) -> Option<Answer> {
     let mut t = query.traversal()?;
     let g = lineage.graph();
+    if count_only {
+        let mut n = 0;
+        while let Some(level) = t.next_level_count(&g) {
+            n += level;
+            if n > EAGER_STEPS {
+                return None;
+            }
+        }
+        return Some(Answer::Count(n));
+    }
     let mut steps = Vec::new();
     while t.next_level_into(&g, &mut |s| steps.push(s)) {
         if steps.len() > EAGER_STEPS {
             return None;
         }
     }
-    Some(Arc::new(steps))
+    Some(Answer::Steps(Arc::new(steps)))
 }
 
 impl LineageExec {
@@ -146,7 +173,11 @@ impl LineageExec {
             Boundedness::Bounded,
         );
         Ok(LineageExec {
-            precomputed: precompute(&lineage, &query),
+            precomputed: precompute(
+                &lineage,
+                &query,
+                projection.as_ref().is_some_and(|p| p.is_empty()),
+            ),
             lineage,
             query,
             projection,
@@ -251,7 +282,8 @@ impl ExecutionPlan for LineageExec {
         let walker = Walker {
             lineage: self.lineage.clone(),
             source: match (&self.precomputed, &self.query) {
-                (Some(steps), _) => Source::Steps(Some(Arc::clone(steps))),
+                (Some(Answer::Steps(steps)), _) => Source::Steps(Some(Arc::clone(steps))),
+                (Some(Answer::Count(n)), _) => Source::Count(Some(*n)),
                 (
                     None,
                     LineageQuery::Path {
@@ -289,6 +321,8 @@ enum Source {
     Path(Option<(NodeIdx, NodeIdx, KindFilter)>),
     /// A walk already run when the plan was built.
     Steps(Option<Arc<Vec<Step>>>),
+    /// The node count of a walk already run (no column is read).
+    Count(Option<usize>),
 }
 
 /// The stream's state: the walk and the steps found but not yet sent.
@@ -341,6 +375,7 @@ impl Walker {
                     .take()
                     .map(|(from, to, filter)| shortest_path(&g, from, to, &filter)),
                 Source::Steps(steps) => steps.take().map(|s| s.as_ref().clone()),
+                Source::Count(_) => None,
             };
             let Some(steps) = steps else {
                 return Ok(None);
@@ -363,7 +398,7 @@ impl Walker {
         while rows < self.batch_size && self.remaining > rows {
             let g = self.lineage.graph();
             let more = match &mut self.source {
-                Source::Walk(t) => t.next_level_into(&g, &mut |_| rows += 1),
+                Source::Walk(t) => t.next_level_count(&g).map(|n| rows += n).is_some(),
                 Source::Path(job) => match job.take() {
                     Some((from, to, filter)) => {
                         rows += shortest_path(&g, from, to, &filter).len();
@@ -378,6 +413,7 @@ impl Walker {
                     }
                     None => false,
                 },
+                Source::Count(count) => count.take().map(|n| rows += n).is_some(),
             };
             if !more {
                 break;
