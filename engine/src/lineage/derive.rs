@@ -270,10 +270,7 @@ pub fn row_facts(
             RowFacts::Owner { node, edges }
         }
         Role::UserNode(class) => match cols.text("id", row) {
-            Some(id) => {
-                let key = graph.key_for_text(id);
-                RowFacts::Declare(graph.node(key), *class)
-            }
+            Some(id) => RowFacts::Declare(graph.node_for_text(id), *class),
             None => RowFacts::Nothing,
         },
         Role::UserRelation => {
@@ -281,13 +278,13 @@ pub fn row_facts(
             let Some(kind) = cols.text("kind", row).map(|k| graph.kinds.intern(k)) else {
                 return RowFacts::Nothing;
             };
-            let Some(s) = cols.text("subject", row).map(|t| graph.key_for_text(t)) else {
+            let Some(s) = cols.text("subject", row).map(|t| graph.node_for_text(t)) else {
                 return RowFacts::Nothing;
             };
-            let Some(o) = cols.text("object", row).map(|t| graph.key_for_text(t)) else {
+            let Some(o) = cols.text("object", row).map(|t| graph.node_for_text(t)) else {
                 return RowFacts::Nothing;
             };
-            RowFacts::UserEdge((graph.node(s), kind, graph.node(o)))
+            RowFacts::UserEdge((s, kind, o))
         }
     }
 }

@@ -10,7 +10,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use super::ids::{NodeKey, PackedKey, Sym, Symbols};
+use super::ids::{Existing, NodeKey, PackedKey, Sym, Symbols, indexable, table_bytes};
 
 /// A node's compact id: its position in [`Graph`]'s tables.
 pub type NodeIdx = u32;
@@ -402,46 +402,75 @@ impl Graph {
         self.keys[n as usize].unpack()
     }
 
-    /// The packed form of `key`; keys too large to pack are user nodes
-    /// named by their text (`None` if that text is not interned).
-    fn packed(&self, key: &NodeKey) -> Option<PackedKey> {
-        match PackedKey::pack(*key) {
-            Some(p) => Some(p),
-            None => self
-                .symbols
-                .get(&key.render(&self.symbols))
-                .map(PackedKey::user),
+    /// The hash a node is indexed under: its packed key's, or its text's
+    /// for a user node (whose text has no table of its own).
+    fn hash_of(hasher: &DefaultHashBuilder, symbols: &Symbols, key: PackedKey) -> u64 {
+        match key.user_name() {
+            Some(name) => hasher.hash_one(symbols.name(name)),
+            None => hasher.hash_one(key),
         }
     }
 
-    pub fn lookup(&self, key: &NodeKey) -> Option<NodeIdx> {
-        let packed = self.packed(key)?;
-        let hash = self.hasher.hash_one(packed);
+    /// The user node whose text is `text`.
+    fn find_user(&self, text: &str) -> Option<NodeIdx> {
+        let text = indexable(text);
+        let hash = self.hasher.hash_one(text);
         self.index
-            .find(hash, |&n| self.keys[n as usize] == packed)
+            .find(hash, |&n| {
+                self.keys[n as usize]
+                    .user_name()
+                    .is_some_and(|u| self.symbols.name(u) == text)
+            })
             .copied()
+    }
+
+    pub fn lookup(&self, key: &NodeKey) -> Option<NodeIdx> {
+        match PackedKey::pack(*key) {
+            Some(packed) if packed.user_name().is_none() => {
+                let hash = self.hasher.hash_one(packed);
+                self.index
+                    .find(hash, |&n| self.keys[n as usize] == packed)
+                    .copied()
+            }
+            // A user key names its text; keys too large to pack are user
+            // nodes named by their text.
+            _ => self.find_user(&key.render(&self.symbols)),
+        }
     }
 
     /// The node for `key`, created (as an inferred entity) if new.
     pub fn node(&mut self, key: NodeKey) -> NodeIdx {
         let packed = match PackedKey::pack(key) {
-            Some(p) => p,
-            None => {
-                let text = key.render(&self.symbols);
-                let sym = self.symbols.intern(&text);
-                PackedKey::user(sym)
-            }
+            Some(p) if p.user_name().is_none() => p,
+            _ => return self.user_node(&key.render(&self.symbols)),
         };
         let hash = self.hasher.hash_one(packed);
         let keys = &self.keys;
         if let Some(&n) = self.index.find(hash, |&n| keys[n as usize] == packed) {
             return n;
         }
+        self.add_node(packed, hash)
+    }
+
+    /// The user node named `text`, created (as an inferred entity) if new.
+    fn user_node(&mut self, text: &str) -> NodeIdx {
+        if let Some(n) = self.find_user(text) {
+            return n;
+        }
+        let text = indexable(text);
+        let hash = self.hasher.hash_one(text);
+        let name = self.symbols.push_name(text);
+        self.add_node(PackedKey::user(name), hash)
+    }
+
+    /// Append a node not yet in the index.
+    fn add_node(&mut self, packed: PackedKey, hash: u64) -> NodeIdx {
         let n = NodeIdx::try_from(self.keys.len()).unwrap_or(NodeIdx::MAX);
         self.keys.push(packed);
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.index
-            .insert_unique(hash, n, |&m| hasher.hash_one(keys[m as usize]));
+        let (keys, hasher, symbols) = (&self.keys, &self.hasher, &self.symbols);
+        self.index.insert_unique(hash, n, |&m| {
+            Self::hash_of(hasher, symbols, keys[m as usize])
+        });
         let unpacked = packed.unpack();
         let flags = match unpacked {
             NodeKey::Row { .. } => ROW,
@@ -643,13 +672,19 @@ impl Graph {
 
     /// The node a text id names, if it exists.
     pub fn find(&self, text: &str) -> Option<NodeIdx> {
-        let key = NodeKey::parse_existing(text, &self.symbols)?;
-        self.lookup(&key)
+        match NodeKey::parse_existing(text, &self.symbols) {
+            Existing::Known(key) => self.lookup(&key),
+            Existing::User => self.find_user(text),
+            Existing::Absent => None,
+        }
     }
 
-    /// The key a text id names, interning what it needs.
-    pub fn key_for_text(&mut self, text: &str) -> NodeKey {
-        NodeKey::parse(text, &mut self.symbols)
+    /// The node a text id names, created (as an inferred entity) if new.
+    pub fn node_for_text(&mut self, text: &str) -> NodeIdx {
+        match NodeKey::parse(text, &mut self.symbols) {
+            Some(key) => self.node(key),
+            None => self.user_node(text),
+        }
     }
 
     pub fn sym(&mut self, s: &str) -> Sym {
@@ -664,7 +699,7 @@ impl Graph {
     /// Heap bytes of the node tables and the id dictionary.
     pub fn dictionary_bytes(&self) -> usize {
         self.keys.capacity() * 8
-            + self.index.capacity() * 5
+            + table_bytes(self.index.capacity(), 4)
             + self.class.capacity()
             + self.symbols.heap_bytes()
     }

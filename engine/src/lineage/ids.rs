@@ -16,8 +16,11 @@
 //! Any other text (e.g. `ex:model-7`, from `prov.*` rows or imports) names a
 //! user node as is.
 //!
-//! In the index a node is a [`PackedKey`] (8 bytes); strings live once in
-//! [`Symbols`], an arena with a hash table of offsets.
+//! In the index a node is a [`PackedKey`] (8 bytes). Tags and dataset names
+//! live once in [`Symbols`], an arena with a hash table of offsets. A user
+//! node's text lives once in a second arena, without a table: its key holds
+//! where (a [`UserName`]), and the graph's node index, which hashes user
+//! keys by their text, is what finds it again.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -33,12 +36,24 @@ pub type Sym = u32;
 /// A DLProv dataset (`tag.set`), by registration order.
 pub type DatasetId = u16;
 
+/// Where a user node's text is in [`Symbols`]' name arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserName {
+    start: u32,
+    len: u32,
+}
+
+/// User node texts longer than this are cut (they must fit a packed key).
+const NAME_LEN_BITS: u32 = 29;
+
 /// Interned strings (execution and dataflow tags, user node ids) in one
 /// arena, and the registered DLProv datasets.
 #[derive(Debug, Default)]
 pub struct Symbols {
     text: String,
     ends: Vec<u32>,
+    /// User node texts, back to back; see [`UserName`].
+    names: String,
     table: HashTable<Sym>,
     hasher: DefaultHashBuilder,
     datasets: Vec<Box<str>>,
@@ -88,6 +103,27 @@ impl Symbols {
         slice(&self.text, &self.ends, id)
     }
 
+    /// Store a user node's text (the caller checked it is new and cut it
+    /// with [`indexable`]).
+    pub fn push_name(&mut self, s: &str) -> UserName {
+        let end = self.names.len() + s.len();
+        let (Ok(start), Ok(_)) = (u32::try_from(self.names.len()), u32::try_from(end)) else {
+            error!("lineage name arena is full (4 GiB of ids); id not indexed");
+            return UserName { start: 0, len: 0 };
+        };
+        self.names.push_str(s);
+        UserName {
+            start,
+            len: s.len() as u32,
+        }
+    }
+
+    /// A user node's text.
+    pub fn name(&self, n: UserName) -> &str {
+        let start = n.start as usize;
+        self.names.get(start..start + n.len as usize).unwrap_or("")
+    }
+
     /// Register the dataset `tag.set`, so `tag.set:<id>` parses as its row.
     pub fn add_dataset(&mut self, tag: &str, set: &str) -> DatasetId {
         let name = format!("{tag}.{set}");
@@ -111,11 +147,42 @@ impl Symbols {
     pub fn shrink_to_fit(&mut self) {
         self.text.shrink_to_fit();
         self.ends.shrink_to_fit();
+        self.names.shrink_to_fit();
     }
 
     pub fn heap_bytes(&self) -> usize {
-        self.text.capacity() + self.ends.capacity() * 4 + self.table.capacity() * 5
+        self.text.capacity()
+            + self.ends.capacity() * 4
+            + table_bytes(self.table.capacity(), 4)
+            + self.names.capacity()
     }
+}
+
+/// Heap bytes of a hashbrown table holding `capacity` entries of `entry`
+/// bytes: a power-of-two number of buckets, 7/8 usable, one control byte
+/// each.
+pub fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    (capacity * 8 / 7).next_power_of_two() * (entry + 1)
+}
+
+/// The part of a user node's text the index keeps: all of it, unless it
+/// is longer than a packed key can say (512 MiB), when it is cut.
+pub fn indexable(text: &str) -> &str {
+    if text.len() < 1 << NAME_LEN_BITS {
+        return text;
+    }
+    let mut cut = (1 << NAME_LEN_BITS) - 1;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    error!(
+        len = text.len(),
+        "lineage: user node id too long; indexing its prefix"
+    );
+    &text[..cut]
 }
 
 /// What a node is.
@@ -127,12 +194,13 @@ pub enum NodeKey {
     Scientist(i64),
     Hardware(i64),
     Row { dataset: DatasetId, id: i64 },
-    User(Sym),
+    User(UserName),
 }
 
 /// A [`NodeKey`] in 8 bytes: a 3-bit tag and the payload (a symbol, a
-/// 61-bit id, or a 16-bit dataset with a 45-bit row id). Keys whose ids do
-/// not fit are indexed as user nodes named by their text.
+/// 61-bit id, a 16-bit dataset with a 45-bit row id, or a user name's
+/// 32-bit start and 29-bit length). Keys whose ids do not fit are indexed
+/// as user nodes named by their text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct PackedKey(u64);
 
@@ -151,14 +219,22 @@ fn sign_extend(v: u64, bits: u32) -> i64 {
 
 impl PackedKey {
     /// A user node's key (always packs: the tag is 0).
-    pub fn user(sym: Sym) -> PackedKey {
-        PackedKey(sym as u64)
+    pub fn user(name: UserName) -> PackedKey {
+        PackedKey((name.len as u64) << 32 | name.start as u64)
+    }
+
+    /// The user name of a user node's key.
+    pub fn user_name(self) -> Option<UserName> {
+        (self.0 >> TAG_SHIFT == 0).then_some(UserName {
+            start: self.0 as u32,
+            len: (self.0 >> 32) as u32,
+        })
     }
 
     pub fn pack(key: NodeKey) -> Option<PackedKey> {
         let tagged = |tag: u64, payload: u64| Some(PackedKey(tag << TAG_SHIFT | payload));
         match key {
-            NodeKey::User(s) => tagged(0, s as u64),
+            NodeKey::User(name) => Some(PackedKey::user(name)),
             NodeKey::Dataflow(s) => tagged(1, s as u64),
             NodeKey::Execution(s) => tagged(2, s as u64),
             NodeKey::Task(id) => tagged(3, fits(id, TAG_SHIFT)?),
@@ -183,7 +259,10 @@ impl PackedKey {
                 dataset: (payload >> ROW_ID_BITS) as DatasetId,
                 id: sign_extend(payload & ((1u64 << ROW_ID_BITS) - 1), ROW_ID_BITS),
             },
-            _ => NodeKey::User(sym),
+            _ => NodeKey::User(UserName {
+                start: self.0 as u32,
+                len: (self.0 >> 32) as u32,
+            }),
         }
     }
 }
@@ -220,39 +299,42 @@ impl NodeKey {
             NodeKey::Scientist(id) => format!("scientist:{id}"),
             NodeKey::Hardware(id) => format!("hardware:{id}"),
             NodeKey::Row { dataset, id } => format!("{}:{id}", syms.dataset_name(dataset)),
-            NodeKey::User(s) => syms.text(s).to_string(),
+            NodeKey::User(name) => syms.name(name).to_string(),
         }
     }
 
-    /// The key `text` names, interning strings as needed.
-    pub fn parse(text: &str, syms: &mut Symbols) -> NodeKey {
-        match Self::parse_fixed(text, syms) {
-            Parsed::Key(k) => k,
-            Parsed::Tagged(prefix, local) => {
-                let tag = syms.intern(local);
-                if prefix == "dataflow" {
-                    NodeKey::Dataflow(tag)
-                } else {
-                    NodeKey::Execution(tag)
-                }
-            }
-            Parsed::User => NodeKey::User(syms.intern(text)),
-        }
-    }
-
-    /// The key `text` names if every string it needs is already interned.
-    pub fn parse_existing(text: &str, syms: &Symbols) -> Option<NodeKey> {
+    /// What `text` names: a DLProv key (interning its tag if needed), or
+    /// `None` for a user node's text.
+    pub fn parse(text: &str, syms: &mut Symbols) -> Option<NodeKey> {
         match Self::parse_fixed(text, syms) {
             Parsed::Key(k) => Some(k),
             Parsed::Tagged(prefix, local) => {
-                let tag = syms.get(local)?;
+                let tag = syms.intern(local);
                 Some(if prefix == "dataflow" {
                     NodeKey::Dataflow(tag)
                 } else {
                     NodeKey::Execution(tag)
                 })
             }
-            Parsed::User => syms.get(text).map(NodeKey::User),
+            Parsed::User => None,
+        }
+    }
+
+    /// What `text` names if every string it needs is already interned:
+    /// `Known(key)`, `User` for a user node's text, `Absent` when no node
+    /// can have this id.
+    pub fn parse_existing(text: &str, syms: &Symbols) -> Existing {
+        match Self::parse_fixed(text, syms) {
+            Parsed::Key(k) => Existing::Known(k),
+            Parsed::Tagged(prefix, local) => match syms.get(local) {
+                Some(tag) => Existing::Known(if prefix == "dataflow" {
+                    NodeKey::Dataflow(tag)
+                } else {
+                    NodeKey::Execution(tag)
+                }),
+                None => Existing::Absent,
+            },
+            Parsed::User => Existing::User,
         }
     }
 
@@ -273,6 +355,13 @@ impl NodeKey {
             _ => Parsed::User,
         }
     }
+}
+
+/// See [`NodeKey::parse_existing`].
+pub enum Existing {
+    Known(NodeKey),
+    User,
+    Absent,
 }
 
 enum Parsed<'a> {

@@ -455,10 +455,7 @@ fn adjacency_survives_compactions_with_adds_and_removes() {
     let mut g = Graph::default();
     let mut rng = Rng(7);
     let nodes: Vec<u32> = (0..500)
-        .map(|i| {
-            let key = g.key_for_text(&format!("n{i}"));
-            g.node(key)
-        })
+        .map(|i| g.node_for_text(&format!("n{i}")))
         .collect();
     let kinds = [
         g.kinds.intern("used"),
@@ -532,10 +529,7 @@ fn bulk_loading_places_every_edge() {
     let mut rng = Rng(11);
     let mut g = Graph::default();
     let nodes: Vec<u32> = (0..300)
-        .map(|i| {
-            let key = g.key_for_text(&format!("b{i}"));
-            g.node(key)
-        })
+        .map(|i| g.node_for_text(&format!("b{i}")))
         .collect();
     let used = g.kinds.intern("used");
     // A first batch compacted normally, then a bulk batch on top.
