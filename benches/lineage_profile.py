@@ -72,7 +72,8 @@ def main():
         print(f"SELECT 1: {(time.time() - floor) / 500 * 1000:.3f} ms/query")
         perf = None
         if args.perf:
-            perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-p", str(proc.pid),
+            perf = subprocess.Popen(["perf", "record", "-F", "499", "--call-graph", "dwarf,16384",
+                                     "-p", str(proc.pid),
                                      "-o", "perf.data"], stderr=subprocess.DEVNULL)
             time.sleep(1)
         start, runs = time.time(), 0

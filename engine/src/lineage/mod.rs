@@ -14,7 +14,7 @@
 //!
 //! The index lives in memory only. [`Lineage::open`] rebuilds it from the
 //! tables when the database opens (`docs/lineage.md` gives the measured
-//! cost), then follows every commit.
+//! cost), then follows every commit, and compacts it once writes pause.
 
 pub mod derive;
 pub mod graph;
@@ -28,11 +28,12 @@ pub mod view;
 mod tests;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use provdb_storage::{CommitObserver, Storage, WalOp};
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::dlprov::state::DataflowRecord;
 use crate::error::{EngineError, Result};
@@ -46,7 +47,15 @@ pub use traverse::{Direction, KindFilter, Step, Traversal};
 struct Shared {
     graph: RwLock<Graph>,
     maintainer: Mutex<Maintainer>,
+    /// When the graph last changed, in ms since `opened`.
+    last_change_ms: AtomicU64,
+    opened: Instant,
 }
+
+/// The graph is compacted once no commit has changed it for this long
+/// (see [`Graph::wants_idle_compaction`]), checked this often.
+const IDLE_BEFORE_COMPACTION: Duration = Duration::from_secs(1);
+const IDLE_CHECK: Duration = Duration::from_millis(500);
 
 impl CommitObserver for Shared {
     fn on_commit(&self, _lsn: u64, ops: &[WalOp]) {
@@ -56,6 +65,56 @@ impl CommitObserver for Shared {
         let mut m = self.maintainer.lock();
         let mut g = self.graph.write();
         m.apply(&mut g, ops);
+        self.last_change_ms
+            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Shared {
+    /// Compact the graph if writes have paused and enough edges wait.
+    fn compact_if_idle(&self) {
+        let idle_since = Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
+        if self.opened.elapsed().saturating_sub(idle_since) < IDLE_BEFORE_COMPACTION
+            || !self.graph.read().wants_idle_compaction()
+        {
+            return;
+        }
+        let started = Instant::now();
+        let mut g = self.graph.write();
+        if !g.wants_idle_compaction() {
+            return;
+        }
+        let pending = g.pending_edges();
+        g.compact();
+        debug!(
+            pending,
+            edges = g.edge_count(),
+            ms = started.elapsed().as_millis() as u64,
+            "lineage index compacted while writes paused"
+        );
+    }
+
+    /// Check for an idle compaction every [`IDLE_CHECK`] until the index
+    /// is dropped (needs a tokio runtime; without one, writes alone
+    /// compact).
+    fn start_idle_compactions(shared: &Arc<Shared>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let weak = Arc::downgrade(shared);
+        runtime.spawn(async move {
+            let mut tick = tokio::time::interval(IDLE_CHECK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(shared) = weak.upgrade() else {
+                    break;
+                };
+                // Compaction holds the write lock for up to a second on
+                // millions of edges: off the async workers.
+                let _ = tokio::task::spawn_blocking(move || shared.compact_if_idle()).await;
+            }
+        });
     }
 }
 
@@ -104,7 +163,10 @@ impl Lineage {
         let shared = Arc::new(Shared {
             graph: RwLock::new(graph),
             maintainer: Mutex::new(maintainer),
+            last_change_ms: AtomicU64::new(0),
+            opened: Instant::now(),
         });
+        Shared::start_idle_compactions(&shared);
         storage.set_observer(Some(Arc::clone(&shared) as Arc<dyn CommitObserver>));
         Ok(Lineage { shared })
     }

@@ -299,6 +299,37 @@ async fn large_walks_match_the_oracle() {
     }
 }
 
+/// Edges written live wait in the overflow map until a compaction; once
+/// writes pause the index compacts itself, and walks answer the same.
+#[tokio::test]
+async fn the_index_compacts_once_writes_pause() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    let mut rng = Rng(11);
+    let edges = random_edges(&mut rng, 3_000, 10_000, true);
+    for chunk in edges.chunks(500) {
+        let rows: Vec<_> = chunk
+            .iter()
+            .map(|(s, o)| ("wasDerivedFrom", format!("n{s}"), format!("n{o}")))
+            .collect();
+        insert_relations(&storage, &rows).await;
+    }
+    let before = lineage.graph().pending_edges();
+    assert!(before >= 1024, "{before} edges pending after the writes");
+    let starts = [2_999, 2_500];
+    check(&lineage.graph(), &edges, &starts, None, "before compaction");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while lineage.graph().pending_edges() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        lineage.graph().pending_edges(),
+        0,
+        "no compaction after writes paused"
+    );
+    check(&lineage.graph(), &edges, &starts, None, "after compaction");
+}
+
 #[tokio::test]
 async fn deletes_and_restart_keep_the_index_equal_to_the_table() {
     let dir = tempfile::tempdir().expect("tempdir");
