@@ -294,9 +294,13 @@ impl State {
 pub struct GroupOverlay {
     pub created: HashMap<(String, String), TableId>,
     pub dropped: HashSet<TableId>,
-    pub keys_added: HashMap<TableId, HashSet<Box<[u8]>>>,
-    pub keys_removed: HashMap<TableId, HashSet<Box<[u8]>>>,
+    pub keys_added: HashMap<TableId, KeySet>,
+    pub keys_removed: HashMap<TableId, KeySet>,
 }
+
+/// Encoded primary keys (see [`crate::pk::PkIndex`]), with a fast seeded
+/// hasher: every row of every commit is checked against these.
+pub type KeySet = hashbrown::HashSet<Box<[u8]>>;
 
 impl State {
     /// Check a commit against the current state plus the group overlay; on
