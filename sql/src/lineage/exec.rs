@@ -290,7 +290,9 @@ impl ExecutionPlan for LineageExec {
                         from, to, filter, ..
                     },
                 ) => Source::Path(Some((*from, *to, filter.clone()))),
-                (None, walk) => walk.traversal().map_or(Source::Steps(None), Source::Walk),
+                (None, walk) => walk
+                    .traversal()
+                    .map_or(Source::Steps(None), |t| Source::Walk(Box::new(t))),
             },
             path: matches!(self.query, LineageQuery::Path { .. }),
             full_schema: self.query.schema(),
@@ -317,7 +319,7 @@ impl ExecutionPlan for LineageExec {
 }
 
 enum Source {
-    Walk(Traversal),
+    Walk(Box<Traversal>),
     Path(Option<(NodeIdx, NodeIdx, KindFilter)>),
     /// A walk already run when the plan was built.
     Steps(Option<Arc<Vec<Step>>>),
