@@ -216,6 +216,27 @@ fn random_edges(rng: &mut Rng, nodes: u32, count: usize, acyclic: bool) -> Vec<(
     set.into_iter().collect()
 }
 
+/// Insert a random graph of `nodes` nodes `n<base>..` and `count` edges as
+/// `wasDerivedFrom` relations; returns its edges.
+async fn insert_random_graph(
+    storage: &Storage,
+    rng: &mut Rng,
+    base: u32,
+    (nodes, count): (u32, usize),
+    acyclic: bool,
+) -> Vec<(u32, u32)> {
+    let edges: Vec<(u32, u32)> = random_edges(rng, nodes, count, acyclic)
+        .into_iter()
+        .map(|(a, b)| (a + base, b + base))
+        .collect();
+    let rows: Vec<_> = edges
+        .iter()
+        .map(|(s, o)| ("wasDerivedFrom", format!("n{s}"), format!("n{o}")))
+        .collect();
+    insert_relations(storage, &rows).await;
+    edges
+}
+
 #[tokio::test]
 async fn traversal_matches_oracle_on_random_graphs() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -224,15 +245,7 @@ async fn traversal_matches_oracle_on_random_graphs() {
     for round in 0..12u32 {
         let acyclic = round % 2 == 0;
         let base = round * 1000;
-        let edges: Vec<(u32, u32)> = random_edges(&mut rng, 60, 140, acyclic)
-            .into_iter()
-            .map(|(a, b)| (a + base, b + base))
-            .collect();
-        let rows: Vec<_> = edges
-            .iter()
-            .map(|(s, o)| ("wasDerivedFrom", format!("n{s}"), format!("n{o}")))
-            .collect();
-        insert_relations(&storage, &rows).await;
+        let edges = insert_random_graph(&storage, &mut rng, base, (60, 140), acyclic).await;
         let g = lineage.graph();
         for _ in 0..6 {
             let k = 1 + rng.below(3) as usize;
@@ -258,15 +271,7 @@ async fn large_walks_match_the_oracle() {
     let mut rng = Rng(7);
     for (round, acyclic) in [(0u32, true), (1, false)] {
         let base = round * 100_000;
-        let edges: Vec<(u32, u32)> = random_edges(&mut rng, 12_000, 90_000, acyclic)
-            .into_iter()
-            .map(|(a, b)| (a + base, b + base))
-            .collect();
-        let rows: Vec<_> = edges
-            .iter()
-            .map(|(s, o)| ("wasDerivedFrom", format!("n{s}"), format!("n{o}")))
-            .collect();
-        insert_relations(&storage, &rows).await;
+        let edges = insert_random_graph(&storage, &mut rng, base, (12_000, 90_000), acyclic).await;
         let g = lineage.graph();
         let starts = [base + 11_999, base + 11_000];
         let closure = oracle(&edges, &starts, true, u32::MAX).len();

@@ -62,6 +62,27 @@ pub struct Step {
     pub via: Option<NodeIdx>,
 }
 
+impl Step {
+    /// Node `node`, first reached at `depth` through relation `kind` from
+    /// `via`.
+    fn reached(node: NodeIdx, depth: u32, kind: KindId, via: NodeIdx) -> Step {
+        Step {
+            node,
+            depth,
+            kind: Some(kind),
+            via: Some(via),
+        }
+    }
+}
+
+/// Send `step` to `sink` unless an earlier phase reported its node.
+#[inline]
+fn report(sink: &mut dyn FnMut(Step), reported: &Option<NodeSet>, step: Step) {
+    if reported.as_ref().is_none_or(|r| !r.contains(step.node)) {
+        sink(step);
+    }
+}
+
 /// Call `f` for each edge of `n` in the walk's direction.
 #[inline]
 fn each_edge(g: &Graph, n: NodeIdx, upstream: bool, f: impl FnMut(Edge)) {
@@ -500,13 +521,8 @@ impl Traversal {
                     return;
                 }
                 next.push(m);
-                if REPORT && reported.as_ref().is_none_or(|r| !r.contains(m)) {
-                    sink(Step {
-                        node: m,
-                        depth,
-                        kind: Some(k),
-                        via: Some(n),
-                    });
+                if REPORT {
+                    report(sink, reported, Step::reached(m, depth, k, n));
                 }
             });
         });
@@ -550,13 +566,8 @@ impl Traversal {
                 *x |= fresh;
                 lo = lo.min(word);
                 hi = hi.max(word);
-                if REPORT && fresh != 0 && reported.as_ref().is_none_or(|r| !r.contains(m)) {
-                    sink(Step {
-                        node: m,
-                        depth,
-                        kind: Some(k),
-                        via: Some(n),
-                    });
+                if REPORT && fresh != 0 {
+                    report(sink, reported, Step::reached(m, depth, k, n));
                 }
             });
         });
