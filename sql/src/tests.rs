@@ -790,3 +790,63 @@ async fn direct_inserts_and_key_lookups_answer_like_planned_ones() {
         assert!(out.contains("| 51 |"), "{out}");
     }
 }
+
+/// Walks longer than the ones run at planning time stream level by level,
+/// with and without columns to produce; both give the planned walks'
+/// answers.
+#[tokio::test]
+async fn long_lineage_walks_stream_and_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    // A binary tree of 20,000 nodes: g<i> was derived from g<i/2>.
+    run(
+        &mut s,
+        "INSERT INTO prov.relation (kind, subject, object) \
+         SELECT 'wasDerivedFrom', 'g' || CAST(value AS TEXT), 'g' || CAST(value / 2 AS TEXT) \
+         FROM generate_series(2, 20000)",
+    )
+    .await
+    .unwrap();
+    let down = "lineage('g1', direction => 'downstream')";
+    let count = run(&mut s, &format!("SELECT count(*) AS n FROM {down}")).await;
+    assert!(count.as_ref().unwrap().contains("| 20000 |"), "{count:?}");
+    let cols = run(
+        &mut s,
+        &format!("SELECT count(*) AS n, max(depth) AS d, count(DISTINCT node) AS u FROM {down}"),
+    )
+    .await;
+    assert!(
+        cols.as_ref().unwrap().contains("| 20000 | 14 | 20000 |"),
+        "{cols:?}"
+    );
+    let limited = run(
+        &mut s,
+        &format!("SELECT count(*) AS n FROM (SELECT node FROM {down} LIMIT 10000)"),
+    )
+    .await;
+    assert!(
+        limited.as_ref().unwrap().contains("| 10000 |"),
+        "{limited:?}"
+    );
+    let both = run(
+        &mut s,
+        "SELECT count(*) AS n FROM lineage('g1', direction => 'both')",
+    )
+    .await;
+    assert!(both.as_ref().unwrap().contains("| 20000 |"), "{both:?}");
+    // A short walk is run at planning time, a long one is not.
+    let shallow = "lineage('g1', direction => 'downstream', max_depth => 3)";
+    let small = run(&mut s, &format!("SELECT count(*) AS n FROM {shallow}")).await;
+    assert!(small.as_ref().unwrap().contains("| 15 |"), "{small:?}");
+    let plan = run(&mut s, &format!("EXPLAIN SELECT node FROM {shallow}")).await;
+    assert!(
+        plan.as_ref().unwrap().contains("walked_at_planning=15"),
+        "{plan:?}"
+    );
+    let plan = run(&mut s, &format!("EXPLAIN SELECT node FROM {down}")).await;
+    assert!(
+        !plan.as_ref().unwrap().contains("walked_at_planning"),
+        "{plan:?}"
+    );
+}
