@@ -195,7 +195,7 @@ fn two_hops(
 }
 
 /// A set of nodes: a hash set while small, one bit per graph node once it
-/// holds more than 4096 nodes and 1/1024 of the graph. A dense set costs a
+/// holds more than [`SPARSE_NODES`] nodes and 1/1024 of the graph. A dense set costs a
 /// bit per graph node to allocate and clear (~1 ns per 8 bytes), which a
 /// walk of a few thousand nodes in a graph of millions must not pay; a hash
 /// set costs ~10-15 ns per insert, which a walk over millions of nodes must
@@ -205,6 +205,9 @@ enum NodeSet {
     Sparse(hashbrown::HashSet<NodeIdx>),
     Dense { bits: Vec<u64>, len: usize },
 }
+
+/// A sparse [`NodeSet`] never turns dense below this many nodes.
+const SPARSE_NODES: usize = 4096;
 
 impl Default for NodeSet {
     fn default() -> Self {
@@ -216,7 +219,7 @@ impl NodeSet {
     /// An empty set with room for every node a sparse set holds, so a
     /// growing walk does not rehash on the way.
     fn with_room() -> Self {
-        NodeSet::Sparse(hashbrown::HashSet::with_capacity(4096))
+        NodeSet::Sparse(hashbrown::HashSet::with_capacity(SPARSE_NODES))
     }
 
     /// Add `n`; false if it was there. `universe` is the graph's node count
@@ -226,7 +229,7 @@ impl NodeSet {
         match self {
             NodeSet::Sparse(set) => {
                 let added = set.insert(n);
-                if added && set.len() > 4096 && set.len() > universe / 1024 {
+                if added && set.len() > SPARSE_NODES && set.len() > universe / 1024 {
                     self.densify(universe);
                 }
                 added
