@@ -18,9 +18,8 @@
 //! the general path's, when it cannot take a call alone: a bound value
 //! that does not convert exactly to the type the plan expects, uncommitted
 //! inserts into the looked-up table in the open transaction, a NULL key.
-//! (A statement
-//! whose tables changed since Parse is planned again before it gets here:
-//! [`crate::prepared::Prepared::tables_unchanged`].)
+//! (A statement whose tables changed since Parse is planned again before
+//! it gets here: [`crate::prepared::Prepared::tables_unchanged`].)
 
 use std::any::Any;
 use std::sync::Arc;
@@ -31,15 +30,13 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::datasource::source_as_provider;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{
-    BinaryExpr, Expr, LogicalPlan, Operator, TableScan, TableSource, WriteOp,
-};
+use datafusion::logical_expr::{Expr, LogicalPlan, TableScan, TableSource, WriteOp};
 use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
 use crate::prepared::KeptPlan;
-use crate::table::{KeyLookup, ProvTable, conform_columns};
+use crate::table::{KeyLookup, ProvTable, conform_columns, key_operand};
 
 /// A prepared statement that runs without DataFusion planning.
 #[derive(Debug, Clone)]
@@ -229,31 +226,29 @@ fn lookup_rows(
             b.columns().to_vec(),
         )?)
     };
-    match found {
+    let stream = match found {
         KeyLookup::Rows(rows) => {
             let rows = rows
                 .iter()
                 .map(|b| in_schema(b.project(columns)?))
                 .collect::<Vec<_>>();
-            let stream = futures::stream::iter(rows);
-            Ok(Some(Box::pin(RecordBatchStreamAdapter::new(
-                Arc::clone(schema),
-                stream,
-            ))))
+            futures::stream::iter(rows).boxed()
         }
         KeyLookup::Parquet(plan, file) => {
             // the closure holds the segment file until the row is read
-            let stream = execute_stream(plan, task())?.map(move |b| {
-                let _held = &file;
-                in_schema(b?)
-            });
-            Ok(Some(Box::pin(RecordBatchStreamAdapter::new(
-                Arc::clone(schema),
-                stream,
-            ))))
+            execute_stream(plan, task())?
+                .map(move |b| {
+                    let _held = &file;
+                    in_schema(b?)
+                })
+                .boxed()
         }
-        KeyLookup::Unanswered => Ok(None),
-    }
+        KeyLookup::Unanswered => return Ok(None),
+    };
+    Ok(Some(Box::pin(RecordBatchStreamAdapter::new(
+        Arc::clone(schema),
+        stream,
+    ))))
 }
 
 /// The stored table behind a plan's table source, if it is one.
@@ -315,10 +310,10 @@ fn lookup(plan: &LogicalPlan) -> Option<(Arc<ProvTable>, Kind)> {
     }
     let table = prov_table(&scan.source)?;
     let def = &table.def;
-    let [pk] = def.primary_key.as_slice() else {
-        return None;
-    };
-    let key = key_value(&filter_node.predicate, def.schema.field(*pk).name())?;
+    let key = Value::of(key_operand(
+        &filter_node.predicate,
+        table.single_key_field()?.name(),
+    )?)?;
     if matches!(key, Value::Const(_)) {
         return None; // a planned scan takes constant keys through the index too
     }
@@ -349,19 +344,4 @@ fn scanned_columns(scan: &TableScan, width: usize) -> Vec<usize> {
     scan.projection
         .clone()
         .unwrap_or_else(|| (0..width).collect())
-}
-
-/// The value `v` of a predicate `column = v` (either side), where `v` is
-/// made of a parameter, literals and casts.
-fn key_value(predicate: &Expr, column: &str) -> Option<Value> {
-    let Expr::BinaryExpr(BinaryExpr { left, op, right }) = predicate else {
-        return None;
-    };
-    if *op != Operator::Eq {
-        return None;
-    }
-    match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => Value::of(v),
-        _ => None,
-    }
 }

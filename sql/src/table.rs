@@ -223,7 +223,7 @@ impl ProvTable {
     }
 
     /// The primary key column, when the key is one column.
-    fn single_key_field(&self) -> Option<&Field> {
+    pub(crate) fn single_key_field(&self) -> Option<&Field> {
         match self.def.primary_key.as_slice() {
             [pk_col] => Some(self.def.schema.field(*pk_col)),
             _ => None,
@@ -410,12 +410,17 @@ fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
 
 /// The literal `v` of a filter `column = v` (either side) on `column`.
 fn pk_literal(e: &Expr, column: &str) -> Option<datafusion::scalar::ScalarValue> {
+    key_operand(e, column).and_then(literal_value)
+}
+
+/// The expression `v` of a predicate `column = v` (either side).
+pub(crate) fn key_operand<'a>(e: &'a Expr, column: &str) -> Option<&'a Expr> {
     let Expr::BinaryExpr(b) = e else { return None };
     if b.op != datafusion::logical_expr::Operator::Eq {
         return None;
     }
     match (b.left.as_ref(), b.right.as_ref()) {
-        (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => literal_value(v),
+        (Expr::Column(c), v) | (v, Expr::Column(c)) if c.name == column => Some(v),
         _ => None,
     }
 }
