@@ -225,10 +225,15 @@ impl PackedKey {
 
     /// The user name of a user node's key.
     pub fn user_name(self) -> Option<UserName> {
-        (self.0 >> TAG_SHIFT == 0).then_some(UserName {
+        (self.0 >> TAG_SHIFT == 0).then(|| self.name_bits())
+    }
+
+    /// The payload read as a user name (meaningful for tag 0 only).
+    fn name_bits(self) -> UserName {
+        UserName {
             start: self.0 as u32,
             len: (self.0 >> 32) as u32,
-        })
+        }
     }
 
     pub fn pack(key: NodeKey) -> Option<PackedKey> {
@@ -259,10 +264,7 @@ impl PackedKey {
                 dataset: (payload >> ROW_ID_BITS) as DatasetId,
                 id: sign_extend(payload & ((1u64 << ROW_ID_BITS) - 1), ROW_ID_BITS),
             },
-            _ => NodeKey::User(UserName {
-                start: self.0 as u32,
-                len: (self.0 >> 32) as u32,
-            }),
+            _ => NodeKey::User(self.name_bits()),
         }
     }
 }

@@ -203,7 +203,7 @@ fn two_hops(
 #[derive(Debug)]
 enum NodeSet {
     Sparse(hashbrown::HashSet<NodeIdx>),
-    Dense { bits: Vec<u64>, len: usize },
+    Dense(Vec<u64>),
 }
 
 /// A sparse [`NodeSet`] never turns dense below this many nodes.
@@ -234,14 +234,13 @@ impl NodeSet {
                 }
                 added
             }
-            NodeSet::Dense { bits, len } => {
+            NodeSet::Dense(bits) => {
                 let (word, bit) = (n as usize / 64, 1u64 << (n % 64));
                 if word >= bits.len() {
                     bits.resize(word + 1, 0);
                 }
                 let added = bits[word] & bit == 0;
                 bits[word] |= bit;
-                *len += usize::from(added);
                 added
             }
         }
@@ -251,7 +250,7 @@ impl NodeSet {
     fn contains(&self, n: NodeIdx) -> bool {
         match self {
             NodeSet::Sparse(set) => set.contains(&n),
-            NodeSet::Dense { bits, .. } => bits
+            NodeSet::Dense(bits) => bits
                 .get(n as usize / 64)
                 .is_some_and(|w| w & (1u64 << (n % 64)) != 0),
         }
@@ -267,10 +266,7 @@ impl NodeSet {
                 }
                 bits[word] |= 1u64 << (n % 64);
             }
-            *self = NodeSet::Dense {
-                len: set.len(),
-                bits,
-            };
+            *self = NodeSet::Dense(bits);
         }
     }
 }
@@ -443,7 +439,9 @@ impl Traversal {
             }
             if self.frontier.is_empty() || self.depth >= self.max_depth {
                 self.phase += 1;
-                self.restart_phase(g.node_count());
+                if self.phase < self.phases.len() {
+                    self.restart_phase(g.node_count());
+                }
                 continue;
             }
             return Some(self.expand::<REPORT>(g, sink));
@@ -459,16 +457,7 @@ impl Traversal {
         let frontier = std::mem::replace(&mut self.frontier, Frontier::List(Vec::new()));
         let mut visited = std::mem::take(&mut self.visited);
         let next = match &mut visited {
-            NodeSet::Dense { bits, len } => {
-                let next = self.dense_level::<REPORT>(g, frontier, bits, universe, sink);
-                if let Frontier::Bits { words, span } = &next {
-                    *len += words[span.clone()]
-                        .iter()
-                        .map(|w| w.count_ones() as usize)
-                        .sum::<usize>();
-                }
-                next
-            }
+            NodeSet::Dense(bits) => self.dense_level::<REPORT>(g, frontier, bits, universe, sink),
             sparse => self.sparse_level::<REPORT>(g, frontier, sparse, universe, sink),
         };
         self.visited = visited;
@@ -686,7 +675,11 @@ mod tests {
             assert!(set.insert(n, universe));
             assert!(!set.insert(n, universe));
         }
-        assert!(matches!(set, NodeSet::Dense { len, .. } if len == universe.div_ceil(7)));
+        let NodeSet::Dense(bits) = &set else {
+            panic!("still sparse");
+        };
+        let len: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+        assert_eq!(len, universe.div_ceil(7));
         assert!(set.contains(700) && !set.contains(701));
         // The graph grew after the set was made dense.
         assert!(set.insert(250_000, universe) && set.contains(250_000));

@@ -282,8 +282,7 @@ impl ExecutionPlan for LineageExec {
         let walker = Walker {
             lineage: self.lineage.clone(),
             source: match (&self.precomputed, &self.query) {
-                (Some(Answer::Steps(steps)), _) => Source::Steps(Some(Arc::clone(steps))),
-                (Some(Answer::Count(n)), _) => Source::Count(Some(*n)),
+                (Some(answer), _) => Source::Answered(Some(answer.clone())),
                 (
                     None,
                     LineageQuery::Path {
@@ -292,7 +291,7 @@ impl ExecutionPlan for LineageExec {
                 ) => Source::Path(Some((*from, *to, filter.clone()))),
                 (None, walk) => walk
                     .traversal()
-                    .map_or(Source::Steps(None), |t| Source::Walk(Box::new(t))),
+                    .map_or(Source::Answered(None), |t| Source::Walk(Box::new(t))),
             },
             path: matches!(self.query, LineageQuery::Path { .. }),
             full_schema: self.query.schema(),
@@ -321,10 +320,8 @@ impl ExecutionPlan for LineageExec {
 enum Source {
     Walk(Box<Traversal>),
     Path(Option<(NodeIdx, NodeIdx, KindFilter)>),
-    /// A walk already run when the plan was built.
-    Steps(Option<Arc<Vec<Step>>>),
-    /// The node count of a walk already run (no column is read).
-    Count(Option<usize>),
+    /// A walk already run when the plan was built (taken when sent).
+    Answered(Option<Answer>),
 }
 
 /// The stream's state: the walk and the steps found but not yet sent.
@@ -376,8 +373,10 @@ impl Walker {
                 Source::Path(job) => job
                     .take()
                     .map(|(from, to, filter)| shortest_path(&g, from, to, &filter)),
-                Source::Steps(steps) => steps.take().map(|s| s.as_ref().clone()),
-                Source::Count(_) => None,
+                Source::Answered(answer) => match answer.take() {
+                    Some(Answer::Steps(s)) => Some(s.as_ref().clone()),
+                    Some(Answer::Count(_)) | None => None,
+                },
             };
             let Some(steps) = steps else {
                 return Ok(None);
@@ -408,14 +407,7 @@ impl Walker {
                     }
                     None => false,
                 },
-                Source::Steps(steps) => match steps.take() {
-                    Some(s) => {
-                        rows += s.len();
-                        true
-                    }
-                    None => false,
-                },
-                Source::Count(count) => count.take().map(|n| rows += n).is_some(),
+                Source::Answered(answer) => answer.take().map(|a| rows += a.len()).is_some(),
             };
             if !more {
                 break;
