@@ -68,6 +68,12 @@ impl PkIndex {
             .collect())
     }
 
+    /// The address of the row whose key is the first row of `key` (a batch
+    /// of the key columns).
+    pub fn addr_of(&self, key: &RecordBatch) -> Result<Option<RowAddr>> {
+        Ok(self.keys(key, true)?.first().and_then(|k| self.get(k)))
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<RowAddr> {
         self.map.get(key).copied()
     }

@@ -440,8 +440,7 @@ impl Storage {
         let st = self.inner.state.read();
         let t = st.table(table)?;
         let Some(pk) = &t.pk else { return Ok(None) };
-        let keys = pk.keys(key, true)?;
-        Ok(keys.first().and_then(|k| pk.get(k)))
+        pk.addr_of(key)
     }
 
     /// The live row whose primary key is `key` (one row of the key
@@ -452,7 +451,7 @@ impl Storage {
         let st = self.inner.state.read();
         let t = st.table(table)?;
         let Some(pk) = &t.pk else { return Ok(None) };
-        let Some(addr) = pk.keys(key, true)?.first().and_then(|k| pk.get(k)) else {
+        let Some(addr) = pk.addr_of(key)? else {
             return Ok(Some(KeyedRow::Absent));
         };
         let mut in_memory = t.frozen.iter().chain(std::iter::once(&t.active));
