@@ -25,9 +25,14 @@ pub fn insert_defaults(
     let Statement::Insert(insert) = stmt else {
         return Ok(());
     };
+    let mut target = Target {
+        storage,
+        current_schema,
+        def: None,
+    };
     if insert.source.is_none() {
         // INSERT ... DEFAULT VALUES: one row of DEFAULTs.
-        let Some(def) = target_table(&insert.table, storage, current_schema)? else {
+        let Some(def) = target.get(&insert.table)? else {
             return Ok(());
         };
         let row = vec!["DEFAULT"; def.schema.fields().len()].join(", ");
@@ -38,7 +43,7 @@ pub fn insert_defaults(
         insert.columns.clear();
         insert.source = Some(query);
     }
-    name_leading_columns(insert, storage, current_schema)?;
+    name_leading_columns(insert, &mut target)?;
     let Some(source) = insert.source.as_mut() else {
         return Ok(());
     };
@@ -53,7 +58,7 @@ pub fn insert_defaults(
     if !has_default {
         return Ok(());
     }
-    let Some(def) = target_table(&insert.table, storage, current_schema)? else {
+    let Some(def) = target.get(&insert.table)? else {
         return Ok(());
     };
     let columns: Vec<String> = if insert.columns.is_empty() {
@@ -101,11 +106,7 @@ pub fn insert_defaults(
 /// the rest their defaults; DataFusion wants one value per column, so the
 /// leading columns are named. Rows of different lengths are left for
 /// DataFusion to refuse.
-fn name_leading_columns(
-    insert: &mut Insert,
-    storage: &Storage,
-    current_schema: &str,
-) -> SqlResult<()> {
+fn name_leading_columns(insert: &mut Insert, target: &mut Target<'_>) -> SqlResult<()> {
     if !insert.columns.is_empty() {
         return Ok(());
     }
@@ -118,7 +119,7 @@ fn name_leading_columns(
     if values.rows.iter().any(|r| r.content.len() != width) {
         return Ok(());
     }
-    let Some(def) = target_table(&insert.table, storage, current_schema)? else {
+    let Some(def) = target.get(&insert.table)? else {
         return Ok(());
     };
     let fields = def.schema.fields();
@@ -132,18 +133,29 @@ fn name_leading_columns(
     Ok(())
 }
 
-/// The stored table an INSERT writes to (`None` for anything else: a
-/// view, a temporary or catalog table, a table function).
-fn target_table(
-    table: &TableObject,
-    storage: &Storage,
-    current_schema: &str,
-) -> SqlResult<Option<TableDef>> {
-    let TableObject::TableName(name) = table else {
-        return Ok(None);
-    };
-    let (schema, table) = split_name(name, current_schema)?;
-    Ok(storage.table_by_name(&schema, &table))
+/// The stored table an INSERT writes to, resolved at most once per
+/// statement (`None` for anything else: a view, a temporary or catalog
+/// table, a table function).
+struct Target<'a> {
+    storage: &'a Storage,
+    current_schema: &'a str,
+    def: Option<Option<TableDef>>,
+}
+
+impl Target<'_> {
+    fn get(&mut self, table: &TableObject) -> SqlResult<Option<&TableDef>> {
+        if self.def.is_none() {
+            let found = match table {
+                TableObject::TableName(name) => {
+                    let (schema, table) = split_name(name, self.current_schema)?;
+                    self.storage.table_by_name(&schema, &table)
+                }
+                _ => None,
+            };
+            self.def = Some(found);
+        }
+        Ok(self.def.as_ref().and_then(Option::as_ref))
+    }
 }
 
 fn is_default(e: &Expr) -> bool {
