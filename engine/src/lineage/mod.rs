@@ -71,14 +71,16 @@ impl CommitObserver for Shared {
 }
 
 impl Shared {
-    /// Compact the graph if writes have paused and enough edges wait.
-    fn compact_if_idle(&self) {
+    /// Whether writes have paused and enough edges wait (cheap: an atomic
+    /// and a brief read lock).
+    fn idle_compaction_due(&self) -> bool {
         let idle_since = Duration::from_millis(self.last_change_ms.load(Ordering::Relaxed));
-        if self.opened.elapsed().saturating_sub(idle_since) < IDLE_BEFORE_COMPACTION
-            || !self.graph.read().wants_idle_compaction()
-        {
-            return;
-        }
+        self.opened.elapsed().saturating_sub(idle_since) >= IDLE_BEFORE_COMPACTION
+            && self.graph.read().wants_idle_compaction()
+    }
+
+    /// Compact the graph if it still wants it once the write lock is held.
+    fn compact_if_idle(&self) {
         let started = Instant::now();
         let mut g = self.graph.write();
         if !g.wants_idle_compaction() {
@@ -110,9 +112,11 @@ impl Shared {
                 let Some(shared) = weak.upgrade() else {
                     break;
                 };
-                // Compaction holds the write lock for up to a second on
-                // millions of edges: off the async workers.
-                let _ = tokio::task::spawn_blocking(move || shared.compact_if_idle()).await;
+                if shared.idle_compaction_due() {
+                    // Compaction holds the write lock for up to a second on
+                    // millions of edges: off the async workers.
+                    let _ = tokio::task::spawn_blocking(move || shared.compact_if_idle()).await;
+                }
             }
         });
     }
