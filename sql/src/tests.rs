@@ -21,6 +21,14 @@ async fn open_with_cache(dir: &std::path::Path, cache: usize) -> std::sync::Arc<
     .unwrap()
 }
 
+/// A session on a new database in a temporary directory (keep the
+/// directory alive as long as the session).
+async fn fresh_session() -> (tempfile::TempDir, Session) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    (dir, db.session())
+}
+
 /// Run SQL; return the last statement's rows as a pretty table, or its tag.
 async fn run(s: &mut Session, sql: &str) -> Result<String, String> {
     let (outs, err) = s.execute(sql).await;
@@ -230,9 +238,7 @@ async fn transactions_views_sequences_schemas() {
 
 #[tokio::test]
 async fn copy_and_prepared() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     run(
         &mut s,
         "CREATE TABLE m (step INT, v DOUBLE PRECISION, tag TEXT)",
@@ -425,9 +431,7 @@ async fn kept_prepared_plan_sees_new_rows_and_new_values() {
 /// optimizer folds `now()` to the time it runs.
 #[tokio::test]
 async fn prepared_plan_with_now_is_not_kept() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     let p = s
         .prepare("SELECT CAST(now() AS TEXT) AS t", &[])
         .await
@@ -443,9 +447,7 @@ async fn prepared_plan_with_now_is_not_kept() {
 /// operators); statements over many keep the session's parallelism.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_statements_run_in_one_partition() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     s.context()
         .state_ref()
         .write()
@@ -489,9 +491,7 @@ async fn small_statements_run_in_one_partition() {
 /// side as a run-time filter: the join probes only the matching rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_filters_probe_side_at_run_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     run(&mut s, "CREATE TABLE task (id INT PRIMARY KEY, run TEXT); CREATE TABLE epoch (task INT, n INT, loss DOUBLE)")
         .await
         .unwrap();
@@ -524,9 +524,7 @@ async fn join_filters_probe_side_at_run_time() {
 /// range is dropped whole, before the filter is evaluated row by row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_time_filter_skips_batches_by_min_max() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     run(
         &mut s,
         "CREATE TABLE task (id INT PRIMARY KEY, run TEXT); CREATE TABLE epoch (task INT, n INT)",
@@ -570,9 +568,7 @@ async fn run_time_filter_skips_batches_by_min_max() {
 #[tokio::test]
 async fn prepared_lineage_reads_its_parameter_when_it_runs() {
     use datafusion::scalar::ScalarValue;
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     run(
         &mut s,
         "INSERT INTO prov.relation (kind, subject, object) VALUES \
@@ -617,9 +613,7 @@ async fn prepared_lineage_reads_its_parameter_when_it_runs() {
 #[tokio::test]
 async fn kept_plan_binds_aliases_subqueries_and_values() {
     use datafusion::scalar::ScalarValue;
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     run(
         &mut s,
         "CREATE TABLE m (k INT, v INT); \
@@ -796,9 +790,7 @@ async fn direct_inserts_and_key_lookups_answer_like_planned_ones() {
 /// answers.
 #[tokio::test]
 async fn long_lineage_walks_stream_and_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = open(dir.path()).await;
-    let mut s = db.session();
+    let (_dir, mut s) = fresh_session().await;
     // A binary tree of 20,000 nodes: g<i> was derived from g<i/2>.
     run(
         &mut s,
