@@ -9,6 +9,7 @@
 //! - [`database`] — open/close, state shared by sessions.
 //! - [`session`] — per-connection state, statement dispatch, transactions.
 //! - [`prepared`] — prepared statements and the optimised plans they keep.
+//! - `kept_physical` — the physical plans small prepared queries keep.
 //! - [`parallelism`] — one partition for statements over few rows.
 //! - [`eager_aggregate`] — aggregate the big side of a join before joining.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
@@ -33,6 +34,7 @@ mod direct;
 pub mod eager_aggregate;
 pub mod error;
 pub mod functions;
+mod kept_physical;
 pub mod lineage;
 pub mod live_source;
 pub mod parallelism;

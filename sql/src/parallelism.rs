@@ -15,6 +15,7 @@ use datafusion::logical_expr::{LogicalPlan, TableSource};
 use provdb_storage::TableId;
 
 use crate::lineage::GraphTable;
+use crate::planning_state::Mode;
 use crate::table::ProvTable;
 
 /// Statements whose tables hold fewer rows than this run in one partition.
@@ -23,6 +24,15 @@ pub const SERIAL_ROWS: u64 = 100_000;
 /// Whether a statement reading `rows` stored rows runs in one partition.
 pub fn is_small(rows: u64) -> bool {
     rows < SERIAL_ROWS
+}
+
+/// The planning mode for a statement reading `rows` stored rows.
+pub(crate) fn mode_for(rows: u64) -> Mode {
+    if is_small(rows) {
+        Mode::Serial
+    } else {
+        Mode::Parallel
+    }
 }
 
 /// The provdb tables `plan` reads or writes (subqueries included), each

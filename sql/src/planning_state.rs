@@ -11,17 +11,32 @@
 //!
 //! Each statement still gets its own start time (what `now()` returns) and
 //! alias generator: [`PlanningStates::take`] marks the start of execution.
+//!
+//! A third variant plans the physical plans prepared statements keep
+//! ([`crate::kept_physical`]): one partition, and no run-time (dynamic)
+//! filters, whose state a reused plan could not reset.
 
 use std::sync::Arc;
 
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::prelude::SessionContext;
 
+/// How a planning state plans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// The session's settings (as many partitions as cores).
+    Parallel,
+    /// One partition.
+    Serial,
+    /// One partition, no dynamic filters: plans kept for reuse.
+    Kept,
+}
+
 /// A planning state and the task context built from it.
 pub(crate) struct Planner {
     pub state: SessionState,
     pub task: Arc<TaskContext>,
-    serial: bool,
+    mode: Mode,
 }
 
 /// The session's cached planning states (none until first needed).
@@ -29,46 +44,63 @@ pub(crate) struct Planner {
 pub(crate) struct PlanningStates {
     parallel: Option<Planner>,
     serial: Option<Planner>,
+    kept: Option<Planner>,
+    /// Bumped whenever the states are dropped: plans made with an older
+    /// state are stale.
+    epoch: u64,
 }
 
 impl PlanningStates {
-    /// A state for one statement, planned in one partition when `serial`.
-    /// Give it back with [`PlanningStates::give_back`] to reuse it.
-    pub fn take(&mut self, ctx: &SessionContext, serial: bool) -> Planner {
-        let cached = if serial {
-            self.serial.take()
-        } else {
-            self.parallel.take()
-        };
-        let mut planner = cached.unwrap_or_else(|| build(ctx, serial));
+    /// A state for one statement planned in `mode`. Give it back with
+    /// [`PlanningStates::give_back`] to reuse it.
+    pub fn take(&mut self, ctx: &SessionContext, mode: Mode) -> Planner {
+        let mut planner = self.slot(mode).take().unwrap_or_else(|| build(ctx, mode));
         planner.state.mark_start_execution();
         planner
     }
 
     /// Keep `planner` for the next statement.
     pub fn give_back(&mut self, planner: Planner) {
-        if planner.serial {
-            self.serial = Some(planner);
-        } else {
-            self.parallel = Some(planner);
-        }
+        let mode = planner.mode;
+        *self.slot(mode) = Some(planner);
     }
 
     /// Forget the cached states: the session's configuration changed.
     pub fn invalidate(&mut self) {
-        *self = PlanningStates::default();
+        *self = PlanningStates {
+            epoch: self.epoch + 1,
+            ..PlanningStates::default()
+        };
+    }
+
+    /// Which configuration the states have: changes on every
+    /// [`PlanningStates::invalidate`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn slot(&mut self, mode: Mode) -> &mut Option<Planner> {
+        match mode {
+            Mode::Parallel => &mut self.parallel,
+            Mode::Serial => &mut self.serial,
+            Mode::Kept => &mut self.kept,
+        }
     }
 }
 
-fn build(ctx: &SessionContext, serial: bool) -> Planner {
+fn build(ctx: &SessionContext, mode: Mode) -> Planner {
     let mut state = ctx.state();
-    if serial {
-        state.config_mut().options_mut().execution.target_partitions = 1;
+    let options = state.config_mut().options_mut();
+    if mode != Mode::Parallel {
+        options.execution.target_partitions = 1;
+    }
+    if mode == Mode::Kept {
+        let o = &mut options.optimizer;
+        o.enable_dynamic_filter_pushdown = false;
+        o.enable_join_dynamic_filter_pushdown = false;
+        o.enable_topk_dynamic_filter_pushdown = false;
+        o.enable_aggregate_dynamic_filter_pushdown = false;
     }
     let task = Arc::new(TaskContext::from(&state));
-    Planner {
-        state,
-        task,
-        serial,
-    }
+    Planner { state, task, mode }
 }

@@ -21,12 +21,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ParamValues, Result, ScalarValue};
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::expr::Placeholder;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 
 use provdb_storage::{Storage, TableId};
 
 use crate::direct::Direct;
+use crate::kept_physical::KeptPhysical;
 
 /// A statement prepared with the extended protocol (Parse).
 #[derive(Debug, Clone)]
@@ -44,6 +46,9 @@ pub struct Prepared {
     pub(crate) optimized: Option<Arc<KeptPlan>>,
     /// The kept plan's direct form ([`crate::direct`]), when it has one.
     pub(crate) direct: Option<Direct>,
+    /// The kept plan's physical plan ([`crate::kept_physical`]), for
+    /// queries that can keep one.
+    pub(crate) physical: Option<Arc<KeptPhysical>>,
     /// Lineage function arguments hold `$n` parameters or subqueries: plan
     /// again at each execution.
     pub(crate) replan: bool,
@@ -65,6 +70,7 @@ impl Prepared {
             plan: None,
             optimized: None,
             direct: None,
+            physical: None,
             replan: false,
             depends: Vec::new(),
             checked_at: Arc::new(AtomicU64::new(0)),
@@ -128,6 +134,11 @@ impl KeptPlan {
         &self.plan
     }
 
+    /// Whether the plan holds a `VALUES` list.
+    pub(crate) fn has_values_node(&self) -> bool {
+        self.has_values_node
+    }
+
     /// `params` converted to the types the plan was optimised for, or
     /// `None` when one does not convert exactly (see [`KeptPlan::bind`]).
     pub(crate) fn bound_values(&self, params: &[ScalarValue]) -> Option<Vec<ScalarValue>> {
@@ -148,36 +159,57 @@ impl KeptPlan {
 /// `with_param_values` recomputes the schema of every node, which costs as
 /// much as the rest of a point query's binding).
 fn substitute(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> {
-    plan.transform_up_with_subqueries(|node| {
-        let names = NamePreserver::new(&node);
-        let node = node.map_expressions(|e| {
-            if !e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
-                return Ok(Transformed::no(e));
-            }
-            let saved = names.save(&e);
-            let e = e.transform_up(|x| match x {
-                Expr::Placeholder(p) => Ok(Transformed::yes(Expr::Literal(
-                    value_of(&p.id, values)?,
-                    None,
-                ))),
-                other => Ok(Transformed::no(other)),
-            })?;
-            Ok(e.update_data(|e| saved.restore(e)))
-        })?;
-        if node.transformed {
-            node.map_data(|n| n.recompute_schema())
-        } else {
-            Ok(node)
+    let literal = |p: &Placeholder| Ok(Expr::Literal(value_of(&p.id, values)?, None));
+    plan.transform_up_with_subqueries(|node| map_placeholders(node, &literal))
+        .map(|t| t.data)
+}
+
+/// `node` with each `$n` in its own expressions replaced by `with($n)`.
+/// Output names are kept, so the node's schema keeps its field names; only
+/// a node that held a parameter is rebuilt.
+pub(crate) fn map_placeholders(
+    node: LogicalPlan,
+    with: &dyn Fn(&Placeholder) -> Result<Expr>,
+) -> Result<Transformed<LogicalPlan>> {
+    let names = NamePreserver::new(&node);
+    let node = node.map_expressions(|e| {
+        if !e.exists(|x| Ok(matches!(x, Expr::Placeholder(_))))? {
+            return Ok(Transformed::no(e));
         }
+        let saved = names.save(&e);
+        let e = e.transform_up(|x| match x {
+            Expr::Placeholder(p) => Ok(Transformed::yes(with(&p)?)),
+            other => Ok(Transformed::no(other)),
+        })?;
+        Ok(e.update_data(|e| saved.restore(e)))
+    })?;
+    if node.transformed {
+        node.map_data(|n| n.recompute_schema())
+    } else {
+        Ok(node)
+    }
+}
+
+/// `e` with `values[n-1]` in place of each `$n`.
+pub(crate) fn bind_expr(e: Expr, values: &[ScalarValue]) -> Result<Expr> {
+    e.transform_up(|x| match x {
+        Expr::Placeholder(p) => Ok(Transformed::yes(Expr::Literal(
+            value_of(&p.id, values)?,
+            None,
+        ))),
+        other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
 }
 
+/// The index of placeholder `id` in the bound values (`$1` is 0).
+pub(crate) fn param_index(id: &str) -> Option<usize> {
+    id.strip_prefix('$')?.parse::<usize>().ok()?.checked_sub(1)
+}
+
 /// The value bound to placeholder `id` (`$1` is `values[0]`).
 fn value_of(id: &str, values: &[ScalarValue]) -> Result<ScalarValue> {
-    id.strip_prefix('$')
-        .and_then(|n| n.parse::<usize>().ok())
-        .and_then(|n| n.checked_sub(1))
+    param_index(id)
         .and_then(|i| values.get(i))
         .cloned()
         .ok_or_else(|| DataFusionError::Plan(format!("no value bound for parameter {id}")))

@@ -32,7 +32,8 @@ use crate::copy::CopyIn;
 use crate::database::Database;
 use crate::direct::{Bound, Direct, Outcome};
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
-use crate::planning_state::PlanningStates;
+use crate::kept_physical::{KeptPhysical, Run};
+use crate::planning_state::{Mode, PlanningStates};
 use crate::prepared::{KeptPlan, Prepared};
 use crate::sequence::{SeqFn, SequenceUdf};
 use crate::txn::WriteSet;
@@ -234,6 +235,17 @@ enum Work {
     Optimized(Box<LogicalPlan>),
     /// A prepared statement run without DataFusion ([`crate::direct`]).
     Direct(Box<DirectWork>),
+    /// A prepared query that may run its kept physical plan
+    /// ([`crate::kept_physical`]).
+    Kept(Box<KeptWork>),
+}
+
+/// A prepared query with its values bound, converted to the kept plan's
+/// types.
+struct KeptWork {
+    kept: Arc<KeptPlan>,
+    physical: Arc<KeptPhysical>,
+    values: Vec<ScalarValue>,
 }
 
 /// A bound direct statement and, for a lookup the key index cannot answer,
@@ -258,6 +270,8 @@ pub struct Session {
     planning: PlanningStates,
     /// Executions that ran without DataFusion ([`crate::direct`]).
     pub(crate) direct_runs: u64,
+    /// Executions that ran a kept physical plan ([`crate::kept_physical`]).
+    pub(crate) kept_runs: u64,
 }
 
 fn default_vars() -> BTreeMap<String, String> {
@@ -346,6 +360,7 @@ impl Session {
             implicit: false,
             planning: PlanningStates::default(),
             direct_runs: 0,
+            kept_runs: 0,
         }
     }
 
@@ -460,10 +475,15 @@ impl Session {
         };
         let direct = optimized.as_ref().and_then(|kept| Direct::compile(kept));
         let storage = &self.db.shared.storage;
-        let depends = crate::parallelism::stored_tables(&plan)
+        let depends: Vec<(TableId, SchemaRef)> = crate::parallelism::stored_tables(&plan)
             .into_iter()
             .filter_map(|id| Some((id, storage.table(id)?.schema_ref())))
             .collect();
+        let tables = depends.iter().map(|(id, _)| *id).collect();
+        let physical = match (&optimized, &direct) {
+            (Some(kept), None) => KeptPhysical::for_plan(kept, tables).map(Arc::new),
+            _ => None,
+        };
         Ok(Prepared {
             sql: sql.to_string(),
             param_types: types,
@@ -471,6 +491,7 @@ impl Session {
             plan: Some(plan),
             optimized,
             direct,
+            physical,
             replan,
             depends,
             checked_at: Arc::new(AtomicU64::new(ddl_version)),
@@ -512,6 +533,16 @@ impl Session {
             Some(plan) => {
                 if let Some(work) = self.direct_work(prepared, &params)? {
                     return self.run(work).await;
+                }
+                if let (Some(kept), Some(physical)) = (&prepared.optimized, &prepared.physical)
+                    && let Some(values) = kept.bound_values(&params)
+                {
+                    let work = KeptWork {
+                        kept: Arc::clone(kept),
+                        physical: Arc::clone(physical),
+                        values,
+                    };
+                    return self.run(Work::Kept(Box::new(work))).await;
                 }
                 if let Some(kept) = prepared.optimized.as_ref().and_then(|k| k.bind(&params)) {
                     return self.run(Work::Optimized(Box::new(kept))).await;
@@ -600,6 +631,36 @@ impl Session {
                     "a kept plan refused values it took before",
                 )),
             },
+        }
+    }
+
+    /// Run a prepared query from its kept physical plan when it reads few
+    /// rows now and the plan can be kept; plan it the general way if not.
+    async fn execute_kept(&mut self, work: KeptWork) -> SqlResult<QueryOutput> {
+        let rows = self
+            .shared
+            .snapshot_tables(&self.db.shared.storage, work.physical.tables())
+            .map_err(from_storage)?;
+        if crate::parallelism::is_small(rows) {
+            let planner = self.planning.take(&self.ctx, Mode::Kept);
+            let run = Run {
+                state: &planner.state,
+                task: &planner.task,
+                epoch: self.planning.epoch(),
+            };
+            let ran = work.physical.run(&work.kept, &work.values, run).await;
+            self.planning.give_back(planner);
+            if let Some(stream) = ran.map_err(from_datafusion)? {
+                self.kept_runs += 1;
+                let schema = Arc::new(work.kept.plan().schema().as_arrow().clone());
+                return Ok(QueryOutput::Rows { schema, stream });
+            }
+        }
+        match work.kept.bind(&work.values) {
+            Some(plan) => self.execute_plan(plan, true).await,
+            None => Err(SqlError::internal(
+                "a kept plan refused values it took before",
+            )),
         }
     }
 
@@ -781,6 +842,7 @@ impl Session {
             Work::Plan(plan) => self.execute_plan(*plan, false).await,
             Work::Optimized(plan) => self.execute_plan(*plan, true).await,
             Work::Direct(work) => self.execute_direct(*work).await,
+            Work::Kept(work) => self.execute_kept(*work).await,
             Work::Statement(stmt) => self.dispatch(*stmt).await,
         };
         self.finish_statement(result).await
@@ -1007,7 +1069,7 @@ impl Session {
             .map_err(from_storage)?;
         let planner = self
             .planning
-            .take(&self.ctx, crate::parallelism::is_small(rows));
+            .take(&self.ctx, crate::parallelism::mode_for(rows));
         let state = &planner.state;
         let planned = async {
             let plan = if optimized {

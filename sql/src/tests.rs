@@ -842,3 +842,128 @@ async fn long_lineage_walks_stream_and_count() {
         "{plan:?}"
     );
 }
+
+/// Rows of a result stream, pretty-printed.
+async fn rows_of(out: QueryOutput) -> String {
+    match out {
+        QueryOutput::Rows { stream, .. } => {
+            let batches: Vec<_> = stream.try_collect().await.unwrap();
+            pretty_format_batches(&batches).unwrap().to_string()
+        }
+        other => panic!("expected rows, got {other:?}"),
+    }
+}
+
+/// Small prepared queries keep their physical plan (crate::kept_physical)
+/// and run it again: every execution still sees the rows committed since,
+/// the lineage edges added since, its own parameter values, its own open
+/// transaction; two executions streaming at once do not share state; a
+/// `SET` or a table past the one-partition size plans afresh.
+#[tokio::test]
+async fn kept_physical_plans_run_again_on_new_data() {
+    use datafusion::scalar::ScalarValue::{Int32, Utf8};
+    let (_dir, mut s) = fresh_session().await;
+    run(
+        &mut s,
+        "CREATE TABLE m (id INT PRIMARY KEY, g TEXT, v INT); \
+         INSERT INTO m VALUES (1, 'a', 1), (2, 'a', 2), (3, 'b', 3)",
+    )
+    .await
+    .unwrap();
+    let sql = "SELECT x.g, count(*) AS n, sum(y.v) AS s FROM m x JOIN m y ON x.g = y.g \
+               WHERE x.v >= $1 AND y.v < (SELECT max(v) + $2 FROM m) GROUP BY x.g ORDER BY x.g";
+    let literal = |lo: i32, add: i32| {
+        format!(
+            "SELECT x.g, count(*) AS n, sum(y.v) AS s FROM m x JOIN m y ON x.g = y.g \
+             WHERE x.v >= {lo} AND y.v < (SELECT max(v) + {add} FROM m) GROUP BY x.g ORDER BY x.g"
+        )
+    };
+    let p = s.prepare(sql, &[]).await.unwrap();
+    assert!(p.physical.is_some(), "the query can keep its physical plan");
+    let check = async |s: &mut Session, lo: i32, add: i32| {
+        let got = run_prepared(s, &p, vec![Int32(Some(lo)), Int32(Some(add))]).await;
+        let expected = run(s, &literal(lo, add)).await.unwrap();
+        assert!(expected.contains("| a "), "{expected}");
+        assert_eq!(got, expected, "lo={lo} add={add}");
+    };
+    let before = s.kept_runs;
+    check(&mut s, 1, 1).await;
+    check(&mut s, 2, 0).await;
+    run(&mut s, "INSERT INTO m VALUES (4, 'a', 7), (5, 'b', 9)")
+        .await
+        .unwrap();
+    check(&mut s, 1, 1).await;
+    run(
+        &mut s,
+        "UPDATE m SET v = 0 WHERE id = 2; DELETE FROM m WHERE id = 3",
+    )
+    .await
+    .unwrap();
+    check(&mut s, 0, 5).await;
+    run(&mut s, "BEGIN; INSERT INTO m VALUES (6, 'a', 8)")
+        .await
+        .unwrap();
+    check(&mut s, 0, 5).await;
+    run(&mut s, "ROLLBACK").await.unwrap();
+    check(&mut s, 0, 5).await;
+    assert_eq!(s.kept_runs - before, 6, "every execution ran the kept plan");
+
+    // Two executions streaming at once: the second must not disturb the
+    // first (it is planned afresh while the first holds the kept plan).
+    let first = s
+        .execute_prepared(&p, vec![Int32(Some(0)), Int32(Some(5))])
+        .await
+        .unwrap();
+    let second = s
+        .execute_prepared(&p, vec![Int32(Some(8)), Int32(Some(5))])
+        .await
+        .unwrap();
+    let (first, second) = (rows_of(first).await, rows_of(second).await);
+    assert_eq!(first, run(&mut s, &literal(0, 5)).await.unwrap());
+    assert_eq!(second, run(&mut s, &literal(8, 5)).await.unwrap());
+    assert_ne!(first, second);
+
+    // SET drops kept plans; the next execution plans and keeps again.
+    run(&mut s, "SET datafusion.execution.batch_size = 2")
+        .await
+        .unwrap();
+    let before = s.kept_runs;
+    check(&mut s, 1, 1).await;
+    assert_eq!(s.kept_runs - before, 1);
+
+    // A lineage call reads its parameter and the edges added since.
+    let walk = s
+        .prepare("SELECT count(*) AS n FROM lineage($1)", &[])
+        .await
+        .unwrap();
+    run(
+        &mut s,
+        "INSERT INTO prov.relation (kind, subject, object) VALUES ('wasDerivedFrom', 'k:b', 'k:a')",
+    )
+    .await
+    .unwrap();
+    let count = async |s: &mut Session, start: &str| {
+        run_prepared(s, &walk, vec![Utf8(Some(start.into()))]).await
+    };
+    assert!(count(&mut s, "k:b").await.contains("| 2 "));
+    run(
+        &mut s,
+        "INSERT INTO prov.relation (kind, subject, object) VALUES ('wasDerivedFrom', 'k:a', 'k:0')",
+    )
+    .await
+    .unwrap();
+    assert!(count(&mut s, "k:b").await.contains("| 3 "));
+    assert!(count(&mut s, "k:a").await.contains("| 2 "));
+
+    // Past the one-partition size the statement is planned at each run.
+    run(
+        &mut s,
+        "INSERT INTO m SELECT value + 100, 'c', 1 FROM generate_series(1, 100000)",
+    )
+    .await
+    .unwrap();
+    let before = s.kept_runs;
+    let got = run_prepared(&mut s, &p, vec![Int32(Some(8)), Int32(Some(5))]).await;
+    assert_eq!(got, run(&mut s, &literal(8, 5)).await.unwrap());
+    assert_eq!(s.kept_runs, before, "a large statement is planned afresh");
+}

@@ -1,0 +1,521 @@
+//! Physical plans kept by prepared statements.
+//!
+//! A prepared query keeps its optimised logical plan ([`crate::prepared`]),
+//! but DataFusion's physical planner and physical optimizer still ran at
+//! every execution: about 60 µs of server CPU for `SELECT 1`, and most of
+//! the server's time on a point question about one model. A query planned
+//! in one partition (it reads few rows, [`crate::parallelism`]) therefore
+//! keeps its physical plan too, made so that it can run again on newer
+//! data:
+//!
+//! - each table scan is a [`DeferredScan`]: a leaf with the table's
+//!   columns and, for the planner's choices, the statistics the table had
+//!   when the plan was made (marked inexact, so no answer is folded from
+//!   them). The scan the table provider builds — the statement's snapshot,
+//!   a key lookup, pruning, a lineage walk — is built again at every
+//!   execution, before the first batch is asked for ([`prime`]);
+//! - each `$n` outside a scan reads the execution's value from a slot
+//!   ([`ParamUdf`]); a scan's filters get the values written in when the
+//!   scan is built;
+//! - between executions the plan is reset (`reset_plan_states`): joins drop
+//!   their build side, scalar subqueries their results. Kept plans are made
+//!   without run-time (dynamic) filters, whose state DataFusion cannot
+//!   reset ([`crate::planning_state::Mode::Kept`]).
+//!
+//! Planned at every execution instead (as before): executions that read
+//! [`crate::parallelism::SERIAL_ROWS`] rows or more, an execution while an
+//! earlier one of the same statement is still streaming (a suspended
+//! portal), plans made before a `SET` changed the session's configuration,
+//! and statements that cannot be kept: DML, EXPLAIN, recursive queries,
+//! `VALUES` lists, scans of sources that are not table providers, a `$n`
+//! of unknown type, or a plan whose first planning failed.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::{Result, ScalarValue, Statistics, internal_err, plan_err};
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, LogicalPlan, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    TableProviderFilterPushDown, TableScan, TableType, Volatility,
+};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset_plan_states};
+use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
+    PlanProperties, execute_stream,
+};
+use futures::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use provdb_storage::TableId;
+
+use crate::prepared::{KeptPlan, bind_expr, map_placeholders, param_index};
+
+/// The physical plan a prepared query keeps, once its first execution has
+/// made it.
+pub(crate) struct KeptPhysical {
+    /// The stored tables the plan reads, snapshotted before each run.
+    tables: Vec<TableId>,
+    slot: Mutex<Slot>,
+}
+
+enum Slot {
+    /// Not planned yet.
+    Empty,
+    /// Cannot be kept: every execution is planned.
+    Refused,
+    Ready(Ready),
+}
+
+struct Ready {
+    /// The plan, reset and with no scan built.
+    plan: Arc<dyn ExecutionPlan>,
+    params: Arc<ParamSlot>,
+    /// [`crate::planning_state::PlanningStates::epoch`] it was planned at.
+    epoch: u64,
+    /// One clone per execution still streaming.
+    running: Arc<()>,
+}
+
+impl fmt::Debug for KeptPhysical {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.slot.lock() {
+            Slot::Empty => "empty",
+            Slot::Refused => "refused",
+            Slot::Ready(_) => "ready",
+        };
+        f.debug_struct("KeptPhysical")
+            .field("tables", &self.tables)
+            .field("state", &state)
+            .finish()
+    }
+}
+
+/// A plan to run and the token its stream holds.
+type Planned = (Arc<dyn ExecutionPlan>, Arc<()>);
+
+/// What one execution of a kept plan needs from the session.
+pub(crate) struct Run<'a> {
+    pub state: &'a SessionState,
+    pub task: &'a Arc<TaskContext>,
+    pub epoch: u64,
+}
+
+impl KeptPhysical {
+    /// A keeper for `kept`'s physical plan, or `None` for statements
+    /// whose physical plans are never kept (see the module doc).
+    pub(crate) fn for_plan(kept: &KeptPlan, tables: Vec<TableId>) -> Option<Self> {
+        let query = !matches!(
+            kept.plan(),
+            LogicalPlan::Dml(_)
+                | LogicalPlan::Ddl(_)
+                | LogicalPlan::Statement(_)
+                | LogicalPlan::Explain(_)
+                | LogicalPlan::Analyze(_)
+                | LogicalPlan::Copy(_)
+                | LogicalPlan::DescribeTable(_)
+        );
+        (query && !kept.has_values_node()).then(|| KeptPhysical {
+            tables,
+            slot: Mutex::new(Slot::Empty),
+        })
+    }
+
+    /// The stored tables the plan reads.
+    pub(crate) fn tables(&self) -> &[TableId] {
+        &self.tables
+    }
+
+    /// Run the kept plan with `values` bound (already of the plan's
+    /// types), planning and keeping it first if this is the first run.
+    /// `Ok(None)`: this execution must be planned the general way.
+    pub(crate) async fn run(
+        &self,
+        kept: &KeptPlan,
+        values: &[ScalarValue],
+        run: Run<'_>,
+    ) -> Result<Option<SendableRecordBatchStream>> {
+        let reuse = self.take_ready(values, run.epoch);
+        let (plan, running) = match reuse {
+            Some((plan, running)) => {
+                let plan = reset_plan_states(plan)?;
+                prime(&plan, run.state).await?;
+                (plan, running)
+            }
+            None => match self.plan(kept, values, &run).await? {
+                Some(planned) => planned,
+                None => return Ok(None),
+            },
+        };
+        let stream = execute_stream(plan, Arc::clone(run.task))?;
+        Ok(Some(hold(stream, running)))
+    }
+
+    /// The kept plan and its running token, with `values` in its slot,
+    /// when it is ready for `epoch` and no other execution streams from it.
+    fn take_ready(&self, values: &[ScalarValue], epoch: u64) -> Option<Planned> {
+        match &*self.slot.lock() {
+            Slot::Ready(r) if r.epoch == epoch && Arc::strong_count(&r.running) == 1 => {
+                *r.params.0.write() = values.to_vec();
+                Some((Arc::clone(&r.plan), Arc::clone(&r.running)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Plan the statement for keeping and keep it. `None` when it cannot
+    /// be kept, or another execution streams from the kept plan now.
+    async fn plan(
+        &self,
+        kept: &KeptPlan,
+        values: &[ScalarValue],
+        run: &Run<'_>,
+    ) -> Result<Option<Planned>> {
+        match &*self.slot.lock() {
+            Slot::Refused => return Ok(None),
+            Slot::Ready(r) if r.epoch == run.epoch => return Ok(None),
+            _ => {}
+        }
+        let params = Arc::new(ParamSlot(RwLock::new(values.to_vec())));
+        let planned = match defer(kept.plan(), &params) {
+            Some(logical) => run
+                .state
+                .query_planner()
+                .create_physical_plan(&logical, run.state)
+                .await
+                .and_then(|physical| Ok((reset_plan_states(Arc::clone(&physical))?, physical))),
+            None => plan_err!("not kept"),
+        };
+        let (kept_plan, physical) = match planned {
+            Ok(p) => p,
+            Err(e) => {
+                // Planned the general way from now on; that path reports
+                // the error if it is one the statement has.
+                tracing::debug!(error = %e, "physical plan not kept");
+                *self.slot.lock() = Slot::Refused;
+                return Ok(None);
+            }
+        };
+        let running = Arc::new(());
+        *self.slot.lock() = Slot::Ready(Ready {
+            plan: kept_plan,
+            params,
+            epoch: run.epoch,
+            running: Arc::clone(&running),
+        });
+        Ok(Some((physical, running)))
+    }
+}
+
+/// `stream`, holding `running` until it is dropped.
+fn hold(stream: SendableRecordBatchStream, running: Arc<()>) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let held = stream.map(move |batch| {
+        let _running = &running;
+        batch
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, held))
+}
+
+/// Build the scans of a plan reset for a new execution.
+async fn prime(plan: &Arc<dyn ExecutionPlan>, state: &SessionState) -> Result<()> {
+    let mut stack = vec![Arc::clone(plan)];
+    while let Some(node) = stack.pop() {
+        if let Some(scan) = node.downcast_ref::<DeferredScan>() {
+            scan.build(state).await?;
+        }
+        stack.extend(node.children().into_iter().cloned());
+    }
+    Ok(())
+}
+
+/// `plan` with deferred scans and parameter slots, or `None` when it holds
+/// something a kept plan cannot (see the module doc).
+fn defer(plan: &LogicalPlan, params: &Arc<ParamSlot>) -> Option<LogicalPlan> {
+    let param = |p: &Placeholder| param_call(p, params);
+    plan.clone()
+        .transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(scan) => defer_scan(scan, params),
+            LogicalPlan::RecursiveQuery(_)
+            | LogicalPlan::Extension(_)
+            | LogicalPlan::Values(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_) => plan_err!("not kept"),
+            other => map_placeholders(other, &param),
+        })
+        .ok()
+        .map(|t| t.data)
+}
+
+fn defer_scan(scan: TableScan, params: &Arc<ParamSlot>) -> Result<Transformed<LogicalPlan>> {
+    let provider = source_as_provider(&scan.source)?;
+    let deferred = DeferredTable {
+        inner: provider,
+        params: Arc::clone(params),
+    };
+    Ok(Transformed::yes(LogicalPlan::TableScan(TableScan {
+        source: provider_as_source(Arc::new(deferred)),
+        ..scan
+    })))
+}
+
+/// The call reading `$n` from the execution's slot.
+fn param_call(p: &Placeholder, params: &Arc<ParamSlot>) -> Result<Expr> {
+    let (Some(index), Some(field)) = (param_index(&p.id), &p.field) else {
+        return plan_err!("parameter {} has no known type", p.id);
+    };
+    let udf = ParamUdf {
+        name: p.id.clone(),
+        index,
+        data_type: field.data_type().clone(),
+        params: Arc::clone(params),
+        signature: Signature::nullary(Volatility::Volatile),
+    };
+    Ok(Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(udf)),
+        vec![],
+    )))
+}
+
+/// The values bound to the execution of a kept plan.
+#[derive(Debug, Default)]
+struct ParamSlot(RwLock<Vec<ScalarValue>>);
+
+/// `$n` in a kept plan: the value bound to the running execution.
+#[derive(Debug)]
+struct ParamUdf {
+    name: String,
+    index: usize,
+    data_type: DataType,
+    params: Arc<ParamSlot>,
+    signature: Signature,
+}
+
+impl PartialEq for ParamUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.index == other.index
+            && self.data_type == other.data_type
+            && Arc::ptr_eq(&self.params, &other.params)
+    }
+}
+impl Eq for ParamUdf {}
+impl std::hash::Hash for ParamUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.index.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for ParamUdf {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.data_type.clone())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let Some(value) = self.params.0.read().get(self.index).cloned() else {
+            return plan_err!("no value bound for parameter {}", self.name);
+        };
+        if value.data_type() == self.data_type {
+            Ok(ColumnarValue::Scalar(value))
+        } else {
+            Ok(ColumnarValue::Scalar(value.cast_to(&self.data_type)?))
+        }
+    }
+}
+
+/// A table as the kept plan sees it: planning it gives a [`DeferredScan`].
+#[derive(Debug)]
+struct DeferredTable {
+    inner: Arc<dyn TableProvider>,
+    params: Arc<ParamSlot>,
+}
+
+#[async_trait]
+impl TableProvider for DeferredTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(p) => Arc::new(self.inner.schema().project(p)?),
+            None => self.inner.schema(),
+        };
+        let mut scan = DeferredScan {
+            provider: Arc::clone(&self.inner),
+            projection: projection.cloned(),
+            filters: filters.to_vec(),
+            limit,
+            params: Arc::clone(&self.params),
+            stats: Arc::new(Statistics::new_unknown(&schema)),
+            props: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            built: OnceLock::new(),
+        };
+        // Built now for the first execution; its statistics guide the
+        // planner for every later one.
+        let built = scan.build_plan(state).await?;
+        let stats = StatisticsContext::new().compute(built.as_ref(), &StatisticsArgs::new())?;
+        scan.stats = Arc::new(stats.as_ref().clone().to_inexact());
+        scan.built = OnceLock::from(built);
+        Ok(Arc::new(scan))
+    }
+}
+
+/// A table scan of a kept plan, built again at each execution.
+pub(crate) struct DeferredScan {
+    provider: Arc<dyn TableProvider>,
+    projection: Option<Vec<usize>>,
+    /// Filters as planned, `$n` still in them.
+    filters: Vec<Expr>,
+    limit: Option<usize>,
+    params: Arc<ParamSlot>,
+    props: Arc<PlanProperties>,
+    stats: Arc<Statistics>,
+    /// The scan for the current execution.
+    built: OnceLock<Arc<dyn ExecutionPlan>>,
+}
+
+impl DeferredScan {
+    /// Build this execution's scan, unless built already.
+    async fn build(&self, state: &SessionState) -> Result<()> {
+        if self.built.get().is_none() {
+            let plan = self.build_plan(state).await?;
+            // Executions are primed one node at a time: nothing else sets it.
+            let _ = self.built.set(plan);
+        }
+        Ok(())
+    }
+
+    async fn build_plan(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
+        let values = self.params.0.read().clone();
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| bind_expr(f.clone(), &values))
+            .collect::<Result<Vec<_>>>()?;
+        let plan = self
+            .provider
+            .scan(state, self.projection.as_ref(), &filters, self.limit)
+            .await?;
+        if plan.output_partitioning().partition_count() == 1 {
+            Ok(plan)
+        } else {
+            Ok(Arc::new(CoalescePartitionsExec::new(plan)))
+        }
+    }
+}
+
+impl fmt::Debug for DeferredScan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeferredScan")
+            .field("projection", &self.projection)
+            .field("filters", &self.filters)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DisplayAs for DeferredScan {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "DeferredScan: built={}", self.built.get().is_some())
+    }
+}
+
+impl ExecutionPlan for DeferredScan {
+    fn name(&self) -> &str {
+        "DeferredScan"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.props
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn reset_state(self: Arc<Self>) -> Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(DeferredScan {
+            provider: Arc::clone(&self.provider),
+            projection: self.projection.clone(),
+            filters: self.filters.clone(),
+            limit: self.limit,
+            params: Arc::clone(&self.params),
+            props: Arc::clone(&self.props),
+            stats: Arc::clone(&self.stats),
+            built: OnceLock::new(),
+        }))
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        Ok(Arc::clone(&self.stats))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        ctx: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        match self.built.get() {
+            Some(plan) => plan.execute(partition, ctx),
+            None => internal_err!("a kept plan's scan ran before it was built"),
+        }
+    }
+}
