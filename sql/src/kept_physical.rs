@@ -22,8 +22,9 @@
 //!   without run-time (dynamic) filters, whose state DataFusion cannot
 //!   reset ([`crate::planning_state::Mode::Kept`]).
 //!
-//! Planned at every execution instead (as before): executions that read
-//! [`crate::parallelism::SERIAL_ROWS`] rows or more, an execution while an
+//! The first execution of a statement is planned the general way, so a
+//! statement run once pays nothing for this. Planned the general way too:
+//! executions that read [`crate::parallelism::SERIAL_ROWS`] rows or more, an execution while an
 //! earlier one of the same statement is still streaming (a suspended
 //! portal), plans made before a `SET` changed the session's configuration,
 //! and statements that cannot be kept: DML, EXPLAIN, recursive queries,
@@ -32,8 +33,10 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
@@ -60,17 +63,48 @@ use provdb_storage::TableId;
 
 use crate::prepared::{KeptPlan, bind_expr, map_placeholders, param_index};
 
-/// The physical plan a prepared query keeps, once its first execution has
-/// made it.
+/// The physical plan a prepared query keeps, from its second execution on.
 pub(crate) struct KeptPhysical {
     /// The stored tables the plan reads, snapshotted before each run.
     tables: Vec<TableId>,
     slot: Mutex<Slot>,
+    /// How fast executions ran each way, to give up a kept plan that is
+    /// slower than planning afresh.
+    timings: Mutex<Timings>,
+}
+
+/// Kept plans are made without dynamic filters; where those filters save
+/// more than planning costs (a join whose run-time filter lets the probe
+/// side skip most of its batches), the kept plan is slower. After
+/// [`TRIALS`] kept executions, the plan is given up if the fastest of them
+/// took longer than the fastest general one (from Execute to the last
+/// batch) by more than a tenth and more than [`MARGIN`].
+#[derive(Debug, Default)]
+struct Timings {
+    general: Option<Duration>,
+    kept: Option<Duration>,
+    kept_runs: u32,
+}
+
+/// Kept executions timed before a kept plan is judged.
+const TRIALS: u32 = 3;
+
+/// A kept plan is given up only when slower by more than this too (noise).
+const MARGIN: Duration = Duration::from_micros(200);
+
+/// Which way an execution ran.
+#[derive(Debug, Clone, Copy)]
+enum Way {
+    General,
+    Kept,
 }
 
 enum Slot {
-    /// Not planned yet.
+    /// Never executed.
     Empty,
+    /// Executed once, the general way: a statement run once (an unnamed
+    /// statement, a one-shot query) never pays for keeping a plan.
+    Seen,
     /// Cannot be kept: every execution is planned.
     Refused,
     Ready(Ready),
@@ -90,6 +124,7 @@ impl fmt::Debug for KeptPhysical {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &*self.slot.lock() {
             Slot::Empty => "empty",
+            Slot::Seen => "seen",
             Slot::Refused => "refused",
             Slot::Ready(_) => "ready",
         };
@@ -108,6 +143,8 @@ pub(crate) struct Run<'a> {
     pub state: &'a SessionState,
     pub task: &'a Arc<TaskContext>,
     pub epoch: u64,
+    /// When the execution began.
+    pub start: Instant,
 }
 
 impl KeptPhysical {
@@ -127,6 +164,7 @@ impl KeptPhysical {
         (query && !kept.has_values_node()).then(|| KeptPhysical {
             tables,
             slot: Mutex::new(Slot::Empty),
+            timings: Mutex::new(Timings::default()),
         })
     }
 
@@ -136,10 +174,10 @@ impl KeptPhysical {
     }
 
     /// Run the kept plan with `values` bound (already of the plan's
-    /// types), planning and keeping it first if this is the first run.
+    /// types), planning and keeping it first at the second execution.
     /// `Ok(None)`: this execution must be planned the general way.
     pub(crate) async fn run(
-        &self,
+        self: &Arc<Self>,
         kept: &KeptPlan,
         values: &[ScalarValue],
         run: Run<'_>,
@@ -157,7 +195,57 @@ impl KeptPhysical {
             },
         };
         let stream = execute_stream(plan, Arc::clone(run.task))?;
+        let stream = self.timed(stream, run.start, Way::Kept);
         Ok(Some(hold(stream, running)))
+    }
+
+    /// `stream` of an execution planned the general way, timed to judge
+    /// the kept plan against.
+    pub(crate) fn time_general(
+        self: &Arc<Self>,
+        stream: SendableRecordBatchStream,
+        start: Instant,
+    ) -> SendableRecordBatchStream {
+        self.timed(stream, start, Way::General)
+    }
+
+    /// `stream`, recording its time from `start` to its end as `way`.
+    fn timed(
+        self: &Arc<Self>,
+        stream: SendableRecordBatchStream,
+        start: Instant,
+        way: Way,
+    ) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        let me = Arc::clone(self);
+        let end = futures::stream::once(async move {
+            me.record(way, start.elapsed());
+            None
+        })
+        .filter_map(|batch: Option<Result<RecordBatch>>| async move { batch });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream.chain(end)))
+    }
+
+    fn record(&self, way: Way, took: Duration) {
+        let mut t = self.timings.lock();
+        let faster = |best: Option<Duration>| Some(best.map_or(took, |b| b.min(took)));
+        match way {
+            Way::General => t.general = faster(t.general),
+            Way::Kept => {
+                t.kept = faster(t.kept);
+                t.kept_runs += 1;
+            }
+        }
+        if let (Some(general), Some(kept), TRIALS) = (t.general, t.kept, t.kept_runs)
+            && kept > general + (general / 10).max(MARGIN)
+        {
+            tracing::debug!(
+                ?general,
+                ?kept,
+                "kept physical plan slower; planning afresh"
+            );
+            *self.slot.lock() = Slot::Refused;
+        }
     }
 
     /// The kept plan and its running token, with `values` in its slot,
@@ -172,18 +260,26 @@ impl KeptPhysical {
         }
     }
 
-    /// Plan the statement for keeping and keep it. `None` when it cannot
-    /// be kept, or another execution streams from the kept plan now.
+    /// Plan the statement for keeping and keep it. `None` at the first
+    /// execution, when it cannot be kept, or when another execution
+    /// streams from the kept plan now.
     async fn plan(
         &self,
         kept: &KeptPlan,
         values: &[ScalarValue],
         run: &Run<'_>,
     ) -> Result<Option<Planned>> {
-        match &*self.slot.lock() {
-            Slot::Refused => return Ok(None),
-            Slot::Ready(r) if r.epoch == run.epoch => return Ok(None),
-            _ => {}
+        {
+            let mut slot = self.slot.lock();
+            match &*slot {
+                Slot::Refused => return Ok(None),
+                Slot::Ready(r) if r.epoch == run.epoch => return Ok(None),
+                Slot::Empty => {
+                    *slot = Slot::Seen;
+                    return Ok(None);
+                }
+                Slot::Seen | Slot::Ready(_) => {}
+            }
         }
         let params = Arc::new(ParamSlot(RwLock::new(values.to_vec())));
         let planned = match defer(kept.plan(), &params) {
@@ -390,8 +486,8 @@ impl TableProvider for DeferredTable {
             )),
             built: OnceLock::new(),
         };
-        // Built now for the first execution; its statistics guide the
-        // planner for every later one.
+        // Built now for the execution being planned; its statistics guide
+        // the planner for every later one.
         let built = scan.build_plan(state).await?;
         let stats = StatisticsContext::new().compute(built.as_ref(), &StatisticsArgs::new())?;
         scan.stats = Arc::new(stats.as_ref().clone().to_inexact());
@@ -517,5 +613,49 @@ impl ExecutionPlan for DeferredScan {
             Some(plan) => plan.execute(partition, ctx),
             None => internal_err!("a kept plan's scan ran before it was built"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keeper() -> KeptPhysical {
+        KeptPhysical {
+            tables: vec![],
+            slot: Mutex::new(Slot::Seen),
+            timings: Mutex::new(Timings::default()),
+        }
+    }
+
+    fn refused(k: &KeptPhysical) -> bool {
+        matches!(*k.slot.lock(), Slot::Refused)
+    }
+
+    #[test]
+    fn a_kept_plan_slower_than_planning_afresh_is_given_up() {
+        let ms = |n: u64| Duration::from_micros(n * 100);
+        let slow = keeper();
+        slow.record(Way::General, ms(50));
+        slow.record(Way::Kept, ms(70));
+        slow.record(Way::Kept, ms(60));
+        assert!(!refused(&slow), "judged after {TRIALS} kept runs only");
+        slow.record(Way::Kept, ms(65));
+        assert!(refused(&slow));
+
+        let fast = keeper();
+        fast.record(Way::General, ms(50));
+        for _ in 0..TRIALS {
+            fast.record(Way::Kept, ms(30));
+        }
+        assert!(!refused(&fast));
+
+        // Slower by a tenth but by less than the margin: noise, kept.
+        let close = keeper();
+        close.record(Way::General, ms(10));
+        for _ in 0..TRIALS {
+            close.record(Way::Kept, ms(11) + ms(1) / 2);
+        }
+        assert!(!refused(&close));
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, LazyLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -641,12 +641,14 @@ impl Session {
             .shared
             .snapshot_tables(&self.db.shared.storage, work.physical.tables())
             .map_err(from_storage)?;
+        let start = Instant::now();
         if crate::parallelism::is_small(rows) {
             let planner = self.planning.take(&self.ctx, Mode::Kept);
             let run = Run {
                 state: &planner.state,
                 task: &planner.task,
                 epoch: self.planning.epoch(),
+                start,
             };
             let ran = work.physical.run(&work.kept, &work.values, run).await;
             self.planning.give_back(planner);
@@ -656,11 +658,17 @@ impl Session {
                 return Ok(QueryOutput::Rows { schema, stream });
             }
         }
-        match work.kept.bind(&work.values) {
-            Some(plan) => self.execute_plan(plan, true).await,
-            None => Err(SqlError::internal(
+        let Some(plan) = work.kept.bind(&work.values) else {
+            return Err(SqlError::internal(
                 "a kept plan refused values it took before",
-            )),
+            ));
+        };
+        match self.execute_plan(plan, true).await? {
+            QueryOutput::Rows { schema, stream } => {
+                let stream = work.physical.time_general(stream, start);
+                Ok(QueryOutput::Rows { schema, stream })
+            }
+            other => Ok(other),
         }
     }
 
