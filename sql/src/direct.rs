@@ -98,10 +98,7 @@ impl Value {
         match e {
             Expr::Alias(a) => Value::of(&a.expr),
             Expr::Literal(v, None) => Some(Value::Const(v.clone())),
-            Expr::Placeholder(p) => {
-                let n: usize = p.id.strip_prefix('$')?.parse().ok()?;
-                Some(Value::Param(n.checked_sub(1)?))
-            }
+            Expr::Placeholder(p) => Some(Value::Param(crate::prepared::param_index(&p.id)?)),
             Expr::Cast(c) => Some(Value::Cast(
                 Box::new(Value::of(&c.expr)?),
                 c.field.data_type().clone(),

@@ -180,10 +180,7 @@ pub fn bind_placeholder_args(stmt: &mut Statement, params: &[ScalarValue]) -> Sq
 }
 
 fn placeholder_literal(name: &str, params: &[ScalarValue]) -> SqlResult<Expr> {
-    let value = name
-        .strip_prefix('$')
-        .and_then(|n| n.parse::<usize>().ok())
-        .and_then(|n| n.checked_sub(1))
+    let value = crate::prepared::param_index(name)
         .and_then(|i| params.get(i))
         .ok_or_else(|| SqlError::new("08P01", format!("no value bound for parameter {name}")))?;
     scalar_literal(value)

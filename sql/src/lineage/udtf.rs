@@ -251,11 +251,7 @@ impl BoundAtRun {
             .iter()
             .map(|e| match e {
                 Expr::Placeholder(p) => {
-                    let value =
-                        p.id.strip_prefix('$')
-                            .and_then(|n| n.parse::<usize>().ok())
-                            .and_then(|n| n.checked_sub(1))
-                            .and_then(|i| params.get(i));
+                    let value = crate::prepared::param_index(&p.id).and_then(|i| params.get(i));
                     match value {
                         Some(v) => Ok(Expr::Literal(v.clone(), None)),
                         None => plan_err!("no value bound for parameter {}", p.id),
