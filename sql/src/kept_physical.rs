@@ -67,6 +67,8 @@ use crate::prepared::{KeptPlan, bind_expr, map_placeholders, param_index};
 pub(crate) struct KeptPhysical {
     /// The stored tables the plan reads, snapshotted before each run.
     tables: Vec<TableId>,
+    /// The result columns (the kept logical plan's).
+    schema: SchemaRef,
     slot: Mutex<Slot>,
     /// How fast executions ran each way, to give up a kept plan that is
     /// slower than planning afresh.
@@ -148,8 +150,9 @@ pub(crate) struct Run<'a> {
 }
 
 impl KeptPhysical {
-    /// A keeper for `kept`'s physical plan, or `None` for statements
-    /// whose physical plans are never kept (see the module doc).
+    /// A keeper for `kept`'s physical plan, or `None` for statements that
+    /// are not queries (what else is never kept, [`defer`] finds out at
+    /// the second execution).
     pub(crate) fn for_plan(kept: &KeptPlan, tables: Vec<TableId>) -> Option<Self> {
         let query = !matches!(
             kept.plan(),
@@ -161,8 +164,9 @@ impl KeptPhysical {
                 | LogicalPlan::Copy(_)
                 | LogicalPlan::DescribeTable(_)
         );
-        (query && !kept.has_values_node()).then(|| KeptPhysical {
+        query.then(|| KeptPhysical {
             tables,
+            schema: Arc::new(kept.plan().schema().as_arrow().clone()),
             slot: Mutex::new(Slot::Empty),
             timings: Mutex::new(Timings::default()),
         })
@@ -171,6 +175,11 @@ impl KeptPhysical {
     /// The stored tables the plan reads.
     pub(crate) fn tables(&self) -> &[TableId] {
         &self.tables
+    }
+
+    /// The result columns.
+    pub(crate) fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
 
     /// Run the kept plan with `values` bound (already of the plan's
@@ -195,8 +204,12 @@ impl KeptPhysical {
             },
         };
         let stream = execute_stream(plan, Arc::clone(run.task))?;
-        let stream = self.timed(stream, run.start, Way::Kept);
-        Ok(Some(hold(stream, running)))
+        Ok(Some(self.timed(
+            stream,
+            run.start,
+            Way::Kept,
+            Some(running),
+        )))
     }
 
     /// `stream` of an execution planned the general way, timed to judge
@@ -206,20 +219,23 @@ impl KeptPhysical {
         stream: SendableRecordBatchStream,
         start: Instant,
     ) -> SendableRecordBatchStream {
-        self.timed(stream, start, Way::General)
+        self.timed(stream, start, Way::General, None)
     }
 
-    /// `stream`, recording its time from `start` to its end as `way`.
+    /// `stream`, recording its time from `start` to its end as `way`, and
+    /// holding a kept plan's `running` token until it ends or is dropped.
     fn timed(
         self: &Arc<Self>,
         stream: SendableRecordBatchStream,
         start: Instant,
         way: Way,
+        running: Option<Arc<()>>,
     ) -> SendableRecordBatchStream {
         let schema = stream.schema();
         let me = Arc::clone(self);
         let end = futures::stream::once(async move {
             me.record(way, start.elapsed());
+            drop(running);
             None
         })
         .filter_map(|batch: Option<Result<RecordBatch>>| async move { batch });
@@ -310,16 +326,6 @@ impl KeptPhysical {
         });
         Ok(Some((physical, running)))
     }
-}
-
-/// `stream`, holding `running` until it is dropped.
-fn hold(stream: SendableRecordBatchStream, running: Arc<()>) -> SendableRecordBatchStream {
-    let schema = stream.schema();
-    let held = stream.map(move |batch| {
-        let _running = &running;
-        batch
-    });
-    Box::pin(RecordBatchStreamAdapter::new(schema, held))
 }
 
 /// Build the scans of a plan reset for a new execution.
@@ -623,6 +629,7 @@ mod tests {
     fn keeper() -> KeptPhysical {
         KeptPhysical {
             tables: vec![],
+            schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
             slot: Mutex::new(Slot::Seen),
             timings: Mutex::new(Timings::default()),
         }
