@@ -134,11 +134,6 @@ impl KeptPlan {
         &self.plan
     }
 
-    /// Whether the plan holds a `VALUES` list.
-    pub(crate) fn has_values_node(&self) -> bool {
-        self.has_values_node
-    }
-
     /// `params` converted to the types the plan was optimised for, or
     /// `None` when one does not convert exactly (see [`KeptPlan::bind`]).
     pub(crate) fn bound_values(&self, params: &[ScalarValue]) -> Option<Vec<ScalarValue>> {
@@ -159,7 +154,7 @@ impl KeptPlan {
 /// `with_param_values` recomputes the schema of every node, which costs as
 /// much as the rest of a point query's binding).
 fn substitute(plan: LogicalPlan, values: &[ScalarValue]) -> Result<LogicalPlan> {
-    let literal = |p: &Placeholder| Ok(Expr::Literal(value_of(&p.id, values)?, None));
+    let literal = |p: &Placeholder| literal_for(p, values);
     plan.transform_up_with_subqueries(|node| map_placeholders(node, &literal))
         .map(|t| t.data)
 }
@@ -193,13 +188,15 @@ pub(crate) fn map_placeholders(
 /// `e` with `values[n-1]` in place of each `$n`.
 pub(crate) fn bind_expr(e: Expr, values: &[ScalarValue]) -> Result<Expr> {
     e.transform_up(|x| match x {
-        Expr::Placeholder(p) => Ok(Transformed::yes(Expr::Literal(
-            value_of(&p.id, values)?,
-            None,
-        ))),
+        Expr::Placeholder(p) => Ok(Transformed::yes(literal_for(&p, values)?)),
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)
+}
+
+/// The literal bound to placeholder `p`.
+fn literal_for(p: &Placeholder, values: &[ScalarValue]) -> Result<Expr> {
+    Ok(Expr::Literal(value_of(&p.id, values)?, None))
 }
 
 /// The index of placeholder `id` in the bound values (`$1` is 0).

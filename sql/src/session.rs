@@ -625,12 +625,22 @@ impl Session {
                 Ok(QueryOutput::Command(CommandTag::with_rows("INSERT", rows)))
             }
             Outcome::Rows(schema, stream) => Ok(QueryOutput::Rows { schema, stream }),
-            Outcome::Unanswered => match work.kept.bind(&work.values) {
-                Some(plan) => self.execute_plan(plan, true).await,
-                None => Err(SqlError::internal(
-                    "a kept plan refused values it took before",
-                )),
-            },
+            Outcome::Unanswered => self.execute_bound(&work.kept, &work.values).await,
+        }
+    }
+
+    /// Run the kept optimised plan with `values` (already converted to its
+    /// types by [`KeptPlan::bound_values`]) the general way.
+    async fn execute_bound(
+        &mut self,
+        kept: &KeptPlan,
+        values: &[ScalarValue],
+    ) -> SqlResult<QueryOutput> {
+        match kept.bind(values) {
+            Some(plan) => self.execute_plan(plan, true).await,
+            None => Err(SqlError::internal(
+                "a kept plan refused values it took before",
+            )),
         }
     }
 
@@ -654,16 +664,11 @@ impl Session {
             self.planning.give_back(planner);
             if let Some(stream) = ran.map_err(from_datafusion)? {
                 self.kept_runs += 1;
-                let schema = Arc::new(work.kept.plan().schema().as_arrow().clone());
+                let schema = work.physical.schema();
                 return Ok(QueryOutput::Rows { schema, stream });
             }
         }
-        let Some(plan) = work.kept.bind(&work.values) else {
-            return Err(SqlError::internal(
-                "a kept plan refused values it took before",
-            ));
-        };
-        match self.execute_plan(plan, true).await? {
+        match self.execute_bound(&work.kept, &work.values).await? {
             QueryOutput::Rows { schema, stream } => {
                 let stream = work.physical.time_general(stream, start);
                 Ok(QueryOutput::Rows { schema, stream })

@@ -249,16 +249,7 @@ impl BoundAtRun {
         let params = self.session.params.lock().clone();
         self.args
             .iter()
-            .map(|e| match e {
-                Expr::Placeholder(p) => {
-                    let value = crate::prepared::param_index(&p.id).and_then(|i| params.get(i));
-                    match value {
-                        Some(v) => Ok(Expr::Literal(v.clone(), None)),
-                        None => plan_err!("no value bound for parameter {}", p.id),
-                    }
-                }
-                other => Ok(other.clone()),
-            })
+            .map(|e| crate::prepared::bind_expr(e.clone(), &params))
             .collect()
     }
 }
