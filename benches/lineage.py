@@ -114,10 +114,9 @@ def wait_idle(pid, quiet_s=3, timeout=900):
         last = now
 
 
-def recursive_sql(table, start, depth=None):
-    """The walk in SQL; `start` is a literal node id or a placeholder
-    (`%s` for psycopg, `?` for DuckDB) given as {"param": text}."""
-    first = start["param"] if isinstance(start, dict) else f"'{start}'"
+def recursive_sql(table, first, depth=None):
+    """The walk in SQL from `first`, the start node as SQL text: a quoted
+    literal or a placeholder (`%s` for psycopg, `?` for DuckDB)."""
     if depth is None:
         return (f"WITH RECURSIVE up(node) AS (SELECT CAST({first} AS TEXT) UNION "
                 f"SELECT e.object FROM {table} e JOIN up ON e.subject = up.node) "
@@ -226,8 +225,8 @@ def main():
                     start = f"{g['prefix']}{g['last']}_{rng.randrange(g['width'])}"
                     # As an application asks: one statement, the start a
                     # parameter, prepared server-side over pgwire.
-                    pg_sql = recursive_sql(table, {"param": "%s"}, depth)
-                    duck_sql = recursive_sql(table, {"param": "?"}, depth)
+                    pg_sql = recursive_sql(table, "%s", depth)
+                    duck_sql = recursive_sql(table, "?", depth)
                     runs = {
                         "lineage": lambda: p.execute(
                             lineage_sql(depth), (start,), prepare=True).fetchone()[0],
@@ -237,7 +236,7 @@ def main():
                     }
                     if gname == "wide":
                         runs["provdb WITH RECURSIVE"] = lambda: p.execute(
-                            recursive_sql("prov.relation", start, depth)).fetchone()[0]
+                            recursive_sql("prov.relation", f"'{start}'", depth)).fetchone()[0]
                     counts = {}
                     for eng, fn in runs.items():
                         fn()  # warm up
