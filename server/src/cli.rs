@@ -155,7 +155,9 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with = "http_listen")]
     pub no_http: bool,
 
-    /// Largest HTTP request body accepted (a batch of task messages), in MiB.
+    /// Largest HTTP request body accepted (a batch of task messages), in
+    /// MiB. POST /prov/import is not limited by it: its body is streamed
+    /// into the parser.
     #[arg(long, default_value_t = 64, value_name = "MIB")]
     pub http_max_body_mb: usize,
 }

@@ -9,7 +9,10 @@ use provdb_server::{ServerError, embedded, logging, run_server, shutdown_signal}
 /// mimalloc instead of the system allocator: planning and executing a
 /// query allocate many small, short-lived objects, and glibc's malloc/free
 /// took about a quarter of the server's time on point queries (perf, see
-/// benches/point_profile.py).
+/// benches/point_profile.py). Build with `--features system-alloc` to use
+/// the system allocator instead, for heap profilers that hook malloc
+/// (heaptrack, valgrind).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

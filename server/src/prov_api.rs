@@ -6,18 +6,20 @@
 //! - `POST /prov/import[?name=N][&base=DIR][&allow_dangling=true]`: the
 //!   body is a PROV-JSON document; metric side files of yProv4ML documents
 //!   are read from `base`, a directory on the server's machine. Replies
-//!   with what was stored (JSON).
+//!   with what was stored (JSON). The body is streamed into the parser.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::{Body, HttpBody};
 use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::TryStreamExt;
 use provdb_engine::EngineError;
-use provdb_engine::prov::{Format, ImportOptions, Scope};
+use provdb_engine::prov::{Format, ImportOptions, RawDoc, Scope, read_document};
 use provdb_sql::Database;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::http::{engine_error, error_response, json_response};
 
@@ -139,23 +141,28 @@ pub fn import_options(query: &str) -> Result<ImportOptions, String> {
     Ok(o)
 }
 
-/// `POST /prov/import`.
+/// `POST /prov/import`. The body is streamed into the parser, so it is
+/// not subject to `--http-max-body-mb` and a document is never held whole.
 pub async fn post_import(
     State(db): State<Arc<Database>>,
     RawQuery(query): RawQuery,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let opts = match import_options(query.as_deref().unwrap_or("")) {
         Ok(o) => o,
         Err(m) => return error_response(StatusCode::BAD_REQUEST, &m),
     };
-    if body.is_empty() {
+    if body.size_hint().exact() == Some(0) {
         return error_response(
             StatusCode::BAD_REQUEST,
             "the body must be a PROV-JSON document",
         );
     }
-    match db.prov_import(&body[..], &opts).await {
+    let doc = match parse_streamed(body).await {
+        Ok(doc) => doc,
+        Err(e) => return engine_error(e),
+    };
+    match db.prov_import_document(doc, &opts).await {
         Ok(report) => {
             tracing::info!(document = %report.document, relations = report.relations, points = report.metric_points, "PROV document imported");
             match serde_json::to_value(&report) {
@@ -165,6 +172,18 @@ pub async fn post_import(
         }
         Err(e) => engine_error(e),
     }
+}
+
+/// Parse the request body as it arrives. The parser runs on a blocking
+/// thread and pulls the body chunk by chunk; this task meanwhile only
+/// awaits it, so the connection keeps reading the socket (blocking this
+/// task instead would stall the body it is waiting for).
+async fn parse_streamed(body: Body) -> Result<RawDoc, EngineError> {
+    let chunks = body.into_data_stream().map_err(std::io::Error::other);
+    let reader = SyncIoBridge::new(StreamReader::new(chunks));
+    tokio::task::spawn_blocking(move || read_document(reader))
+        .await
+        .map_err(|e| EngineError::internal(format!("the PROV-JSON parser stopped: {e}")))?
 }
 
 #[cfg(test)]

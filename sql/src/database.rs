@@ -226,6 +226,17 @@ impl Database {
         provdb_engine::prov::import(&self.shared.storage, &self.shared.lineage, reader, opts).await
     }
 
+    /// Import a document already parsed with
+    /// `provdb_engine::prov::read_document`.
+    pub async fn prov_import_document(
+        &self,
+        doc: provdb_engine::prov::RawDoc,
+        opts: &provdb_engine::prov::ImportOptions,
+    ) -> Result<provdb_engine::prov::ImportReport, provdb_engine::EngineError> {
+        provdb_engine::prov::import_document(&self.shared.storage, &self.shared.lineage, doc, opts)
+            .await
+    }
+
     /// The DfAnalyzer-compatible ingest (dataflow specs, task messages).
     pub fn dlprov(&self) -> &Dlprov {
         &self.shared.dlprov

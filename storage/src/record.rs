@@ -81,22 +81,56 @@ const TAG_DEL_META: u8 = 7;
 const TAG_CHECKPOINT: u8 = 8;
 
 impl WalOp {
-    /// Append this op's encoding to `out`.
+    /// Append this op's encoding to `out`: a tag byte, the body's length
+    /// (u32, little-endian) and the body, written in place (a batch's IPC
+    /// bytes are not staged in a second buffer: inserts can be large).
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
-        let (tag, body) = match self {
-            WalOp::CreateTable { def, source } => (
-                TAG_CREATE,
-                json(&CreateBody {
+        let header = out.len();
+        out.push(self.tag());
+        out.extend_from_slice(&[0; 4]);
+        let body = out.len();
+        self.encode_body(out)?;
+        let n = out.len() - body;
+        let len = u32::try_from(n).map_err(|_| {
+            out.truncate(header);
+            StorageError::Invalid(format!(
+                "a single WAL op cannot exceed 4 GiB (this one is {n} bytes)"
+            ))
+        })?;
+        out[header + 1..body].copy_from_slice(&len.to_le_bytes());
+        Ok(())
+    }
+
+    fn tag(&self) -> u8 {
+        match self {
+            WalOp::CreateTable { .. } => TAG_CREATE,
+            WalOp::DropTable { .. } => TAG_DROP,
+            WalOp::AlterTable { .. } => TAG_ALTER,
+            WalOp::Insert { .. } => TAG_INSERT,
+            WalOp::Delete { .. } => TAG_DELETE,
+            WalOp::PutMeta { .. } => TAG_PUT_META,
+            WalOp::DeleteMeta { .. } => TAG_DEL_META,
+            WalOp::Checkpoint { .. } => TAG_CHECKPOINT,
+        }
+    }
+
+    fn encode_body(&self, out: &mut Vec<u8>) -> Result<()> {
+        match self {
+            WalOp::CreateTable { def, source } => json_into(
+                &CreateBody {
                     def: def.clone(),
                     source: *source,
-                })?,
+                },
+                out,
             ),
-            WalOp::DropTable { table } => (TAG_DROP, table.0.to_le_bytes().to_vec()),
-            WalOp::AlterTable { def } => (TAG_ALTER, json(def)?),
+            WalOp::DropTable { table } => {
+                out.extend_from_slice(&table.0.to_le_bytes());
+                Ok(())
+            }
+            WalOp::AlterTable { def } => json_into(def, out),
             WalOp::Insert { table, batch } => {
-                let mut body = table.0.to_le_bytes().to_vec();
-                write_ipc(batch, &mut body)?;
-                (TAG_INSERT, body)
+                out.extend_from_slice(&table.0.to_le_bytes());
+                write_ipc(batch, out)
             }
             WalOp::Delete {
                 table,
@@ -104,24 +138,23 @@ impl WalOp {
                 positions,
                 keys,
             } => {
-                let mut body = table.0.to_le_bytes().to_vec();
-                body.extend_from_slice(&source.0.to_le_bytes());
+                out.extend_from_slice(&table.0.to_le_bytes());
+                out.extend_from_slice(&source.0.to_le_bytes());
                 let dv = crate::dv::encode(positions);
-                body.extend_from_slice(&(dv.len() as u32).to_le_bytes());
-                body.extend_from_slice(&dv);
-                if let Some(keys) = keys {
-                    write_ipc(keys, &mut body)?;
+                out.extend_from_slice(&(dv.len() as u32).to_le_bytes());
+                out.extend_from_slice(&dv);
+                match keys {
+                    Some(keys) => write_ipc(keys, out),
+                    None => Ok(()),
                 }
-                (TAG_DELETE, body)
             }
-            WalOp::PutMeta { key, value } => (TAG_PUT_META, json(&(key, value))?),
-            WalOp::DeleteMeta { key } => (TAG_DEL_META, key.as_bytes().to_vec()),
-            WalOp::Checkpoint { freezes } => (TAG_CHECKPOINT, json(freezes)?),
-        };
-        out.push(tag);
-        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
-        Ok(())
+            WalOp::PutMeta { key, value } => json_into(&(key, value), out),
+            WalOp::DeleteMeta { key } => {
+                out.extend_from_slice(key.as_bytes());
+                Ok(())
+            }
+            WalOp::Checkpoint { freezes } => json_into(freezes, out),
+        }
     }
 
     /// Decode every op of a commit payload.
@@ -199,8 +232,9 @@ fn corrupt(detail: impl Into<String>) -> StorageError {
     StorageError::corrupt("WAL record", detail)
 }
 
-fn json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|e| StorageError::Invalid(format!("cannot encode WAL op: {e}")))
+fn json_into<T: Serialize>(v: &T, out: &mut Vec<u8>) -> Result<()> {
+    serde_json::to_writer(out, v)
+        .map_err(|e| StorageError::Invalid(format!("cannot encode WAL op: {e}")))
 }
 
 fn unjson<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T> {

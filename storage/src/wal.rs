@@ -130,7 +130,11 @@ impl WalWriter {
             }
         }
         let res = self.write_frame(lsn, FLAG_END, &payload);
-        self.scratch = payload;
+        // Keep the buffer for the next commit unless one huge op grew it
+        // past what ordinary commits need.
+        if payload.capacity() <= 2 * MAX_FRAME_PAYLOAD {
+            self.scratch = payload;
+        }
         res
     }
 

@@ -92,6 +92,17 @@ pub async fn import(
         }
         _ => read_document(reader)?,
     };
+    import_document(storage, lineage, raw, opts).await
+}
+
+/// Import a document parsed with [`read_document`] (a caller that streams
+/// the document from elsewhere parses it on a thread of its own).
+pub async fn import_document(
+    storage: &Storage,
+    lineage: &Lineage,
+    raw: RawDoc,
+    opts: &ImportOptions,
+) -> Result<ImportReport> {
     let _guard = IMPORT_LOCK.lock().await;
     let mut registry = Registry::ensure(storage).await?;
     let before = registry.prefixes.clone();
@@ -615,6 +626,7 @@ impl Writer {
         report: &mut ImportReport,
     ) -> Result<()> {
         let stored = stored_series(storage, run).await?;
+        let def = self.table(storage, ML_SCHEMA, "metric").await?;
         let mut headers = Vec::new();
         let mut points = MetricColumns::default();
         for s in series {
@@ -638,7 +650,13 @@ impl Writer {
             if from == n && stored.contains_key(&key) {
                 continue;
             }
-            points.push(run, &s, from);
+            for start in (from..n).step_by(METRIC_CHUNK_ROWS) {
+                let end = (start + METRIC_CHUNK_ROWS).min(n);
+                if points.len + (end - start) > METRIC_CHUNK_ROWS {
+                    self.push_metric_chunk(&def, &mut points)?;
+                }
+                points.push(run, &s, start..end);
+            }
             report.metric_points += n - from;
             headers.push(vec![
                 Cell::text(run),
@@ -651,17 +669,27 @@ impl Writer {
             ]);
         }
         self.upsert(storage, ML_SCHEMA, "series", &headers).await?;
-        if points.len > 0 {
-            let def = self.table(storage, ML_SCHEMA, "metric").await?;
-            let batch = points.finish(&def)?;
-            self.ops.push(WalOp::Insert {
-                table: def.id,
-                batch,
-            });
+        self.push_metric_chunk(&def, &mut points)
+    }
+
+    /// Move the points gathered so far into an insert op of their own.
+    fn push_metric_chunk(&mut self, def: &TableDef, points: &mut MetricColumns) -> Result<()> {
+        if points.len == 0 {
+            return Ok(());
         }
+        let batch = std::mem::take(points).finish(def)?;
+        self.ops.push(WalOp::Insert {
+            table: def.id,
+            batch,
+        });
         Ok(())
     }
 }
+
+/// Metric points per insert op: a document's points are committed
+/// together, but as bounded pieces, so the log writes them in frames of
+/// bounded size instead of encoding one op as large as the document.
+const METRIC_CHUNK_ROWS: usize = 65_536;
 
 fn attrs_cell(attrs: &Attrs) -> Cell {
     if attrs.is_empty() {
@@ -708,8 +736,8 @@ struct MetricColumns {
 }
 
 impl MetricColumns {
-    fn push(&mut self, run: &str, s: &yprov::Series, from: usize) {
-        for i in from..s.data.len() {
+    fn push(&mut self, run: &str, s: &yprov::Series, points: std::ops::Range<usize>) {
+        for i in points {
             self.run.append_value(run);
             self.name.append_value(&s.name);
             self.context.append_value(&s.context);

@@ -29,4 +29,5 @@ pub mod yprov;
 mod tests;
 
 pub use export::{Format, Scope, export, render};
-pub use import::{ImportOptions, ImportReport, import};
+pub use import::{ImportOptions, ImportReport, import, import_document};
+pub use read::{RawDoc, read_document};

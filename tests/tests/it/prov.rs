@@ -373,3 +373,79 @@ async fn yprov_runs_of_every_layout_are_queryable_in_sql() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A yProv4ML layout-A document with `metrics` series of `points` each.
+fn metric_document(metrics: usize, points: usize) -> String {
+    let list = |f: &dyn Fn(usize) -> String| {
+        let items: Vec<String> = (0..points).map(f).collect();
+        format!("[{}]", items.join(", "))
+    };
+    let entities: Vec<String> = (0..metrics)
+        .map(|m| {
+            format!(
+                "\"m{m}_Context.TRAINING\": {{\"prov-ml:type\": \"Metric\", \"prov-ml:name\": \"m{m}\", \
+                 \"prov-ml:context\": \"Context.TRAINING\", \"prov-ml:metric_epoch_list\": \"{}\", \
+                 \"prov-ml:metric_value_list\": \"{}\", \"prov-ml:metric_timestamp_list\": \"{}\"}}",
+                list(&|i| (i / 100).to_string()),
+                list(&|i| format!("np.float64({})", 1.0 / (i + 1) as f64)),
+                list(&|i| (1_795_286_445_291u64 + i as u64 * 37).to_string()),
+            )
+        })
+        .collect();
+    format!(
+        "{{\"prefix\": {{\"prov-ml\": \"prov-ml\", \"default\": \"big.example.org\"}}, \
+         \"entity\": {{{}}}, \"activity\": {{\"big_GR0_execution\": {{\"prov-ml:type\": \"LearningExecution\"}}}}}}",
+        entities.join(", ")
+    )
+}
+
+#[tokio::test]
+async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_nothing() {
+    use std::io::Write;
+    let server = crate::harness::Server::start_with(crate::harness::ServerOptions {
+        extra_args: vec!["--http-max-body-mb".into(), "1".into()],
+        ..Default::default()
+    });
+    let base = url(&server);
+    let client = server.client().await;
+    let doc = metric_document(4, 40_000);
+    assert!(
+        doc.len() > 3 << 20,
+        "the document must exceed the 1 MiB limit"
+    );
+
+    // An upload that stops half way stores nothing and the server goes on.
+    let half = &doc.as_bytes()[..doc.len() / 2];
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    write!(
+        tcp,
+        "POST /prov/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        doc.len()
+    )
+    .expect("headers");
+    tcp.write_all(half).expect("half a body");
+    drop(tcp);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(count(&client, "prov.entity").await, 0);
+    let ml = simple_col(
+        &client,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'ml'",
+    )
+    .await;
+    if ml != vec![Some("0".to_string())] {
+        assert_eq!(count(&client, "ml.metric").await, 0);
+    }
+
+    // The whole document is imported, past the 1 MiB limit of task batches.
+    let http = reqwest::Client::new();
+    let (st, report) = post_raw(&http, &base, "/prov/import?name=big.json", doc).await;
+    assert_eq!(st, 200, "{report}");
+    assert_eq!(report["metric_points"], 160_000, "{report}");
+    assert_eq!(count(&client, "ml.metric").await, 160_000);
+    let last = simple_col(
+        &client,
+        "SELECT max(epoch) || ' ' || count(DISTINCT name) FROM ml.metric",
+    )
+    .await;
+    assert_eq!(last, vec![Some("399 4".to_string())]);
+}
