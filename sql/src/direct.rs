@@ -327,7 +327,7 @@ fn lookup(plan: &LogicalPlan) -> Option<(Arc<ProvTable>, Kind)> {
             })
             .collect::<Option<Vec<_>>>()?,
     };
-    let schema = Arc::new(plan.schema().as_arrow().clone());
+    let schema = crate::output_names::output_schema(plan);
     let kind = Kind::Lookup {
         key,
         columns: columns.into(),

@@ -166,7 +166,7 @@ impl KeptPhysical {
         );
         query.then(|| KeptPhysical {
             tables,
-            schema: Arc::new(kept.plan().schema().as_arrow().clone()),
+            schema: crate::output_names::output_schema(kept.plan()),
             slot: Mutex::new(Slot::Empty),
             timings: Mutex::new(Timings::default()),
         })

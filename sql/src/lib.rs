@@ -37,6 +37,7 @@ pub mod functions;
 mod kept_physical;
 pub mod lineage;
 pub mod live_source;
+pub mod output_names;
 pub mod parallelism;
 mod planning_state;
 pub mod prepared;

@@ -466,7 +466,7 @@ impl Session {
         let result_schema = if matches!(plan, LogicalPlan::Dml(_)) {
             None
         } else {
-            Some(Arc::new(plan.schema().as_arrow().clone()))
+            Some(crate::output_names::output_schema(&plan))
         };
         let optimized = if replan {
             None
@@ -577,7 +577,7 @@ impl Session {
         if let (Some(described), false) = (&prepared.result_schema, prepared.replan) {
             // The client was told the columns at Describe: after DDL they
             // must still be these (PostgreSQL's rule for cached plans).
-            let now = plan.schema().as_arrow();
+            let now = crate::output_names::output_schema(&plan);
             let same = described.fields().len() == now.fields().len()
                 && described
                     .fields()
@@ -1045,10 +1045,17 @@ impl Session {
         crate::lineage::calls::positional_args(&mut stmt)?;
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
-        state
-            .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
-            .await
-            .map_err(from_datafusion)
+        // Boxed: a Statement is large, and this future nests in others.
+        let labelled = crate::output_names::labelled(&stmt).map(Box::new);
+        match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
+            Err(e) if crate::output_names::is_duplicate_name_error(&e) => match labelled {
+                Some(stmt) => Box::pin(state.statement_to_plan(DfStatement::Statement(stmt)))
+                    .await
+                    .map_err(from_datafusion),
+                None => Err(from_datafusion(e)),
+            },
+            planned => planned.map_err(from_datafusion),
+        }
     }
 
     /// Execute a planned query or DML statement; `optimized` says the
@@ -1105,7 +1112,7 @@ impl Session {
             let rows = count_of(&batches);
             return Ok(QueryOutput::Command(CommandTag::with_rows(tag, rows)));
         }
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let schema: SchemaRef = crate::output_names::output_schema(&plan);
         let stream = execute_stream(physical, task).map_err(from_datafusion)?;
         Ok(QueryOutput::Rows { schema, stream })
     }

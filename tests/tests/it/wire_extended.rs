@@ -2,6 +2,7 @@
 //! portals with row limits.
 
 use futures::TryStreamExt;
+use tokio_postgres::SimpleQueryMessage;
 use tokio_postgres::types::{ToSql, Type};
 
 use crate::harness::{Server, count, within};
@@ -103,6 +104,28 @@ async fn prepared_statement_metadata_and_reuse() {
         .map(|c| (c.name(), c.type_().clone()))
         .collect();
     assert_eq!(cols, vec![("k", Type::INT4), ("v", Type::TEXT)]);
+    // Repeated result names are allowed and reported as written, in the
+    // prepared statement's description and in a simple query's.
+    let twice = c
+        .prepare("SELECT v, v, k AS v, upper(v) FROM kv WHERE k = $1")
+        .await
+        .expect("prepare repeated names");
+    let names: Vec<&str> = twice.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["v", "v", "v", "upper"]);
+    for _ in 0..3 {
+        let row = c.query_one(&twice, &[&7i32]).await.expect("repeated names");
+        assert_eq!(row.get::<_, String>(1), "v7");
+        assert_eq!(row.get::<_, i32>(2), 7);
+    }
+    let simple = c
+        .simple_query("SELECT v, v FROM kv WHERE k = 8")
+        .await
+        .expect("simple repeated names");
+    let SimpleQueryMessage::RowDescription(desc) = &simple[0] else {
+        panic!("expected a row description first: {simple:?}");
+    };
+    let names: Vec<&str> = desc.iter().map(|c| c.name()).collect();
+    assert_eq!(names, vec!["v", "v"]);
     for k in (0..500i32).step_by(7) {
         let row = c.query_one(&sel, &[&k]).await.expect("reuse select");
         assert_eq!(row.get::<_, String>(1), format!("v{k}"));

@@ -1,0 +1,180 @@
+//! Result column names: PostgreSQL lets a query return several columns of
+//! one name (`SELECT v, v FROM t`, `INSERT ... SELECT a, a`); DataFusion
+//! requires a projection's names to be unique.
+//!
+//! When planning fails for that reason, the statement is planned again
+//! from [`labelled`]: every item of its outermost SELECT aliased with the
+//! name PostgreSQL would give it (the column's name, the function's name,
+//! or `?column?`), then [`LABEL_END`] and the item's position, which makes
+//! the names unique; [`output_schema`] cuts the suffix off again in the
+//! result's schema. Other queries are planned as before: only statements
+//! whose items would share a PostgreSQL label are copied, and only those
+//! that fail are planned again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::{Expr, Ident, Select, SelectItem, SetExpr, Statement};
+
+/// Ends the label of an output column made unique by [`labelled`].
+/// PostgreSQL identifiers cannot hold NUL, so no user name contains it.
+pub const LABEL_END: char = '\0';
+
+/// Whether `e` is DataFusion refusing a projection with repeated names
+/// (the same expression twice, or a column named like another table's).
+pub fn is_duplicate_name_error(e: &DataFusionError) -> bool {
+    let text = e.to_string();
+    text.contains("require unique expression names")
+        || (text.contains("Schema contains") && text.contains("which would be ambiguous"))
+}
+
+/// A copy of `stmt` (a query or an INSERT's source) whose outermost SELECT
+/// has every item aliased with a unique label, when two of its items would
+/// show the same name in PostgreSQL; `None` otherwise, and when the SELECT
+/// has a wildcard (its columns cannot be named without the tables).
+/// Statements with unique labels cannot hit DataFusion's rule: its names
+/// are PostgreSQL's labels or longer.
+pub fn labelled(stmt: &Statement) -> Option<Statement> {
+    let labels: Vec<String> = outer_select(stmt)?
+        .projection
+        .iter()
+        .map(label)
+        .collect::<Option<_>>()?;
+    let mut seen = HashSet::new();
+    if labels.iter().all(|l| seen.insert(l.as_str())) {
+        return None;
+    }
+    let mut copy = stmt.clone();
+    let select = outer_select_mut(&mut copy)?;
+    for (i, (item, label)) in select.projection.iter_mut().zip(labels).enumerate() {
+        if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::with_quote('"', format!("{label}{LABEL_END}{i}")),
+            };
+        }
+    }
+    Some(copy)
+}
+
+/// The SELECT whose items name the result: of a query, or of an INSERT's
+/// source; the left-most one of a set operation.
+fn outer_select(stmt: &Statement) -> Option<&Select> {
+    let mut body = match stmt {
+        Statement::Query(q) => q.body.as_ref(),
+        Statement::Insert(insert) => insert.source.as_ref()?.body.as_ref(),
+        _ => return None,
+    };
+    loop {
+        match body {
+            SetExpr::Query(q) => body = q.body.as_ref(),
+            SetExpr::SetOperation { left, .. } => body = left.as_ref(),
+            SetExpr::Select(select) => return Some(select),
+            _ => return None,
+        }
+    }
+}
+
+/// [`outer_select`], to change.
+fn outer_select_mut(stmt: &mut Statement) -> Option<&mut Select> {
+    let mut body = match stmt {
+        Statement::Query(q) => q.body.as_mut(),
+        Statement::Insert(insert) => insert.source.as_mut()?.body.as_mut(),
+        _ => return None,
+    };
+    loop {
+        match body {
+            SetExpr::Query(q) => body = q.body.as_mut(),
+            SetExpr::SetOperation { left, .. } => body = left.as_mut(),
+            SetExpr::Select(select) => return Some(select),
+            _ => return None,
+        }
+    }
+}
+
+/// The name PostgreSQL gives a select item; `None` for wildcards.
+fn label(item: &SelectItem) -> Option<String> {
+    match item {
+        SelectItem::ExprWithAlias { alias, .. } => Some(ident_name(alias)),
+        SelectItem::UnnamedExpr(e) => Some(expr_label(e)),
+        _ => None,
+    }
+}
+
+fn expr_label(e: &Expr) -> String {
+    match e {
+        Expr::Identifier(id) => ident_name(id),
+        Expr::CompoundIdentifier(ids) => ids.last().map(ident_name).unwrap_or_default(),
+        Expr::Function(f) => f
+            .name
+            .0
+            .last()
+            .and_then(|p| p.as_ident())
+            .map(ident_name)
+            .unwrap_or_else(|| "?column?".to_string()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_label(expr),
+        _ => "?column?".to_string(),
+    }
+}
+
+/// An identifier as DataFusion normalizes it: unquoted ones fold to lower case.
+fn ident_name(id: &Ident) -> String {
+    match id.quote_style {
+        Some(_) => id.value.clone(),
+        None => id.value.to_lowercase(),
+    }
+}
+
+/// The Arrow schema of a query's result, with labels cut back to the name
+/// the client sees.
+pub fn output_schema(plan: &LogicalPlan) -> SchemaRef {
+    let schema = plan.schema().as_arrow();
+    if !schema.fields().iter().any(|f| f.name().contains(LABEL_END)) {
+        return Arc::new(schema.clone());
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name().split(LABEL_END).next().unwrap_or_default();
+            f.as_ref().clone().with_name(name)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::parse;
+
+    fn relabel(sql: &str) -> Option<String> {
+        let stmt = parse(sql).expect("parse").remove(0);
+        labelled(&stmt).map(|s| s.to_string().replace(LABEL_END, "|"))
+    }
+
+    #[test]
+    fn items_get_postgres_labels_and_positions() {
+        assert_eq!(
+            relabel("SELECT v, t.V, count(*), 1 + 1, x AS \"v\", CAST(w AS TEXT) FROM t")
+                .as_deref(),
+            Some(
+                "SELECT v AS \"v|0\", t.V AS \"v|1\", count(*) AS \"count|2\", 1 + 1 AS \"?column?|3\", \
+                 x AS \"v|4\", CAST(w AS TEXT) AS \"w|5\" FROM t"
+            )
+        );
+        assert_eq!(
+            relabel("INSERT INTO t SELECT a, a FROM s").as_deref(),
+            Some("INSERT INTO t SELECT a AS \"a|0\", a AS \"a|1\" FROM s")
+        );
+        assert_eq!(relabel("SELECT v, w FROM t"), None, "unique labels");
+        assert_eq!(
+            relabel("SELECT *, v FROM t"),
+            None,
+            "wildcards are left alone"
+        );
+    }
+}
