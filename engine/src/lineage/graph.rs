@@ -11,6 +11,7 @@ use std::hash::BuildHasher;
 use hashbrown::{DefaultHashBuilder, HashTable};
 
 use super::ids::{Existing, NodeKey, PackedKey, Sym, Symbols, indexable, table_bytes};
+use super::offsets::Offsets;
 
 /// A node's compact id: its position in [`Graph`]'s tables.
 pub type NodeIdx = u32;
@@ -101,7 +102,7 @@ impl Edge {
 /// over the writes.
 #[derive(Debug, Default)]
 struct Adjacency {
-    offsets: Vec<u32>,
+    offsets: Offsets,
     nodes: Vec<NodeIdx>,
     kinds: Vec<u8>,
     added: hashbrown::HashMap<NodeIdx, Vec<Edge>>,
@@ -113,12 +114,9 @@ struct Adjacency {
 }
 
 impl Adjacency {
+    #[inline]
     fn base(&self, n: NodeIdx) -> std::ops::Range<usize> {
-        let i = n as usize;
-        match (self.offsets.get(i), self.offsets.get(i + 1)) {
-            (Some(&a), Some(&b)) => a as usize..b as usize,
-            _ => 0..0,
-        }
+        self.offsets.range(n as usize)
     }
 
     fn edges(&self, n: NodeIdx) -> impl Iterator<Item = Edge> + '_ {
@@ -229,17 +227,13 @@ impl Adjacency {
                 *c += 1;
             }
         }
-        let mut offsets = Vec::with_capacity(node_count + 1);
-        offsets.push(0u32);
-        let mut total = 0u32;
-        for c in &counts {
-            total = total.saturating_add(*c);
-            offsets.push(total);
-        }
+        let (offsets, total) = Offsets::from_counts(&counts);
         let mut nodes = vec![0 as NodeIdx; total as usize];
         let mut kinds = vec![DEAD; total as usize];
         // `counts` becomes each node's write cursor.
-        counts.copy_from_slice(&offsets[..node_count]);
+        for (n, c) in counts.iter_mut().enumerate() {
+            *c = offsets.get(n).unwrap_or(total);
+        }
         let mut place = |from: NodeIdx, to: NodeIdx, k: u8| {
             if let Some(c) = counts.get_mut(from as usize) {
                 nodes[*c as usize] = to;
@@ -276,7 +270,7 @@ impl Adjacency {
             .values()
             .map(|v| v.capacity() * std::mem::size_of::<Edge>() + 40)
             .sum();
-        self.offsets.capacity() * 4
+        self.offsets.heap_bytes()
             + self.nodes.capacity() * 4
             + self.kinds.capacity()
             + self.has_added.capacity() * 8

@@ -2,7 +2,7 @@
 //!
 //! - [`ids`]: stable text ids of nodes (`task:42`, `alexnet.otrain:17`);
 //! - [`graph`]: the index itself, compact node ids and typed adjacency in
-//!   both directions;
+//!   both directions; `offsets` packs its per-node offsets in ~2 bytes;
 //! - [`derive`]: which tables feed the graph and the edges each row stands
 //!   for (DLProv rows and the `prov.*` tables);
 //! - [`maintain`]: applies each commit to the graph (a storage
@@ -20,6 +20,7 @@ pub mod derive;
 pub mod graph;
 pub mod ids;
 pub mod maintain;
+mod offsets;
 pub mod schema;
 pub mod traverse;
 pub mod view;
