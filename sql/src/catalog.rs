@@ -23,7 +23,7 @@ pub use provdb_engine::catalog::{
 pub struct SessionCatalog {
     pub(crate) db: Arc<DbShared>,
     pub(crate) session: Arc<SessionShared>,
-    /// Schemas registered in memory (pg_catalog).
+    /// Schemas registered in memory (pg_catalog, information_schema).
     pub(crate) extra: RwLock<HashMap<String, Arc<dyn SchemaProvider>>>,
 }
 

@@ -34,6 +34,7 @@ mod direct;
 pub mod eager_aggregate;
 pub mod error;
 pub mod functions;
+pub mod information_schema;
 mod kept_physical;
 pub mod lineage;
 pub mod live_source;

@@ -301,8 +301,9 @@ fn default_vars() -> BTreeMap<String, String> {
 impl Session {
     pub(crate) fn new(db: Arc<Database>) -> Self {
         let shared = Arc::new(SessionShared::new(vec!["public".into()]));
+        // information_schema is provdb's (crate::information_schema).
         let config = SessionConfig::new()
-            .with_information_schema(true)
+            .with_information_schema(false)
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
@@ -313,6 +314,13 @@ impl Session {
             session: Arc::clone(&shared),
             extra: RwLock::new(HashMap::new()),
         };
+        let info = crate::information_schema::PgInformationSchema::new(
+            ctx.state_ref().read().catalog_list(),
+        );
+        catalog.extra.write().insert(
+            crate::information_schema::INFORMATION_SCHEMA.to_string(),
+            Arc::new(info),
+        );
         ctx.register_catalog(CATALOG, Arc::new(catalog));
         if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
         {
