@@ -7,9 +7,10 @@
 //! name PostgreSQL would give it (the column's name, the function's name,
 //! or `?column?`), then [`LABEL_END`] and the item's position, which makes
 //! the names unique; [`output_schema`] cuts the suffix off again in the
-//! result's schema. Other queries are planned as before: only statements
-//! whose items would share a PostgreSQL label are copied, and only those
-//! that fail are planned again.
+//! result's schema. Other queries are planned as before (the copy is made
+//! for every statement planned, a small cost next to planning it, and
+//! kept only when two items share a label); only statements that fail are
+//! planned again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,17 +39,13 @@ pub fn is_duplicate_name_error(e: &DataFusionError) -> bool {
 /// Statements with unique labels cannot hit DataFusion's rule: its names
 /// are PostgreSQL's labels or longer.
 pub fn labelled(stmt: &Statement) -> Option<Statement> {
-    let labels: Vec<String> = outer_select(stmt)?
-        .projection
-        .iter()
-        .map(label)
-        .collect::<Option<_>>()?;
+    let mut copy = stmt.clone();
+    let select = outer_select(&mut copy)?;
+    let labels: Vec<String> = select.projection.iter().map(label).collect::<Option<_>>()?;
     let mut seen = HashSet::new();
     if labels.iter().all(|l| seen.insert(l.as_str())) {
         return None;
     }
-    let mut copy = stmt.clone();
-    let select = outer_select_mut(&mut copy)?;
     for (i, (item, label)) in select.projection.iter_mut().zip(labels).enumerate() {
         if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
             *item = SelectItem::ExprWithAlias {
@@ -62,24 +59,7 @@ pub fn labelled(stmt: &Statement) -> Option<Statement> {
 
 /// The SELECT whose items name the result: of a query, or of an INSERT's
 /// source; the left-most one of a set operation.
-fn outer_select(stmt: &Statement) -> Option<&Select> {
-    let mut body = match stmt {
-        Statement::Query(q) => q.body.as_ref(),
-        Statement::Insert(insert) => insert.source.as_ref()?.body.as_ref(),
-        _ => return None,
-    };
-    loop {
-        match body {
-            SetExpr::Query(q) => body = q.body.as_ref(),
-            SetExpr::SetOperation { left, .. } => body = left.as_ref(),
-            SetExpr::Select(select) => return Some(select),
-            _ => return None,
-        }
-    }
-}
-
-/// [`outer_select`], to change.
-fn outer_select_mut(stmt: &mut Statement) -> Option<&mut Select> {
+fn outer_select(stmt: &mut Statement) -> Option<&mut Select> {
     let mut body = match stmt {
         Statement::Query(q) => q.body.as_mut(),
         Statement::Insert(insert) => insert.source.as_mut()?.body.as_mut(),
