@@ -57,6 +57,18 @@ pub struct Prepared {
     pub(crate) depends: Vec<(TableId, SchemaRef)>,
     /// The DDL version at which `depends` was last found unchanged.
     pub(crate) checked_at: Arc<AtomicU64>,
+    /// Subqueries given as lineage function arguments, each prepared on
+    /// its own; their results bind the parameters numbered after the
+    /// client's (`crate::lineage::subquery::hoist`).
+    pub(crate) starts: Vec<StartQuery>,
+}
+
+/// A lineage function argument's subquery, prepared as a statement.
+#[derive(Debug, Clone)]
+pub(crate) struct StartQuery {
+    pub(crate) prepared: Box<Prepared>,
+    /// The function it is an argument of.
+    pub(crate) function: String,
 }
 
 impl Prepared {
@@ -74,6 +86,7 @@ impl Prepared {
             replan: false,
             depends: Vec::new(),
             checked_at: Arc::new(AtomicU64::new(0)),
+            starts: Vec::new(),
         }
     }
 

@@ -34,7 +34,7 @@ use crate::direct::{Bound, Direct, Outcome};
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
 use crate::kept_physical::{KeptPhysical, Run};
 use crate::planning_state::{Mode, PlanningStates};
-use crate::prepared::{KeptPlan, Prepared};
+use crate::prepared::{KeptPlan, Prepared, StartQuery};
 use crate::sequence::{SeqFn, SequenceUdf};
 use crate::txn::WriteSet;
 
@@ -453,7 +453,12 @@ impl Session {
         }
         let mut stmt = stmt;
         let ddl_version = self.db.shared.storage.ddl_version();
-        let hidden = crate::lineage::subquery::placeholder_args(&mut stmt);
+        let client_params = crate::lineage::subquery::highest_placeholder(&stmt)
+            .max(param_types.len())
+            .max(crate::lineage::subquery::placeholder_args(&mut stmt));
+        let starts = self
+            .prepare_starts(&mut stmt, client_params, param_types)
+            .await?;
         let subqueries = crate::lineage::subquery::has_subqueries(&mut stmt);
         crate::lineage::subquery::defer_parameterized(&mut stmt)?;
         self.shared.new_statement();
@@ -463,12 +468,21 @@ impl Session {
         // time (deferred): plan such statements again at each execution.
         let replan = subqueries || crate::lineage::udtf::has_deferred_call(&plan);
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
-        let count = inferred.len().max(param_types.len()).max(hidden);
+        let count = inferred.len().max(client_params);
         let types = (0..count)
             .map(|i| {
                 let declared = param_types.get(i).cloned().flatten();
                 let found = inferred.get(&format!("${}", i + 1)).cloned().flatten();
-                declared.or(found).unwrap_or(DataType::Utf8)
+                // A parameter used only in a start subquery: its type there.
+                let in_start = || {
+                    starts
+                        .iter()
+                        .find_map(|s| s.prepared.param_types.get(i).cloned())
+                };
+                declared
+                    .or(found)
+                    .or_else(in_start)
+                    .unwrap_or(DataType::Utf8)
             })
             .collect();
         let result_schema = if matches!(plan, LogicalPlan::Dml(_)) {
@@ -503,7 +517,59 @@ impl Session {
             replan,
             depends,
             checked_at: Arc::new(AtomicU64::new(ddl_version)),
+            starts,
         })
+    }
+
+    /// Prepare the subqueries given as lineage function arguments as
+    /// statements of their own, with hidden parameters numbered after the
+    /// client's in their place (see [`crate::lineage::subquery`]).
+    async fn prepare_starts(
+        &mut self,
+        stmt: &mut Statement,
+        client_params: usize,
+        param_types: &[Option<DataType>],
+    ) -> SqlResult<Vec<StartQuery>> {
+        let found = crate::lineage::subquery::hoist(stmt, client_params + 1)?;
+        let mut starts = Vec::with_capacity(found.len());
+        for arg in found {
+            let sql = arg.query.to_string();
+            let prepared = Box::pin(self.prepare(&sql, param_types)).await?;
+            starts.push(StartQuery {
+                prepared: Box::new(prepared),
+                function: arg.function,
+            });
+        }
+        Ok(starts)
+    }
+
+    /// Run the start subqueries of a prepared statement with the client's
+    /// values and append their results, as the hidden parameters.
+    async fn bind_starts(
+        &mut self,
+        prepared: &Prepared,
+        mut params: Vec<ScalarValue>,
+    ) -> SqlResult<Vec<ScalarValue>> {
+        if prepared.starts.is_empty() {
+            return Ok(params);
+        }
+        params.resize(prepared.param_types.len(), ScalarValue::Null);
+        let client = params.clone();
+        for start in &prepared.starts {
+            let own = client.len().min(start.prepared.param_types.len());
+            let out = Box::pin(self.bind_and_run(&start.prepared, client[..own].to_vec())).await?;
+            let texts = match out {
+                QueryOutput::Rows { stream, .. } => {
+                    let batches = datafusion::physical_plan::common::collect(stream)
+                        .await
+                        .map_err(from_datafusion)?;
+                    first_column_texts(&batches)?
+                }
+                _ => Vec::new(),
+            };
+            params.push(start_value(&start.function, texts)?);
+        }
+        Ok(params)
     }
 
     /// Execute a prepared statement with bound parameter values. An error
@@ -529,6 +595,7 @@ impl Session {
         if prepared.replan || !prepared.tables_unchanged(&self.db.shared.storage) {
             return self.execute_replanned(prepared, params).await;
         }
+        let params = self.bind_starts(prepared, params).await?;
         *self.shared.params.lock() = params.clone();
         match &prepared.plan {
             None => {
@@ -1026,20 +1093,7 @@ impl Session {
                 .collect()
                 .await
                 .map_err(from_datafusion)?;
-            let mut texts = Vec::new();
-            for b in &batches {
-                if b.num_columns() == 0 {
-                    continue;
-                }
-                let col = datafusion::arrow::compute::cast(
-                    b.column(0),
-                    &datafusion::arrow::datatypes::DataType::Utf8,
-                )
-                .map_err(|e| SqlError::internal(e.to_string()))?;
-                let col = datafusion::arrow::array::AsArray::as_string::<i32>(col.as_ref());
-                texts.extend(col.iter().flatten().map(str::to_string));
-            }
-            values.push((arg.function, texts));
+            values.push((arg.function, first_column_texts(&batches)?));
         }
         crate::lineage::subquery::substitute(stmt, values)
     }
@@ -1321,6 +1375,38 @@ fn is_datafusion_statement(s: &Statement) -> bool {
 
 /// Parse a query string into statements (PostgreSQL dialect, with the
 /// rewrites client tools need, and MonetDB's `SET SCHEMA x`).
+/// The non-NULL values of the first column of `batches`, as text.
+fn first_column_texts(batches: &[RecordBatch]) -> SqlResult<Vec<String>> {
+    let mut texts = Vec::new();
+    for b in batches {
+        if b.num_columns() == 0 {
+            continue;
+        }
+        let col = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+            .map_err(|e| SqlError::internal(e.to_string()))?;
+        let col = datafusion::arrow::array::AsArray::as_string::<i32>(col.as_ref());
+        texts.extend(col.iter().flatten().map(str::to_string));
+    }
+    Ok(texts)
+}
+
+/// A start subquery's result as the value of its hidden parameter: the
+/// array of its values, or the single value `lineage_path` takes.
+fn start_value(function: &str, texts: Vec<String>) -> SqlResult<ScalarValue> {
+    use crate::lineage::subquery::{single_value, takes_one_value};
+    if takes_one_value(function) {
+        return Ok(ScalarValue::Utf8(Some(single_value(function, texts)?)));
+    }
+    let values: Vec<ScalarValue> = texts
+        .into_iter()
+        .map(|t| ScalarValue::Utf8(Some(t)))
+        .collect();
+    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+        &values,
+        &DataType::Utf8,
+    )))
+}
+
 pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
     // Building the parser tokenizes its table of rewrites: about a tenth of
     // the time of a statement planned from text, so it is built once.

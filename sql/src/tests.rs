@@ -965,3 +965,84 @@ async fn kept_physical_plans_run_again_on_new_data() {
     assert_eq!(got, run(&mut s, &literal(8, 5)).await.unwrap());
     assert_eq!(s.kept_runs, before, "a large statement is planned afresh");
 }
+
+/// A prepared statement whose lineage start is a subquery is planned once:
+/// each execution runs the subquery with the bound values (a statement of
+/// its own) and walks from its rows, seeing rows and edges added since.
+#[tokio::test]
+async fn prepared_subquery_starts_are_planned_once() {
+    use datafusion::scalar::ScalarValue::Utf8;
+    let (_dir, mut s) = fresh_session().await;
+    run(
+        &mut s,
+        "CREATE TABLE model (id INT PRIMARY KEY, dir TEXT); \
+         INSERT INTO model VALUES (1, '/m/a'), (2, '/m/b'); \
+         INSERT INTO prov.relation (kind, subject, object) VALUES \
+           ('wasDerivedFrom', 'model:1', 'data:x'), ('wasDerivedFrom', 'data:x', 'raw:x'), \
+           ('wasDerivedFrom', 'model:2', 'data:y')",
+    )
+    .await
+    .unwrap();
+    let start = "(SELECT 'model:' || CAST(id AS TEXT) FROM model WHERE dir = $1)";
+    let sql = format!("SELECT node, depth FROM lineage({start}) ORDER BY depth, node");
+    let p = s.prepare(&sql, &[]).await.unwrap();
+    assert_eq!(
+        p.param_types,
+        vec![datafusion::arrow::datatypes::DataType::Utf8],
+        "hidden parameters stay hidden"
+    );
+    assert!(!p.replan, "the statement is planned once");
+    let literal = |dir: &str| {
+        format!(
+            "SELECT node, depth FROM lineage((SELECT 'model:' || CAST(id AS TEXT) FROM model \
+             WHERE dir = '{dir}')) ORDER BY depth, node"
+        )
+    };
+    let check = async |s: &mut Session, dir: &str, want: &str| {
+        let got = run_prepared(s, &p, vec![Utf8(Some(dir.into()))]).await;
+        assert_eq!(got, run(s, &literal(dir)).await.unwrap(), "{dir}");
+        assert!(got.contains(want), "{dir}: {got}");
+    };
+    let kept_before = s.kept_runs;
+    check(&mut s, "/m/a", "raw:x").await;
+    check(&mut s, "/m/b", "data:y").await;
+    check(&mut s, "/m/a", "raw:x").await;
+    run(
+        &mut s,
+        "INSERT INTO model VALUES (3, '/m/a'); \
+         INSERT INTO prov.relation (kind, subject, object) VALUES ('wasDerivedFrom', 'model:3', 'data:z')",
+    )
+    .await
+    .unwrap();
+    check(&mut s, "/m/a", "data:z").await;
+    let none = run_prepared(&mut s, &p, vec![Utf8(Some("/m/none".into()))]).await;
+    assert_eq!(none, run(&mut s, &literal("/m/none")).await.unwrap());
+    assert!(p.physical.is_some(), "the statement keeps a physical plan");
+    let warm = s.kept_runs;
+    assert!(warm > kept_before);
+    check(&mut s, "/m/b", "data:y").await;
+    assert_eq!(
+        s.kept_runs - warm,
+        2,
+        "the subquery and the statement both ran their kept plans"
+    );
+
+    // lineage_path takes one value: a subquery with two rows is an error.
+    let path = s
+        .prepare(
+            "SELECT count(*) FROM lineage_path((SELECT 'model:' || CAST(id AS TEXT) FROM model \
+             WHERE dir = $1), 'raw:x')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let err = s
+        .execute_prepared(&path, vec![Utf8(Some("/m/a".into()))])
+        .await
+        .err()
+        .map(|e| e.code);
+    assert_eq!(err, Some("21000"));
+    run(&mut s, "DELETE FROM model WHERE id = 3").await.unwrap();
+    let one = run_prepared(&mut s, &path, vec![Utf8(Some("/m/a".into()))]).await;
+    assert!(one.contains("| 3 "), "{one}");
+}

@@ -8,11 +8,20 @@
 //! statement is planned: a prepared statement holding one is planned again
 //! at each execution.
 //!
+//! Prepared statements do better: each subquery argument is prepared as a
+//! statement of its own and replaced by a hidden parameter numbered after
+//! the client's ([`hoist`]); an execution first runs the subqueries with
+//! the client's values (through their own kept plans) and binds their
+//! results to the hidden parameters, which the call reads when it runs
+//! (`udtf::BoundAtRun`). The statement is then planned once, like any
+//! other. The subqueries run as statements of their own, just before it:
+//! they read a snapshot taken a moment earlier than the statement's.
+//!
 //! `$n` parameters of prepared statements in these arguments: an argument
 //! that is a parameter alone is read when the call runs
-//! (`udtf::BoundAtRun`); one inside a larger expression or a subquery
-//! leaves the call deferred, and the statement is planned again at each
-//! execution with the bound values written into the arguments.
+//! (`udtf::BoundAtRun`); one inside a larger expression leaves the call
+//! deferred, and the statement is planned again at each execution with the
+//! bound values written into the arguments.
 
 use std::ops::ControlFlow;
 
@@ -73,6 +82,58 @@ pub fn has_subqueries(stmt: &mut Statement) -> bool {
     found
 }
 
+/// For preparing a statement: replace each subquery argument, in order, by
+/// the parameter `$first`, `$first + 1`, ... and return the subqueries.
+pub fn hoist(stmt: &mut Statement, first: usize) -> SqlResult<Vec<SubqueryArg>> {
+    let mut found = Vec::new();
+    each_subquery(stmt, |e, function| {
+        if let Expr::Subquery(q) = e {
+            found.push(SubqueryArg {
+                query: q.as_ref().clone(),
+                function: function.to_string(),
+            });
+            *e = Expr::Value(Value::Placeholder(format!("${}", first + found.len() - 1)).into());
+        }
+        ControlFlow::Continue(())
+    })?;
+    Ok(found)
+}
+
+/// The highest `$n` parameter anywhere in `stmt` (0 when there is none).
+pub fn highest_placeholder(stmt: &Statement) -> usize {
+    let mut highest = 0;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions(stmt, |x| {
+        if let Expr::Value(v) = x
+            && let Value::Placeholder(p) = &v.value
+            && let Some(i) = crate::prepared::param_index(p)
+        {
+            highest = highest.max(i + 1);
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    highest
+}
+
+/// The one value a subquery given to `function` must return when the
+/// function takes a single value (`lineage_path`); an error otherwise.
+pub fn single_value(function: &str, mut values: Vec<String>) -> SqlResult<String> {
+    match values.len() {
+        1 => Ok(values.remove(0)),
+        n => Err(SqlError::new(
+            "21000",
+            format!(
+                "{function}(): a subquery used as an argument must return one row, it returned {n}"
+            ),
+        )),
+    }
+}
+
+/// Whether `function` takes one value where a subquery stands, rather than
+/// an array of them.
+pub fn takes_one_value(function: &str) -> bool {
+    function == "lineage_path"
+}
+
 /// Replace the subquery arguments, in the order [`find`] returned them, by
 /// the values they produced (with the name of the function they are
 /// arguments of).
@@ -83,20 +144,10 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(String, Vec<String>)>) -> S
             return ControlFlow::Break(SqlError::internal("lineage subquery arguments changed"));
         };
         let lit = |s: &String| Expr::Value(Value::SingleQuotedString(s.clone()).into());
-        // `lineage_path` arguments take one value, not an array.
-        *e = if function == "lineage_path" {
-            match vals.as_slice() {
-                [one] => lit(one),
-                other => {
-                    return ControlFlow::Break(SqlError::new(
-                        "21000",
-                        format!(
-                            "{}(): a subquery used as an argument must return one row, it returned {}",
-                            function,
-                            other.len()
-                        ),
-                    ));
-                }
+        *e = if takes_one_value(&function) {
+            match single_value(&function, vals) {
+                Ok(one) => lit(&one),
+                Err(e) => return ControlFlow::Break(e),
             }
         } else {
             Expr::Array(Array {
