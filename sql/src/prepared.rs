@@ -49,8 +49,8 @@ pub struct Prepared {
     /// The kept plan's physical plan ([`crate::kept_physical`]), for
     /// queries that can keep one.
     pub(crate) physical: Option<Arc<KeptPhysical>>,
-    /// Lineage function arguments hold `$n` parameters or subqueries: plan
-    /// again at each execution.
+    /// A lineage call holds a `$n` inside a larger expression, which it
+    /// cannot read at run time: plan again at each execution.
     pub(crate) replan: bool,
     /// The stored tables the plan reads or writes, with their columns at
     /// Parse: a kept plan is only valid while these are unchanged.

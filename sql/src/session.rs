@@ -453,20 +453,18 @@ impl Session {
         }
         let mut stmt = stmt;
         let ddl_version = self.db.shared.storage.ddl_version();
-        let client_params = crate::lineage::subquery::highest_placeholder(&stmt)
-            .max(param_types.len())
-            .max(crate::lineage::subquery::placeholder_args(&mut stmt));
+        // Parameters in table-function arguments are not among those
+        // DataFusion infers: count them in the text.
+        let client_params =
+            crate::lineage::subquery::highest_placeholder(&stmt).max(param_types.len());
         let starts = self
             .prepare_starts(&mut stmt, client_params, param_types)
             .await?;
-        let subqueries = crate::lineage::subquery::has_subqueries(&mut stmt);
-        crate::lineage::subquery::defer_parameterized(&mut stmt)?;
         self.shared.new_statement();
         let plan = self.plan_statement(stmt).await?;
-        // Subquery arguments are evaluated when the statement is planned,
-        // and so are calls that could not take their `$n` values at run
-        // time (deferred): plan such statements again at each execution.
-        let replan = subqueries || crate::lineage::udtf::has_deferred_call(&plan);
+        // Calls that could not take their `$n` values at run time
+        // (deferred) are planned again at each execution.
+        let replan = crate::lineage::udtf::has_deferred_call(&plan);
         let inferred = plan.get_parameter_types().map_err(from_datafusion)?;
         let count = inferred.len().max(client_params);
         let types = (0..count)
@@ -631,9 +629,11 @@ impl Session {
         }
     }
 
-    /// Execute a prepared statement whose lineage arguments hold parameters
-    /// or subqueries: write the bound values into them and plan the
-    /// statement again (which runs the subqueries again).
+    /// Execute a prepared statement planned again at each execution (a
+    /// lineage argument that cannot take its `$n` at run time, or tables
+    /// changed by DDL since Parse): write the bound values into the
+    /// lineage arguments and plan the text again (which runs its subquery
+    /// arguments in the statement).
     async fn execute_replanned(
         &mut self,
         prepared: &Prepared,
@@ -1373,8 +1373,6 @@ fn is_datafusion_statement(s: &Statement) -> bool {
     )
 }
 
-/// Parse a query string into statements (PostgreSQL dialect, with the
-/// rewrites client tools need, and MonetDB's `SET SCHEMA x`).
 /// The non-NULL values of the first column of `batches`, as text.
 fn first_column_texts(batches: &[RecordBatch]) -> SqlResult<Vec<String>> {
     let mut texts = Vec::new();
@@ -1407,6 +1405,8 @@ fn start_value(function: &str, texts: Vec<String>) -> SqlResult<ScalarValue> {
     )))
 }
 
+/// Parse a query string into statements (PostgreSQL dialect, with the
+/// rewrites client tools need, and MonetDB's `SET SCHEMA x`).
 pub fn parse(sql: &str) -> SqlResult<Vec<Statement>> {
     // Building the parser tokenizes its table of rewrites: about a tenth of
     // the time of a statement planned from text, so it is built once.

@@ -4,11 +4,9 @@
 //! DataFusion needs table-function arguments as constants when it plans, so
 //! the session runs each such subquery first (in the statement's snapshot)
 //! and replaces it by the array of its first column's values (for
-//! `lineage_path`, by its single value). The subquery is evaluated when the
-//! statement is planned: a prepared statement holding one is planned again
-//! at each execution.
+//! `lineage_path`, by its single value), when the statement is planned.
 //!
-//! Prepared statements do better: each subquery argument is prepared as a
+//! A prepared statement is planned once instead: each subquery argument is prepared as a
 //! statement of its own and replaced by a hidden parameter numbered after
 //! the client's ([`hoist`]); an execution first runs the subqueries with
 //! the client's values (through their own kept plans) and binds their
@@ -70,16 +68,6 @@ pub fn find(stmt: &mut Statement) -> SqlResult<Vec<SubqueryArg>> {
         ControlFlow::Continue(())
     })?;
     Ok(found)
-}
-
-/// Whether a lineage function argument is a subquery.
-pub fn has_subqueries(stmt: &mut Statement) -> bool {
-    let mut found = false;
-    let _ = each_subquery(stmt, |_, _| {
-        found = true;
-        ControlFlow::Continue(())
-    });
-    found
 }
 
 /// For preparing a statement: replace each subquery argument, in order, by
@@ -155,51 +143,6 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(String, Vec<String>)>) -> S
                 named: true,
             })
         };
-        ControlFlow::Continue(())
-    })
-}
-
-/// The highest `$n` parameter inside lineage function arguments (0 when
-/// there is none). Such statements are planned again at each execution
-/// with the values in place (see `Session::execute_prepared`); DataFusion's
-/// type inference does not see these parameters.
-pub fn placeholder_args(stmt: &mut Statement) -> usize {
-    let mut highest = 0;
-    let _ = each_arg(stmt, |e, _| {
-        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
-            if let Expr::Value(v) = x
-                && let Value::Placeholder(p) = &v.value
-                && let Some(n) = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok())
-            {
-                highest = highest.max(n);
-            }
-            ControlFlow::<()>::Continue(())
-        });
-        ControlFlow::Continue(())
-    });
-    highest
-}
-
-/// For preparing a statement: replace each subquery argument that holds a
-/// `$n` parameter by that parameter, since the subquery cannot run before
-/// values are bound. The function then plans as a deferred call with its
-/// output schema (`udtf::deferred`); each execution binds the values and
-/// runs the subquery (`Session::execute_prepared`).
-pub fn defer_parameterized(stmt: &mut Statement) -> SqlResult<()> {
-    each_subquery(stmt, |e, _| {
-        let mut first = None;
-        let _ = datafusion::sql::sqlparser::ast::visit_expressions(e, |x| {
-            if let Expr::Value(v) = x
-                && let Value::Placeholder(_) = &v.value
-            {
-                first = Some(x.clone());
-                return ControlFlow::Break(());
-            }
-            ControlFlow::Continue(())
-        });
-        if let Some(placeholder) = first {
-            *e = placeholder;
-        }
         ControlFlow::Continue(())
     })
 }
