@@ -83,13 +83,17 @@ const TAG_CHECKPOINT: u8 = 8;
 impl WalOp {
     /// Append this op's encoding to `out`: a tag byte, the body's length
     /// (u32, little-endian) and the body, written in place (a batch's IPC
-    /// bytes are not staged in a second buffer: inserts can be large).
+    /// bytes are not staged in a second buffer: inserts can be large). On
+    /// an error `out` is left as it was.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         let header = out.len();
         out.push(self.tag());
         out.extend_from_slice(&[0; 4]);
         let body = out.len();
-        self.encode_body(out)?;
+        if let Err(e) = self.encode_body(out) {
+            out.truncate(header);
+            return Err(e);
+        }
         let n = out.len() - body;
         let len = u32::try_from(n).map_err(|_| {
             out.truncate(header);
