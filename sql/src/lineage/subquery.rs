@@ -57,22 +57,25 @@ fn each_subquery(
 
 /// The subquery arguments of lineage functions in `stmt`.
 pub fn find(stmt: &mut Statement) -> SqlResult<Vec<SubqueryArg>> {
-    let mut found = Vec::new();
-    each_subquery(stmt, |e, function| {
-        if let Expr::Subquery(q) = e {
-            found.push(SubqueryArg {
-                query: q.as_ref().clone(),
-                function: function.to_string(),
-            });
-        }
-        ControlFlow::Continue(())
-    })?;
-    Ok(found)
+    take(stmt, |_| None)
 }
 
 /// For preparing a statement: replace each subquery argument, in order, by
 /// the parameter `$first`, `$first + 1`, ... and return the subqueries.
 pub fn hoist(stmt: &mut Statement, first: usize) -> SqlResult<Vec<SubqueryArg>> {
+    take(stmt, |i| {
+        Some(Expr::Value(
+            Value::Placeholder(format!("${}", first + i)).into(),
+        ))
+    })
+}
+
+/// The subquery arguments, in order; the `i`-th is replaced by
+/// `instead(i)` when that gives an expression.
+fn take(
+    stmt: &mut Statement,
+    mut instead: impl FnMut(usize) -> Option<Expr>,
+) -> SqlResult<Vec<SubqueryArg>> {
     let mut found = Vec::new();
     each_subquery(stmt, |e, function| {
         if let Expr::Subquery(q) = e {
@@ -80,7 +83,9 @@ pub fn hoist(stmt: &mut Statement, first: usize) -> SqlResult<Vec<SubqueryArg>> 
                 query: q.as_ref().clone(),
                 function: function.to_string(),
             });
-            *e = Expr::Value(Value::Placeholder(format!("${}", first + found.len() - 1)).into());
+            if let Some(new) = instead(found.len() - 1) {
+                *e = new;
+            }
         }
         ControlFlow::Continue(())
     })?;
