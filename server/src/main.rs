@@ -16,6 +16,10 @@ use provdb_server::{ServerError, embedded, logging, run_server, shutdown_signal}
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long the process waits, after the server has stopped, for
+/// background threads still running before it exits anyway.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init_logging(&cli.log);
@@ -29,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command)) {
+    let result = runtime.block_on(run(cli.command));
+    // Everything acknowledged is durable once `run` returns (the database
+    // is closed); a blocking task that never finishes (a client's request
+    // stuck in a parser, a hung disk) must not keep the process alive.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {

@@ -449,3 +449,37 @@ async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_not
     .await;
     assert_eq!(last, vec![Some("399 4".to_string())]);
 }
+
+#[tokio::test]
+async fn sigterm_during_a_stalled_import_upload_still_exits_and_keeps_data() {
+    use std::io::Write;
+    let mut server = crate::harness::Server::start();
+    {
+        let c = server.client().await;
+        c.batch_execute("CREATE TABLE keep (x INT); INSERT INTO keep VALUES (1), (2)")
+            .await
+            .expect("setup");
+    }
+    // Half a document, then silence with the connection held open: the
+    // parser waits for the rest on a blocking thread.
+    let doc = metric_document(2, 20_000);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
+    write!(
+        tcp,
+        "POST /prov/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        doc.len()
+    )
+    .expect("headers");
+    tcp.write_all(&doc.as_bytes()[..doc.len() / 2])
+        .expect("half a body");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let status = server
+        .terminate(std::time::Duration::from_secs(30))
+        .expect("provdb did not exit within 30 s of SIGTERM with an upload stalled");
+    assert!(status.success(), "exit status: {status}");
+    drop(tcp);
+    server.restart();
+    let c = server.client().await;
+    assert_eq!(count(&c, "keep").await, 2);
+    assert_eq!(count(&c, "prov.entity").await, 0, "nothing of the upload");
+}
