@@ -180,10 +180,18 @@ pub async fn post_import(
 /// task instead would stall the body it is waiting for).
 async fn parse_streamed(body: Body) -> Result<RawDoc, EngineError> {
     let chunks = body.into_data_stream().map_err(std::io::Error::other);
-    let reader = SyncIoBridge::new(StreamReader::new(chunks));
-    tokio::task::spawn_blocking(move || read_document(reader))
-        .await
-        .map_err(|e| EngineError::internal(format!("the PROV-JSON parser stopped: {e}")))?
+    let mut reader = SyncIoBridge::new(StreamReader::new(chunks));
+    tokio::task::spawn_blocking(move || {
+        let doc = read_document(&mut reader);
+        if doc.is_err() {
+            // Read the rest, so that a client still sending gets the error
+            // reply rather than a connection closed under it.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        }
+        doc
+    })
+    .await
+    .map_err(|e| EngineError::internal(format!("the PROV-JSON parser stopped: {e}")))?
 }
 
 #[cfg(test)]

@@ -280,8 +280,11 @@ async fn import_http(
     path: &Path,
     opts: &ImportOptions,
 ) -> Result<ImportReport, ServerError> {
-    let body = std::fs::read(path)
+    // Streamed from the file: the server parses it as it arrives.
+    let file = tokio::fs::File::open(path)
+        .await
         .map_err(|e| ServerError::io(format!("reading {}", path.display()), e))?;
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     query.append_pair("name", &opts.name);
     if let Some(b) = &opts.base_dir {

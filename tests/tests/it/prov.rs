@@ -436,11 +436,32 @@ async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_not
         assert_eq!(count(&client, "ml.metric").await, 0);
     }
 
-    // The whole document is imported, past the 1 MiB limit of task batches.
+    // A large document broken near its start: the server answers before
+    // the CLI (which streams the file) has sent it all, and the CLI
+    // reports the parser's error, not a connection closed under it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broken = write(
+        dir.path(),
+        "broken.json",
+        &doc.replacen("\"entity\": {", "\"entity\": @@{", 1),
+    );
+    let o = provdb(&["import", s(&broken), "--url", &base]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("invalid PROV-JSON"), "{err}");
+    assert_eq!(count(&client, "prov.entity").await, 0);
+
+    // The whole document is imported, past the 1 MiB limit of task batches,
+    // through the CLI.
+    let whole = write(dir.path(), "big.json", &doc);
+    let o = provdb(&["import", s(&whole), "--url", &base]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(count(&client, "ml.metric").await, 160_000);
     let http = reqwest::Client::new();
+    // Posting it again stores nothing new.
     let (st, report) = post_raw(&http, &base, "/prov/import?name=big.json", doc).await;
     assert_eq!(st, 200, "{report}");
-    assert_eq!(report["metric_points"], 160_000, "{report}");
+    assert_eq!(report["metric_points"], 0, "{report}");
     assert_eq!(count(&client, "ml.metric").await, 160_000);
     let last = simple_col(
         &client,
