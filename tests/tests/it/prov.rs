@@ -399,9 +399,24 @@ fn metric_document(metrics: usize, points: usize) -> String {
     )
 }
 
+/// Start POSTing `doc` to /prov/import over a raw connection and send
+/// only the first half of it; the connection stays open while held.
+fn half_an_upload(http_port: u16, doc: &str) -> std::net::TcpStream {
+    use std::io::Write;
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", http_port)).expect("connect");
+    write!(
+        tcp,
+        "POST /prov/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        doc.len()
+    )
+    .expect("headers");
+    tcp.write_all(&doc.as_bytes()[..doc.len() / 2])
+        .expect("half a body");
+    tcp
+}
+
 #[tokio::test]
 async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_nothing() {
-    use std::io::Write;
     let server = crate::harness::Server::start_with(crate::harness::ServerOptions {
         extra_args: vec!["--http-max-body-mb".into(), "1".into()],
         ..Default::default()
@@ -415,16 +430,7 @@ async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_not
     );
 
     // An upload that stops half way stores nothing and the server goes on.
-    let half = &doc.as_bytes()[..doc.len() / 2];
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
-    write!(
-        tcp,
-        "POST /prov/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        doc.len()
-    )
-    .expect("headers");
-    tcp.write_all(half).expect("half a body");
-    drop(tcp);
+    drop(half_an_upload(server.http_port, &doc));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(count(&client, "prov.entity").await, 0);
     let ml = simple_col(
@@ -473,7 +479,6 @@ async fn import_bodies_stream_past_the_body_limit_and_a_broken_upload_stores_not
 
 #[tokio::test]
 async fn sigterm_during_a_stalled_import_upload_still_exits_and_keeps_data() {
-    use std::io::Write;
     let mut server = crate::harness::Server::start();
     {
         let c = server.client().await;
@@ -483,16 +488,7 @@ async fn sigterm_during_a_stalled_import_upload_still_exits_and_keeps_data() {
     }
     // Half a document, then silence with the connection held open: the
     // parser waits for the rest on a blocking thread.
-    let doc = metric_document(2, 20_000);
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", server.http_port)).expect("connect");
-    write!(
-        tcp,
-        "POST /prov/import HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        doc.len()
-    )
-    .expect("headers");
-    tcp.write_all(&doc.as_bytes()[..doc.len() / 2])
-        .expect("half a body");
+    let tcp = half_an_upload(server.http_port, &metric_document(2, 20_000));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let status = server
         .terminate(std::time::Duration::from_secs(30))
