@@ -7,10 +7,9 @@
 //! name PostgreSQL would give it (the column's name, the function's name,
 //! or `?column?`), then [`LABEL_END`] and the item's position, which makes
 //! the names unique; [`output_schema`] cuts the suffix off again in the
-//! result's schema. Other queries are planned as before (the copy is made
-//! for every statement planned, a small cost next to planning it, and
-//! kept only when two items share a label); only statements that fail are
-//! planned again.
+//! result's schema. Other queries are planned as before: only statements
+//! whose items would share a PostgreSQL label are copied, and only those
+//! that fail are planned again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -37,15 +36,13 @@ pub fn is_duplicate_name_error(e: &DataFusionError) -> bool {
 /// show the same name in PostgreSQL; `None` otherwise, and when the SELECT
 /// has a wildcard (its columns cannot be named without the tables).
 /// Statements with unique labels cannot hit DataFusion's rule: its names
-/// are PostgreSQL's labels or longer.
-pub fn labelled(stmt: &Statement) -> Option<Statement> {
+/// are PostgreSQL's labels or longer. `stmt` is not changed (it is taken
+/// `mut` to reach its SELECT with [`outer_select`]); only a statement whose
+/// labels repeat is copied.
+pub fn labelled(stmt: &mut Statement) -> Option<Statement> {
+    let labels = repeated_labels(outer_select(stmt)?)?;
     let mut copy = stmt.clone();
     let select = outer_select(&mut copy)?;
-    let labels: Vec<String> = select.projection.iter().map(label).collect::<Option<_>>()?;
-    let mut seen = HashSet::new();
-    if labels.iter().all(|l| seen.insert(l.as_str())) {
-        return None;
-    }
     for (i, (item, label)) in select.projection.iter_mut().zip(labels).enumerate() {
         if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
             *item = SelectItem::ExprWithAlias {
@@ -55,6 +52,14 @@ pub fn labelled(stmt: &Statement) -> Option<Statement> {
         }
     }
     Some(copy)
+}
+
+/// The PostgreSQL labels of `select`'s items, when two of them repeat.
+fn repeated_labels(select: &Select) -> Option<Vec<String>> {
+    let labels: Vec<String> = select.projection.iter().map(label).collect::<Option<_>>()?;
+    let mut seen = HashSet::new();
+    let unique = labels.iter().all(|l| seen.insert(l.as_str()));
+    (!unique).then_some(labels)
 }
 
 /// The SELECT whose items name the result: of a query, or of an INSERT's
@@ -132,8 +137,8 @@ mod tests {
     use crate::session::parse;
 
     fn relabel(sql: &str) -> Option<String> {
-        let stmt = parse(sql).expect("parse").remove(0);
-        labelled(&stmt).map(|s| s.to_string().replace(LABEL_END, "|"))
+        let mut stmt = parse(sql).expect("parse").remove(0);
+        labelled(&mut stmt).map(|s| s.to_string().replace(LABEL_END, "|"))
     }
 
     #[test]

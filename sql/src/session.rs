@@ -1108,7 +1108,7 @@ impl Session {
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
         // Boxed: a Statement is large, and this future nests in others.
-        let labelled = crate::output_names::labelled(&stmt).map(Box::new);
+        let labelled = crate::output_names::labelled(&mut stmt).map(Box::new);
         match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
             Err(e) if crate::output_names::is_duplicate_name_error(&e) => match labelled {
                 Some(stmt) => Box::pin(state.statement_to_plan(DfStatement::Statement(stmt)))
