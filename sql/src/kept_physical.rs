@@ -80,7 +80,8 @@ pub(crate) struct KeptPhysical {
 /// side skip most of its batches), the kept plan is slower. After
 /// [`TRIALS`] kept executions, the plan is given up if the fastest of them
 /// took longer than the fastest general one (from Execute to the last
-/// batch) by more than a tenth and more than [`MARGIN`].
+/// batch) by more than a tenth and more than [`MARGIN`]; judged at every
+/// run from then on, so a general time recorded late still counts.
 #[derive(Debug, Default)]
 struct Timings {
     general: Option<Duration>,
@@ -252,7 +253,8 @@ impl KeptPhysical {
                 t.kept_runs += 1;
             }
         }
-        if let (Some(general), Some(kept), TRIALS) = (t.general, t.kept, t.kept_runs)
+        if let (Some(general), Some(kept)) = (t.general, t.kept)
+            && t.kept_runs >= TRIALS
             && kept > general + (general / 10).max(MARGIN)
         {
             tracing::debug!(
