@@ -13,7 +13,7 @@ use tracing::debug;
 
 use crate::error::{Result, StorageError};
 use crate::memtable::Memtable;
-use crate::pk::{PkIndex, RowAddr};
+use crate::pk::{PkIndex, PkKey, RowAddr};
 use crate::record::{Freeze, WalOp};
 use crate::segment::SegmentFile;
 use crate::table::{SourceId, TableDef, TableId};
@@ -140,6 +140,28 @@ impl State {
 
     /// Apply one committed op. Never fails on ops that passed validation; on
     /// replay, ops naming tables or sources that no longer exist are skipped.
+    /// Apply every op of one logged commit, in order.
+    pub fn apply_commit(&mut self, lsn: u64, ops: Vec<WalOp>) -> Result<()> {
+        self.reserve_keys(&ops);
+        ops.into_iter().try_for_each(|op| self.apply(lsn, op))
+    }
+
+    /// Grow each key index once for all the rows a commit inserts: growing
+    /// batch by batch rehashed a 10M-row COPY's keys again at every doubling.
+    fn reserve_keys(&mut self, ops: &[WalOp]) {
+        let mut rows: HashMap<TableId, usize> = HashMap::new();
+        for op in ops {
+            if let WalOp::Insert { table, batch } = op {
+                *rows.entry(*table).or_default() += batch.num_rows();
+            }
+        }
+        for (table, n) in rows {
+            if let Some(pk) = self.tables.get_mut(&table).and_then(|t| t.pk.as_mut()) {
+                pk.reserve(n);
+            }
+        }
+    }
+
     pub fn apply(&mut self, lsn: u64, op: WalOp) -> Result<()> {
         match op {
             WalOp::CreateTable { def, source } => self.apply_create(lsn, def, source)?,
@@ -296,31 +318,70 @@ pub struct GroupOverlay {
     pub dropped: HashSet<TableId>,
     pub keys_added: HashMap<TableId, KeySet>,
     pub keys_removed: HashMap<TableId, KeySet>,
+    /// Integer keys inserted by the last commit of a group, checked for
+    /// repeats once the commit is read (see [`State::validate`]).
+    int_keys_added: HashMap<TableId, Vec<i64>>,
+    last: bool,
+}
+
+/// A key that occurs twice in `keys`, if any: one pass when they are in
+/// increasing order, a sort otherwise.
+fn first_repeat(mut keys: Vec<i64>) -> Option<i64> {
+    if keys.is_sorted_by(|a, b| a < b) {
+        return None;
+    }
+    keys.sort_unstable();
+    keys.windows(2).find(|w| w[0] == w[1]).map(|w| w[0])
+}
+
+/// Add `more` to `into`, moving the set instead when `into` is empty (a
+/// commit of a million rows would otherwise rehash a million keys).
+fn merge_keys(into: &mut KeySet, more: KeySet) {
+    if into.is_empty() {
+        *into = more;
+    } else {
+        into.extend(more);
+    }
 }
 
 /// Encoded primary keys (see [`crate::pk::PkIndex`]), with a fast seeded
 /// hasher: every row of every commit is checked against these.
-pub type KeySet = hashbrown::HashSet<Box<[u8]>>;
+pub type KeySet = hashbrown::HashSet<PkKey>;
 
 impl State {
     /// Check a commit against the current state plus the group overlay; on
     /// success record its effects in the overlay.
-    pub fn validate(&self, ops: &[WalOp], overlay: &mut GroupOverlay) -> Result<()> {
-        let mut local = GroupOverlay::default();
+    ///
+    /// `last` says no later commit of the group will be checked against this
+    /// one: its integer keys are then checked for repeats by one pass over
+    /// them (ordered keys, the usual bulk load, need no set at all) and not
+    /// added to the overlay.
+    pub fn validate(&self, ops: &[WalOp], overlay: &mut GroupOverlay, last: bool) -> Result<()> {
+        let mut local = GroupOverlay {
+            last,
+            ..GroupOverlay::default()
+        };
         for op in ops {
             self.validate_op(op, overlay, &mut local)?;
+        }
+        for (table, keys) in local.int_keys_added {
+            if let Some(dup) = first_repeat(keys) {
+                let t = self.table(table)?;
+                return Err(self.unique_violation(t, dup.to_string()));
+            }
         }
         overlay.created.extend(local.created);
         overlay.dropped.extend(local.dropped);
         for (t, ks) in local.keys_added {
-            let removed = overlay.keys_removed.entry(t).or_default();
-            for k in &ks {
-                removed.remove(k);
+            if let Some(removed) = overlay.keys_removed.get_mut(&t) {
+                for k in &ks {
+                    removed.remove(k);
+                }
             }
-            overlay.keys_added.entry(t).or_default().extend(ks);
+            merge_keys(overlay.keys_added.entry(t).or_default(), ks);
         }
         for (t, ks) in local.keys_removed {
-            overlay.keys_removed.entry(t).or_default().extend(ks);
+            merge_keys(overlay.keys_removed.entry(t).or_default(), ks);
         }
         Ok(())
     }
@@ -432,27 +493,38 @@ impl State {
         let removed_g = group.keys_removed.get(&table);
         let removed_l = local.keys_removed.get(&table);
         let added_g = group.keys_added.get(&table);
+        let local_added = local.keys_added.entry(table).or_default();
+        let local_ints = local.int_keys_added.entry(table).or_default();
         for (i, k) in keys.into_iter().enumerate() {
             let removed = removed_g.is_some_and(|s| s.contains(&k))
                 || removed_l.is_some_and(|s| s.contains(&k));
             let in_index = pk.get(&k).is_some() && !removed;
             let dup_group = added_g.is_some_and(|s| s.contains(&k));
-            let local_added = local.keys_added.entry(table).or_default();
             if in_index || dup_group || local_added.contains(&k) {
-                let cols = pk
-                    .columns
-                    .iter()
-                    .map(|&c| schema.field(c).name().clone())
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                return Err(StorageError::UniqueViolation {
-                    constraint: t.def.pk_constraint_name(),
-                    columns: cols,
-                    key: pk.render_key(batch, i, false),
-                });
+                return Err(self.unique_violation(t, pk.render_key(batch, i, false)));
             }
-            local_added.insert(k);
+            match k {
+                PkKey::Int(v) if local.last => local_ints.push(v),
+                k => {
+                    local_added.insert(k);
+                }
+            }
         }
         Ok(())
+    }
+
+    fn unique_violation(&self, t: &TableState, key: String) -> StorageError {
+        let schema = t.def.schema_ref();
+        let columns =
+            t.pk.iter()
+                .flat_map(|pk| pk.columns.iter())
+                .map(|&c| schema.field(c).name().clone())
+                .collect::<Vec<_>>()
+                .join(", ");
+        StorageError::UniqueViolation {
+            constraint: t.def.pk_constraint_name(),
+            columns,
+            key,
+        }
     }
 }

@@ -218,7 +218,7 @@ impl Storage {
             .collect();
         let wal_dir = opts.data_dir.join("wal");
         let stats = wal::replay(&wal_dir, manifest.checkpoint_lsn, |lsn, ops| {
-            ops.into_iter().try_for_each(|op| state.apply(lsn, op))
+            state.apply_commit(lsn, ops)
         })?;
         info!(
             dir = %opts.data_dir.display(),

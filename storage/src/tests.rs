@@ -270,6 +270,37 @@ async fn concurrent_duplicate_keys_one_wins() {
 }
 
 #[tokio::test]
+async fn repeated_keys_inside_one_commit_are_refused_in_any_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    let insert = |ids: &[i64]| WalOp::Insert {
+        table: t,
+        batch: rows(ids),
+    };
+    for ops in [
+        vec![insert(&[5, 3, 9, 3])],
+        vec![insert(&[1, 2, 3]), insert(&[4, 5]), insert(&[3])],
+        vec![insert(&[1, 2]), insert(&[3, 3])],
+    ] {
+        let err = s.commit(ops).await.unwrap_err();
+        match err {
+            StorageError::UniqueViolation { key, columns, .. } => {
+                assert_eq!((key.as_str(), columns.as_str()), ("3", "id"));
+            }
+            other => panic!("{other}"),
+        }
+    }
+    let ordered: Vec<i64> = (0..10_000).collect();
+    s.commit(vec![insert(&ordered[..5000]), insert(&ordered[5000..])])
+        .await
+        .unwrap();
+    let unordered: Vec<i64> = (0..1000).map(|i| 20_000 + (i * 7919) % 1000).collect();
+    s.commit(vec![insert(&unordered)]).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await.len(), 11_000);
+}
+
+#[tokio::test]
 async fn failed_commit_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();

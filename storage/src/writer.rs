@@ -127,7 +127,7 @@ impl Writer {
             if let Some(obs) = &observer {
                 obs.on_commit(lsn, &ops);
             }
-            let result = ops.into_iter().try_for_each(|op| state.apply(lsn, op));
+            let result = state.apply_commit(lsn, ops);
             if let Err(e) = &result {
                 error!(lsn, error = %e, "applying a logged commit failed");
             }
@@ -144,8 +144,9 @@ impl Writer {
         let state = self.state.read();
         let mut overlay = GroupOverlay::default();
         let mut accepted = Vec::with_capacity(commits.len());
-        for (ops, reply) in commits {
-            if let Err(e) = state.validate(&ops, &mut overlay) {
+        let count = commits.len();
+        for (i, (ops, reply)) in commits.into_iter().enumerate() {
+            if let Err(e) = state.validate(&ops, &mut overlay, i + 1 == count) {
                 let _ = reply.send(Err(e));
                 continue;
             }
