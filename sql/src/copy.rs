@@ -72,6 +72,8 @@ pub(crate) struct CopyTarget {
 #[derive(Debug, Default)]
 pub(crate) struct CopyState {
     buf: Vec<u8>,
+    /// The fields of the record being parsed (reused from row to row).
+    fields: Vec<Field>,
     builders: Vec<StringBuilder>,
     rows_in_builders: usize,
     pub batches: Vec<RecordBatch>,
@@ -117,29 +119,28 @@ impl CopyIn {
 
     fn drain_records(&mut self, at_end: bool) -> SqlResult<()> {
         let mut start = 0;
-        while let Some((fields, next)) = self.next_record(start, at_end)? {
+        while let Some((record, next)) = self.next_record(start, at_end)? {
+            if record {
+                self.add_row(start)?;
+            }
             start = next;
-            let Some(fields) = fields else { continue };
-            self.add_row(fields)?;
         }
         self.state.buf.drain(..start);
         Ok(())
     }
 
-    /// Parse one record starting at `start`. Returns `None` when no complete
-    /// record is buffered; `Some((None, next))` for a skipped line.
-    #[allow(clippy::type_complexity)]
-    fn next_record(
-        &mut self,
-        start: usize,
-        at_end: bool,
-    ) -> SqlResult<Option<(Option<Vec<Option<String>>>, usize)>> {
-        if self.state.done || start >= self.state.buf.len() {
+    /// Parse one record starting at `start` into `state.fields`. Returns
+    /// `None` when no complete record is buffered, else whether it is a data
+    /// row (not a header or the end marker) and where the next one starts.
+    fn next_record(&mut self, start: usize, at_end: bool) -> SqlResult<Option<(bool, usize)>> {
+        let state = &mut self.state;
+        if state.done || start >= state.buf.len() {
             return Ok(None);
         }
+        let buf = &state.buf[start..];
         let parsed = match &self.format {
             CopyFormat::Text { delimiter, null } => {
-                parse_text(&self.state.buf[start..], *delimiter, null, at_end)?
+                parse_text(buf, *delimiter, null.as_bytes(), at_end, &mut state.fields)?
             }
             CopyFormat::Csv {
                 delimiter,
@@ -148,63 +149,75 @@ impl CopyIn {
                 null,
                 ..
             } => parse_csv(
-                &self.state.buf[start..],
-                *delimiter,
-                *quote,
-                *escape,
-                null,
+                buf,
+                CsvBytes {
+                    delim: *delimiter,
+                    quote: *quote,
+                    escape: *escape,
+                    null: null.as_bytes(),
+                },
                 at_end,
+                &mut state.fields,
             )?,
         };
-        let Some((fields, used)) = parsed else {
+        let Some(used) = parsed else {
             return Ok(None);
         };
-        self.state.line += 1;
+        state.line += 1;
         let next = start + used;
         // `\.` alone on a line ends the data, in text and CSV alike.
-        if fields.len() == 1 && fields[0].as_deref() == Some("\\.") {
-            self.state.done = true;
-            return Ok(Some((None, next)));
+        if let [only] = state.fields.as_slice()
+            && only.bytes(buf) == Some(b"\\.")
+        {
+            state.done = true;
+            return Ok(Some((false, next)));
         }
         if let CopyFormat::Csv { header: true, .. } = self.format
-            && !self.state.header_skipped
+            && !state.header_skipped
         {
-            self.state.header_skipped = true;
-            return Ok(Some((None, next)));
+            state.header_skipped = true;
+            return Ok(Some((false, next)));
         }
-        Ok(Some((Some(fields), next)))
+        Ok(Some((true, next)))
     }
 
-    fn add_row(&mut self, fields: Vec<Option<String>>) -> SqlResult<()> {
+    /// Append the record just parsed (its fields index `buf[start..]`).
+    fn add_row(&mut self, start: usize) -> SqlResult<()> {
         let n = self.column_count();
-        if fields.len() > n {
+        let state = &mut self.state;
+        if state.fields.len() > n {
             return Err(SqlError::new(
                 "22P04",
                 format!(
                     "extra data after last expected column (line {})",
-                    self.state.line
+                    state.line
                 ),
             ));
         }
-        if fields.len() < n {
-            let missing = self.schema.field(fields.len()).name();
+        if state.fields.len() < n {
+            let missing = self.schema.field(state.fields.len()).name();
             return Err(SqlError::new(
                 "22P04",
                 format!(
                     "missing data for column \"{missing}\" (line {})",
-                    self.state.line
+                    state.line
                 ),
             ));
         }
-        if self.state.builders.is_empty() {
-            self.state.builders = (0..n).map(|_| StringBuilder::new()).collect();
+        if state.builders.is_empty() {
+            state.builders = (0..n).map(|_| StringBuilder::new()).collect();
         }
-        for (b, f) in self.state.builders.iter_mut().zip(fields) {
-            b.append_option(f);
+        let buf = &state.buf[start..];
+        for (b, f) in state.builders.iter_mut().zip(&state.fields) {
+            match f {
+                Field::Null => b.append_null(),
+                Field::Span(s, e) => b.append_value(utf8(&buf[*s..*e])?),
+                Field::Owned(text) => b.append_value(text),
+            }
         }
-        self.state.rows_in_builders += 1;
-        self.state.rows += 1;
-        if self.state.rows_in_builders >= BATCH_ROWS {
+        state.rows_in_builders += 1;
+        state.rows += 1;
+        if state.rows_in_builders >= BATCH_ROWS {
             self.flush_builders()?;
         }
         Ok(())
@@ -300,35 +313,66 @@ fn normalize_bools(text: &ArrayRef) -> ArrayRef {
     Arc::new(out)
 }
 
-type Record = Option<(Vec<Option<String>>, usize)>;
+/// One field of the record being parsed: a byte range of the record's input
+/// when it needs no unescaping (most fields: nothing is copied), else the
+/// unescaped text.
+#[derive(Debug)]
+pub(crate) enum Field {
+    Null,
+    Span(usize, usize),
+    Owned(String),
+}
 
-/// One line of PostgreSQL text format. Returns the fields and bytes used.
-fn parse_text(buf: &[u8], delim: u8, null: &str, at_end: bool) -> SqlResult<Record> {
-    let (line, used) = match buf.iter().position(|&b| b == b'\n') {
+impl Field {
+    /// The field's bytes; `None` for NULL.
+    fn bytes<'a>(&'a self, buf: &'a [u8]) -> Option<&'a [u8]> {
+        match self {
+            Field::Null => None,
+            Field::Span(s, e) => Some(&buf[*s..*e]),
+            Field::Owned(text) => Some(text.as_bytes()),
+        }
+    }
+}
+
+/// One line of PostgreSQL text format into `fields`. Returns the bytes used.
+fn parse_text(
+    buf: &[u8],
+    delim: u8,
+    null: &[u8],
+    at_end: bool,
+    fields: &mut Vec<Field>,
+) -> SqlResult<Option<usize>> {
+    let (line, used) = match memchr::memchr(b'\n', buf) {
         Some(i) => (&buf[..i], i + 1),
         None if at_end && !buf.is_empty() => (buf, buf.len()),
         None => return Ok(None),
     };
     let line = line.strip_suffix(b"\r").unwrap_or(line);
+    fields.clear();
     if line == b"\\." {
         // The end-of-data marker, before any unescaping.
-        return Ok(Some((vec![Some("\\.".to_string())], used)));
+        fields.push(Field::Span(0, 2));
+        return Ok(Some(used));
     }
-    let mut fields = Vec::new();
-    for raw in line.split(|&b| b == delim) {
-        if raw == null.as_bytes() {
-            fields.push(None);
+    let mut s = 0;
+    loop {
+        let e = memchr::memchr(delim, &line[s..]).map_or(line.len(), |p| s + p);
+        let raw = &line[s..e];
+        fields.push(if raw == null {
+            Field::Null
+        } else if raw.contains(&b'\\') {
+            Field::Owned(unescape_text(raw)?)
         } else {
-            fields.push(Some(unescape_text(raw)?));
+            Field::Span(s, e)
+        });
+        if e == line.len() {
+            return Ok(Some(used));
         }
+        s = e + 1;
     }
-    Ok(Some((fields, used)))
 }
 
 fn unescape_text(raw: &[u8]) -> SqlResult<String> {
-    if !raw.contains(&b'\\') {
-        return utf8(raw.to_vec());
-    }
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -370,83 +414,118 @@ fn unescape_text(raw: &[u8]) -> SqlResult<String> {
             other => out.push(other),
         }
     }
-    utf8(out)
+    String::from_utf8(out).map_err(|_| invalid_utf8())
 }
 
-fn utf8(bytes: Vec<u8>) -> SqlResult<String> {
-    String::from_utf8(bytes).map_err(|_| {
-        SqlError::new(
-            "22021",
-            "invalid byte sequence for encoding \"UTF8\" in COPY data",
-        )
-    })
+fn utf8(bytes: &[u8]) -> SqlResult<&str> {
+    std::str::from_utf8(bytes).map_err(|_| invalid_utf8())
 }
 
-/// One CSV record (quoted fields may contain newlines).
-fn parse_csv(
-    buf: &[u8],
+fn invalid_utf8() -> SqlError {
+    SqlError::new(
+        "22021",
+        "invalid byte sequence for encoding \"UTF8\" in COPY data",
+    )
+}
+
+/// The bytes that structure CSV data.
+struct CsvBytes<'a> {
     delim: u8,
     quote: u8,
     escape: u8,
-    null: &str,
+    null: &'a [u8],
+}
+
+/// One CSV record into `fields` (quoted fields may contain newlines).
+/// Returns the bytes used.
+fn parse_csv(
+    buf: &[u8],
+    csv: CsvBytes<'_>,
     at_end: bool,
-) -> SqlResult<Record> {
-    let mut fields = Vec::new();
-    let mut field = Vec::new();
-    let mut quoted = false;
-    let mut was_quoted = false;
+    fields: &mut Vec<Field>,
+) -> SqlResult<Option<usize>> {
+    fields.clear();
+    let mut start = 0;
+    // The text of a field that had quotes, unquoted as it is read.
+    let mut quoted_text: Option<Vec<u8>> = None;
+    let mut in_quotes = false;
     let mut i = 0;
     while i < buf.len() {
         let c = buf[i];
-        if quoted {
-            if c == escape && i + 1 < buf.len() && (buf[i + 1] == quote || buf[i + 1] == escape) {
-                field.push(buf[i + 1]);
+        if in_quotes {
+            let text = quoted_text.get_or_insert_with(Vec::new);
+            if c == csv.escape && i + 1 == buf.len() && !at_end {
+                return Ok(None); // an escape or a closing quote: the next byte decides
+            }
+            if c == csv.escape
+                && i + 1 < buf.len()
+                && (buf[i + 1] == csv.quote || buf[i + 1] == csv.escape)
+            {
+                text.push(buf[i + 1]);
                 i += 2;
                 continue;
             }
-            if c == quote {
-                quoted = false;
+            if c == csv.quote {
+                in_quotes = false;
             } else {
-                field.push(c);
+                text.push(c);
             }
-            i += 1;
-            continue;
-        }
-        if c == quote {
-            quoted = true;
-            was_quoted = true;
-        } else if c == delim {
-            fields.push(csv_field(std::mem::take(&mut field), was_quoted, null)?);
-            was_quoted = false;
+        } else if c == csv.quote {
+            in_quotes = true;
+            quoted_text.get_or_insert_with(|| buf[start..i].to_vec());
+        } else if c == csv.delim {
+            fields.push(csv_field(buf, start, i, quoted_text.take(), csv.null)?);
+            start = i + 1;
         } else if c == b'\n' {
-            if field.last() == Some(&b'\r') && !was_quoted {
-                field.pop();
-            }
-            fields.push(csv_field(field, was_quoted, null)?);
-            return Ok(Some((fields, i + 1)));
-        } else {
-            field.push(c);
+            let end = strip_cr(buf, start, i, &mut quoted_text);
+            fields.push(csv_field(buf, start, end, quoted_text, csv.null)?);
+            return Ok(Some(i + 1));
+        } else if let Some(text) = quoted_text.as_mut() {
+            text.push(c);
         }
         i += 1;
     }
-    if at_end && !buf.is_empty() {
-        if quoted {
-            return Err(SqlError::new("22P04", "unterminated CSV quoted field"));
-        }
-        if field.last() == Some(&b'\r') {
-            field.pop();
-        }
-        fields.push(csv_field(field, was_quoted, null)?);
-        return Ok(Some((fields, buf.len())));
-    }
-    Ok(None)
-}
-
-fn csv_field(bytes: Vec<u8>, quoted: bool, null: &str) -> SqlResult<Option<String>> {
-    if !quoted && bytes == null.as_bytes() {
+    if !at_end || buf.is_empty() {
         return Ok(None);
     }
-    utf8(bytes).map(Some)
+    if in_quotes {
+        return Err(SqlError::new("22P04", "unterminated CSV quoted field"));
+    }
+    let end = strip_cr(buf, start, buf.len(), &mut quoted_text);
+    fields.push(csv_field(buf, start, end, quoted_text, csv.null)?);
+    Ok(Some(buf.len()))
+}
+
+/// Drop the `\r` of a `\r\n` line end from the last field (`buf[start..end]`,
+/// or its quoted text: a `\r` just before the end is outside the quotes).
+fn strip_cr(buf: &[u8], start: usize, end: usize, quoted_text: &mut Option<Vec<u8>>) -> usize {
+    if end == start || buf[end - 1] != b'\r' {
+        return end;
+    }
+    match quoted_text {
+        Some(text) => {
+            text.pop();
+            end
+        }
+        None => end - 1,
+    }
+}
+
+/// A CSV field: NULL when unquoted and spelled as the NULL string.
+fn csv_field(
+    buf: &[u8],
+    start: usize,
+    end: usize,
+    quoted_text: Option<Vec<u8>>,
+    null: &[u8],
+) -> SqlResult<Field> {
+    match quoted_text {
+        Some(text) => Ok(Field::Owned(
+            String::from_utf8(text).map_err(|_| invalid_utf8())?,
+        )),
+        None if &buf[start..end] == null => Ok(Field::Null),
+        None => Ok(Field::Span(start, end)),
+    }
 }
 
 #[cfg(test)]
@@ -505,6 +584,27 @@ mod tests {
         assert_eq!(s.value(0), "x,\"y\"\nz");
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "");
+    }
+
+    #[test]
+    fn csv_doubled_quote_split_across_messages() {
+        let mut c = copy(CopyFormat::csv());
+        c.push(b"1,\"a\"").unwrap();
+        c.push(b"\"b\"\r\n2,x\r\n").unwrap();
+        let b = c.finish().unwrap();
+        let s = b[0]
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!((s.value(0), s.value(1)), ("a\"b", "x"));
+    }
+
+    #[test]
+    fn invalid_utf8_is_22021() {
+        let mut c = copy(CopyFormat::text());
+        let err = c.push(b"1\t\xff\n").unwrap_err();
+        assert_eq!(err.code, "22021");
     }
 
     #[test]
