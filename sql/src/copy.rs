@@ -549,6 +549,14 @@ mod tests {
         )
     }
 
+    /// The second (text) column of a batch copied by [`copy`].
+    fn text_column(b: &RecordBatch) -> &datafusion::arrow::array::StringArray {
+        b.column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap()
+    }
+
     #[test]
     fn text_rows_across_messages() {
         let mut c = copy(CopyFormat::text());
@@ -556,11 +564,7 @@ mod tests {
         c.push(b"ld\\ttab\n").unwrap();
         let b = c.finish().unwrap();
         assert_eq!(b[0].num_rows(), 3);
-        let s = b[0]
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .unwrap();
+        let s = text_column(&b[0]);
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "world\ttab");
     }
@@ -576,11 +580,7 @@ mod tests {
         });
         c.push(b"a,b\n1,\"x,\"\"y\"\"\nz\"\n2,\n3,\"\"\n").unwrap();
         let b = c.finish().unwrap();
-        let s = b[0]
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .unwrap();
+        let s = text_column(&b[0]);
         assert_eq!(s.value(0), "x,\"y\"\nz");
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "");
@@ -592,11 +592,7 @@ mod tests {
         c.push(b"1,\"a\"").unwrap();
         c.push(b"\"b\"\r\n2,x\r\n").unwrap();
         let b = c.finish().unwrap();
-        let s = b[0]
-            .column(1)
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .unwrap();
+        let s = text_column(&b[0]);
         assert_eq!((s.value(0), s.value(1)), ("a\"b", "x"));
     }
 
