@@ -75,6 +75,8 @@ pub(crate) struct CopyState {
     /// The fields of the record being parsed (reused from row to row).
     fields: Vec<Field>,
     builders: Vec<StringBuilder>,
+    /// Text bytes per column of the last batch (the next one's capacity).
+    text_bytes: Vec<usize>,
     rows_in_builders: usize,
     pub batches: Vec<RecordBatch>,
     pub rows: u64,
@@ -205,7 +207,14 @@ impl CopyIn {
             ));
         }
         if state.builders.is_empty() {
-            state.builders = (0..n).map(|_| StringBuilder::new()).collect();
+            // Sized like the previous batch: growing a builder by doubling
+            // faulted in fresh pages at every step.
+            state.builders = (0..n)
+                .map(|i| {
+                    let bytes = state.text_bytes.get(i).copied().unwrap_or(0);
+                    StringBuilder::with_capacity(BATCH_ROWS, bytes + bytes / 8)
+                })
+                .collect();
         }
         let buf = &state.buf[start..];
         for (b, f) in state.builders.iter_mut().zip(&state.fields) {
@@ -230,7 +239,12 @@ impl CopyIn {
         }
         let first_line = self.state.line + 1 - self.state.rows_in_builders as u64;
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(self.column_count());
-        for (i, b) in self.state.builders.iter_mut().enumerate() {
+        self.state.text_bytes.clear();
+        for (i, mut b) in std::mem::take(&mut self.state.builders)
+            .into_iter()
+            .enumerate()
+        {
+            self.state.text_bytes.push(b.values_slice().len());
             let text: ArrayRef = Arc::new(b.finish());
             let field = self.schema.field(i);
             cols.push(convert_column(
@@ -451,6 +465,21 @@ fn parse_csv(
     let mut in_quotes = false;
     let mut i = 0;
     while i < buf.len() {
+        // Skip to the next byte that means something: runs of plain bytes
+        // are found with memchr and copied (inside quotes) or left in place.
+        let special = if in_quotes {
+            memchr::memchr2(csv.quote, csv.escape, &buf[i..])
+        } else {
+            memchr::memchr3(csv.delim, csv.quote, b'\n', &buf[i..])
+        };
+        let run = special.unwrap_or(buf.len() - i);
+        if let Some(text) = quoted_text.as_mut() {
+            text.extend_from_slice(&buf[i..i + run]);
+        }
+        i += run;
+        if i == buf.len() {
+            break;
+        }
         let c = buf[i];
         if in_quotes {
             let text = quoted_text.get_or_insert_with(Vec::new);
@@ -480,8 +509,6 @@ fn parse_csv(
             let end = strip_cr(buf, start, i, &mut quoted_text);
             fields.push(csv_field(buf, start, end, quoted_text, csv.null)?);
             return Ok(Some(i + 1));
-        } else if let Some(text) = quoted_text.as_mut() {
-            text.push(c);
         }
         i += 1;
     }
