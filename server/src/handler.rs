@@ -45,7 +45,7 @@ use crate::types::{
 /// A COPY FROM STDIN in progress.
 enum ActiveCopy {
     /// Receiving data.
-    Open(CopyIn),
+    Open(Box<CopyIn>),
     /// A CopyData was rejected; the error is reported at CopyDone/CopyFail.
     Failed(SqlError),
 }

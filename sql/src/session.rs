@@ -89,7 +89,7 @@ pub enum QueryOutput {
     /// A command that returns no rows.
     Command(CommandTag),
     /// `COPY ... FROM STDIN`: the server must now run the COPY sub-protocol.
-    CopyIn(CopyIn),
+    CopyIn(Box<CopyIn>),
     /// An empty query string.
     Empty,
 }
@@ -754,7 +754,7 @@ impl Session {
 
     /// Finish a COPY FROM STDIN after the client sent CopyDone: commit its rows
     /// atomically (or add them to the open transaction). Returns `COPY n`.
-    pub async fn copy_finish(&mut self, mut copy: CopyIn) -> SqlResult<CommandTag> {
+    pub async fn copy_finish(&mut self, mut copy: Box<CopyIn>) -> SqlResult<CommandTag> {
         self.shared.new_statement();
         let result = self.copy_stage(&mut copy).await;
         let rows = copy.state.rows;
@@ -824,7 +824,7 @@ impl Session {
 
     /// Abandon a COPY (CopyFail or a vanished client): nothing of it is stored.
     /// Inside a transaction block the transaction becomes failed.
-    pub fn copy_abort(&mut self, copy: CopyIn) {
+    pub fn copy_abort(&mut self, copy: Box<CopyIn>) {
         drop(copy);
         *self.shared.stmt.lock() = WriteSet::default();
         self.on_error();
@@ -1062,7 +1062,9 @@ impl Session {
                 .alter_table(&at.name, at.if_exists, &at.operations)
                 .await
                 .map(C),
-            Statement::Copy { .. } => self.copy_start(&stmt).map(QueryOutput::CopyIn),
+            Statement::Copy { .. } => self
+                .copy_start(&stmt)
+                .map(|c| QueryOutput::CopyIn(Box::new(c))),
             Statement::Truncate(t) => self.truncate(t).await,
             Statement::Discard { .. } => Ok(C(CommandTag::new("DISCARD ALL"))),
             Statement::Deallocate { .. } => Ok(C(CommandTag::new("DEALLOCATE"))),
