@@ -138,8 +138,6 @@ impl State {
         self.next_source_id = self.next_source_id.max(id.0 + 1);
     }
 
-    /// Apply one committed op. Never fails on ops that passed validation; on
-    /// replay, ops naming tables or sources that no longer exist are skipped.
     /// Apply every op of one logged commit, in order.
     pub fn apply_commit(&mut self, lsn: u64, ops: Vec<WalOp>) -> Result<()> {
         self.reserve_keys(&ops);
@@ -162,6 +160,8 @@ impl State {
         }
     }
 
+    /// Apply one committed op. Never fails on ops that passed validation; on
+    /// replay, ops naming tables or sources that no longer exist are skipped.
     pub fn apply(&mut self, lsn: u64, op: WalOp) -> Result<()> {
         match op {
             WalOp::CreateTable { def, source } => self.apply_create(lsn, def, source)?,
@@ -367,7 +367,7 @@ impl State {
         for (table, keys) in local.int_keys_added {
             if let Some(dup) = first_repeat(keys) {
                 let t = self.table(table)?;
-                return Err(self.unique_violation(t, dup.to_string()));
+                return Err(unique_violation(t, dup.to_string()));
             }
         }
         overlay.created.extend(local.created);
@@ -501,7 +501,7 @@ impl State {
             let in_index = pk.get(&k).is_some() && !removed;
             let dup_group = added_g.is_some_and(|s| s.contains(&k));
             if in_index || dup_group || local_added.contains(&k) {
-                return Err(self.unique_violation(t, pk.render_key(batch, i, false)));
+                return Err(unique_violation(t, pk.render_key(batch, i, false)));
             }
             match k {
                 PkKey::Int(v) if local.last => local_ints.push(v),
@@ -512,19 +512,20 @@ impl State {
         }
         Ok(())
     }
+}
 
-    fn unique_violation(&self, t: &TableState, key: String) -> StorageError {
-        let schema = t.def.schema_ref();
-        let columns =
-            t.pk.iter()
-                .flat_map(|pk| pk.columns.iter())
-                .map(|&c| schema.field(c).name().clone())
-                .collect::<Vec<_>>()
-                .join(", ");
-        StorageError::UniqueViolation {
-            constraint: t.def.pk_constraint_name(),
-            columns,
-            key,
-        }
+/// The error for a key that already exists (`key` as the client sees it).
+fn unique_violation(t: &TableState, key: String) -> StorageError {
+    let schema = t.def.schema_ref();
+    let columns =
+        t.pk.iter()
+            .flat_map(|pk| pk.columns.iter())
+            .map(|&c| schema.field(c).name().clone())
+            .collect::<Vec<_>>()
+            .join(", ");
+    StorageError::UniqueViolation {
+        constraint: t.def.pk_constraint_name(),
+        columns,
+        key,
     }
 }
