@@ -318,11 +318,11 @@ pub struct GroupOverlay {
     pub dropped: HashSet<TableId>,
     pub keys_added: HashMap<TableId, KeySet>,
     pub keys_removed: HashMap<TableId, KeySet>,
-    /// Integer keys inserted by the last commit of a group, checked for
-    /// repeats once the commit is read (see [`State::validate`]).
-    int_keys_added: HashMap<TableId, Vec<i64>>,
-    last: bool,
 }
+
+/// Integer keys the last commit of a group inserts, per table, checked for
+/// repeats once the whole commit is read (see [`State::validate`]).
+type IntKeys = HashMap<TableId, Vec<i64>>;
 
 /// A key that occurs twice in `keys`, if any: one pass when they are in
 /// increasing order, a sort otherwise.
@@ -355,20 +355,21 @@ impl State {
     /// `last` says no later commit of the group will be checked against this
     /// one: its integer keys are then checked for repeats by one pass over
     /// them (ordered keys, the usual bulk load, need no set at all) and not
-    /// added to the overlay.
+    /// added to the overlay, which nothing reads after it.
     pub fn validate(&self, ops: &[WalOp], overlay: &mut GroupOverlay, last: bool) -> Result<()> {
-        let mut local = GroupOverlay {
-            last,
-            ..GroupOverlay::default()
-        };
+        let mut local = GroupOverlay::default();
+        let mut ints = IntKeys::new();
         for op in ops {
-            self.validate_op(op, overlay, &mut local)?;
+            self.validate_op(op, overlay, &mut local, last.then_some(&mut ints))?;
         }
-        for (table, keys) in local.int_keys_added {
+        for (table, keys) in ints {
             if let Some(dup) = first_repeat(keys) {
                 let t = self.table(table)?;
                 return Err(unique_violation(t, dup.to_string()));
             }
+        }
+        if last {
+            return Ok(());
         }
         overlay.created.extend(local.created);
         overlay.dropped.extend(local.dropped);
@@ -391,6 +392,7 @@ impl State {
         op: &WalOp,
         group: &GroupOverlay,
         local: &mut GroupOverlay,
+        ints: Option<&mut IntKeys>,
     ) -> Result<()> {
         match op {
             WalOp::CreateTable { def, .. } => {
@@ -415,7 +417,9 @@ impl State {
                     local.dropped.insert(*table);
                 }
             }
-            WalOp::Insert { table, batch } => self.validate_insert(*table, batch, group, local)?,
+            WalOp::Insert { table, batch } => {
+                self.validate_insert(*table, batch, group, local, ints)?
+            }
             WalOp::Delete {
                 table,
                 source,
@@ -454,6 +458,7 @@ impl State {
         batch: &RecordBatch,
         group: &GroupOverlay,
         local: &mut GroupOverlay,
+        ints: Option<&mut IntKeys>,
     ) -> Result<()> {
         let t = self.table(table)?;
         let schema = t.def.schema_ref();
@@ -494,7 +499,7 @@ impl State {
         let removed_l = local.keys_removed.get(&table);
         let added_g = group.keys_added.get(&table);
         let local_added = local.keys_added.entry(table).or_default();
-        let local_ints = local.int_keys_added.entry(table).or_default();
+        let mut local_ints = ints.map(|m| m.entry(table).or_default());
         for (i, k) in keys.into_iter().enumerate() {
             let removed = removed_g.is_some_and(|s| s.contains(&k))
                 || removed_l.is_some_and(|s| s.contains(&k));
@@ -503,9 +508,9 @@ impl State {
             if in_index || dup_group || local_added.contains(&k) {
                 return Err(unique_violation(t, pk.render_key(batch, i, false)));
             }
-            match k {
-                PkKey::Int(v) if local.last => local_ints.push(v),
-                k => {
+            match (k, local_ints.as_deref_mut()) {
+                (PkKey::Int(v), Some(ints)) => ints.push(v),
+                (k, _) => {
                     local_added.insert(k);
                 }
             }
