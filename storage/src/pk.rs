@@ -34,19 +34,13 @@ pub enum PkKey {
     Bytes(Box<[u8]>),
 }
 
-/// How a table's keys are encoded; fixed when the index is created.
-#[derive(Debug)]
-enum KeyEncoder {
-    Int,
-    Bytes(Arc<RowConverter>),
-}
-
-/// The map, typed by encoding. hashbrown's default hasher (foldhash, seeded
+/// The map, typed by the key's encoding (fixed when the index is created),
+/// with what encodes byte keys. hashbrown's default hasher (foldhash, seeded
 /// per map): SipHash, the std default, was a quarter of a COPY's time.
 #[derive(Debug)]
 enum KeyMap {
     Int(hashbrown::HashMap<i64, RowAddr>),
-    Bytes(hashbrown::HashMap<Box<[u8]>, RowAddr>),
+    Bytes(Arc<RowConverter>, hashbrown::HashMap<Box<[u8]>, RowAddr>),
 }
 
 /// Unique index over a table's primary-key columns.
@@ -54,7 +48,6 @@ enum KeyMap {
 pub struct PkIndex {
     /// Key column indices in the table schema.
     pub columns: Vec<usize>,
-    encoder: KeyEncoder,
     map: KeyMap,
 }
 
@@ -78,19 +71,15 @@ impl PkIndex {
             .iter()
             .map(|&i| schema.field(i).data_type())
             .collect();
-        let (encoder, map) = match types.as_slice() {
-            [t] if is_small_int(t) => (KeyEncoder::Int, KeyMap::Int(Default::default())),
+        let map = match types.as_slice() {
+            [t] if is_small_int(t) => KeyMap::Int(Default::default()),
             _ => {
                 let fields = types.iter().map(|&t| SortField::new(t.clone())).collect();
-                (
-                    KeyEncoder::Bytes(Arc::new(RowConverter::new(fields)?)),
-                    KeyMap::Bytes(Default::default()),
-                )
+                KeyMap::Bytes(Arc::new(RowConverter::new(fields)?), Default::default())
             }
         };
         Ok(PkIndex {
             columns: columns.to_vec(),
-            encoder,
             map,
         })
     }
@@ -98,7 +87,7 @@ impl PkIndex {
     pub fn len(&self) -> usize {
         match &self.map {
             KeyMap::Int(m) => m.len(),
-            KeyMap::Bytes(m) => m.len(),
+            KeyMap::Bytes(_, m) => m.len(),
         }
     }
 
@@ -106,7 +95,7 @@ impl PkIndex {
     pub fn reserve(&mut self, additional: usize) {
         match &mut self.map {
             KeyMap::Int(m) => m.reserve(additional),
-            KeyMap::Bytes(m) => m.reserve(additional),
+            KeyMap::Bytes(_, m) => m.reserve(additional),
         }
     }
 
@@ -125,9 +114,9 @@ impl PkIndex {
                 .map(|&i| Arc::clone(batch.column(i)))
                 .collect()
         };
-        match &self.encoder {
-            KeyEncoder::Int => int_keys(&cols),
-            KeyEncoder::Bytes(converter) => {
+        match &self.map {
+            KeyMap::Int(_) => int_keys(&cols),
+            KeyMap::Bytes(converter, _) => {
                 let rows = converter.convert_columns(&cols)?;
                 Ok(rows
                     .iter()
@@ -146,7 +135,7 @@ impl PkIndex {
     pub fn get(&self, key: &PkKey) -> Option<RowAddr> {
         match (&self.map, key) {
             (KeyMap::Int(m), PkKey::Int(k)) => m.get(k).copied(),
-            (KeyMap::Bytes(m), PkKey::Bytes(k)) => m.get(k).copied(),
+            (KeyMap::Bytes(_, m), PkKey::Bytes(k)) => m.get(k).copied(),
             _ => None,
         }
     }
@@ -156,7 +145,7 @@ impl PkIndex {
             (KeyMap::Int(m), PkKey::Int(k)) => {
                 m.insert(k, addr);
             }
-            (KeyMap::Bytes(m), PkKey::Bytes(k)) => {
+            (KeyMap::Bytes(_, m), PkKey::Bytes(k)) => {
                 m.insert(k, addr);
             }
             (_, key) => error!(?key, "a key of the wrong encoding was not indexed"),
@@ -166,7 +155,7 @@ impl PkIndex {
     pub fn remove(&mut self, key: &PkKey) -> Option<RowAddr> {
         match (&mut self.map, key) {
             (KeyMap::Int(m), PkKey::Int(k)) => m.remove(k),
-            (KeyMap::Bytes(m), PkKey::Bytes(k)) => m.remove(k),
+            (KeyMap::Bytes(_, m), PkKey::Bytes(k)) => m.remove(k),
             _ => None,
         }
     }
