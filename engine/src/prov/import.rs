@@ -626,7 +626,6 @@ impl Writer {
         report: &mut ImportReport,
     ) -> Result<()> {
         let stored = stored_series(storage, run).await?;
-        let def = self.table(storage, ML_SCHEMA, "metric").await?;
         let mut headers = Vec::new();
         let mut points = MetricColumns::default();
         for s in series {
@@ -650,12 +649,14 @@ impl Writer {
             if from == n && stored.contains_key(&key) {
                 continue;
             }
-            for start in (from..n).step_by(METRIC_CHUNK_ROWS) {
-                let end = (start + METRIC_CHUNK_ROWS).min(n);
-                if points.len + (end - start) > METRIC_CHUNK_ROWS {
-                    self.push_metric_chunk(&def, &mut points)?;
-                }
+            let mut start = from;
+            while start < n {
+                let end = n.min(start + METRIC_CHUNK_ROWS - points.len);
                 points.push(run, &s, start..end);
+                start = end;
+                if points.len == METRIC_CHUNK_ROWS {
+                    self.push_metric_chunk(storage, &mut points).await?;
+                }
             }
             report.metric_points += n - from;
             headers.push(vec![
@@ -669,15 +670,20 @@ impl Writer {
             ]);
         }
         self.upsert(storage, ML_SCHEMA, "series", &headers).await?;
-        self.push_metric_chunk(&def, &mut points)
+        self.push_metric_chunk(storage, &mut points).await
     }
 
     /// Move the points gathered so far into an insert op of their own.
-    fn push_metric_chunk(&mut self, def: &TableDef, points: &mut MetricColumns) -> Result<()> {
+    async fn push_metric_chunk(
+        &mut self,
+        storage: &Storage,
+        points: &mut MetricColumns,
+    ) -> Result<()> {
         if points.len == 0 {
             return Ok(());
         }
-        let batch = std::mem::take(points).finish(def)?;
+        let def = self.table(storage, ML_SCHEMA, "metric").await?;
+        let batch = std::mem::take(points).finish(&def)?;
         self.ops.push(WalOp::Insert {
             table: def.id,
             batch,
@@ -689,7 +695,7 @@ impl Writer {
 /// Metric points per insert op: a document's points are committed
 /// together, but as bounded pieces, so the log writes them in frames of
 /// bounded size instead of encoding one op as large as the document.
-const METRIC_CHUNK_ROWS: usize = 65_536;
+pub(crate) const METRIC_CHUNK_ROWS: usize = 65_536;
 
 fn attrs_cell(attrs: &Attrs) -> Cell {
     if attrs.is_empty() {

@@ -758,6 +758,25 @@ async fn yprov_layout_c_runs_land_in_ml_tables() {
 }
 
 #[tokio::test]
+async fn metric_points_span_several_insert_ops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    // Past two chunks of METRIC_CHUNK_ROWS: three insert ops in one commit.
+    let points = 2 * super::import::METRIC_CHUNK_ROWS + 17;
+    let a = yprov_layout_a(points);
+    let r = import(&storage, &lineage, a.as_bytes(), &ImportOptions::default())
+        .await
+        .expect("layout A");
+    assert_eq!(r.metric_points, points);
+    assert_eq!(count(&storage, "ml", "metric").await, points);
+    let again = import(&storage, &lineage, a.as_bytes(), &ImportOptions::default())
+        .await
+        .expect("again");
+    assert_eq!(again.metric_points, 0);
+    assert_eq!(count(&storage, "ml", "metric").await, points);
+}
+
+#[tokio::test]
 async fn yprov_layouts_a_and_b_are_read_too() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (storage, lineage) = open(dir.path()).await;
