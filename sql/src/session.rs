@@ -565,7 +565,7 @@ impl Session {
                 }
                 _ => Vec::new(),
             };
-            params.push(start_value(&start.function, texts)?);
+            params.push(start_param(&start.function, texts)?);
         }
         Ok(params)
     }
@@ -1392,19 +1392,18 @@ fn first_column_texts(batches: &[RecordBatch]) -> SqlResult<Vec<String>> {
 
 /// A start subquery's result as the value of its hidden parameter: the
 /// array of its values, or the single value `lineage_path` takes.
-fn start_value(function: &str, texts: Vec<String>) -> SqlResult<ScalarValue> {
-    use crate::lineage::subquery::{single_value, takes_one_value};
-    if takes_one_value(function) {
-        return Ok(ScalarValue::Utf8(Some(single_value(function, texts)?)));
-    }
-    let values: Vec<ScalarValue> = texts
-        .into_iter()
-        .map(|t| ScalarValue::Utf8(Some(t)))
-        .collect();
-    Ok(ScalarValue::List(ScalarValue::new_list_nullable(
-        &values,
-        &DataType::Utf8,
-    )))
+fn start_param(function: &str, texts: Vec<String>) -> SqlResult<ScalarValue> {
+    use crate::lineage::subquery::{StartValue, start_value};
+    Ok(match start_value(function, texts)? {
+        StartValue::One(one) => ScalarValue::Utf8(Some(one)),
+        StartValue::Many(all) => {
+            let values: Vec<ScalarValue> = all
+                .into_iter()
+                .map(|t| ScalarValue::Utf8(Some(t)))
+                .collect();
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &DataType::Utf8))
+        }
+    })
 }
 
 /// Parse a query string into statements (PostgreSQL dialect, with the

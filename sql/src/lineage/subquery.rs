@@ -107,11 +107,23 @@ pub fn highest_placeholder(stmt: &Statement) -> usize {
     highest
 }
 
-/// The one value a subquery given to `function` must return when the
-/// function takes a single value (`lineage_path`); an error otherwise.
-pub fn single_value(function: &str, mut values: Vec<String>) -> SqlResult<String> {
+/// What a subquery argument stands for once it has run.
+pub enum StartValue {
+    /// The one value of a function that takes a single start
+    /// (`lineage_path`).
+    One(String),
+    /// The array of start nodes of the other lineage functions.
+    Many(Vec<String>),
+}
+
+/// The value of a subquery given to `function` that returned `values`
+/// (SQLSTATE 21000 when a single-value function got other than one row).
+pub fn start_value(function: &str, mut values: Vec<String>) -> SqlResult<StartValue> {
+    if function != "lineage_path" {
+        return Ok(StartValue::Many(values));
+    }
     match values.len() {
-        1 => Ok(values.remove(0)),
+        1 => Ok(StartValue::One(values.remove(0))),
         n => Err(SqlError::new(
             "21000",
             format!(
@@ -119,12 +131,6 @@ pub fn single_value(function: &str, mut values: Vec<String>) -> SqlResult<String
             ),
         )),
     }
-}
-
-/// Whether `function` takes one value where a subquery stands, rather than
-/// an array of them.
-pub fn takes_one_value(function: &str) -> bool {
-    function == "lineage_path"
 }
 
 /// Replace the subquery arguments, in the order [`find`] returned them, by
@@ -136,17 +142,14 @@ pub fn substitute(stmt: &mut Statement, values: Vec<(String, Vec<String>)>) -> S
         let Some((function, vals)) = values.next() else {
             return ControlFlow::Break(SqlError::internal("lineage subquery arguments changed"));
         };
-        let lit = |s: &String| Expr::Value(Value::SingleQuotedString(s.clone()).into());
-        *e = if takes_one_value(&function) {
-            match single_value(&function, vals) {
-                Ok(one) => lit(&one),
-                Err(e) => return ControlFlow::Break(e),
-            }
-        } else {
-            Expr::Array(Array {
-                elem: vals.iter().map(lit).collect(),
+        let lit = |s: String| Expr::Value(Value::SingleQuotedString(s).into());
+        *e = match start_value(&function, vals) {
+            Ok(StartValue::One(one)) => lit(one),
+            Ok(StartValue::Many(all)) => Expr::Array(Array {
+                elem: all.into_iter().map(lit).collect(),
                 named: true,
-            })
+            }),
+            Err(e) => return ControlFlow::Break(e),
         };
         ControlFlow::Continue(())
     })
