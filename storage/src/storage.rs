@@ -679,6 +679,7 @@ async fn rebuild_pk(
         .filter_map(|c| sorted.iter().position(|s| s == c))
         .collect();
     let batches = segment::read_segment(store, seg, Some(&sorted)).await?;
+    pk.reserve(batches.iter().map(|b| b.num_rows()).sum());
     let mut pos = 0u32;
     for b in batches {
         let b = b.project(&order)?;

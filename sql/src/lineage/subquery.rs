@@ -6,9 +6,9 @@
 //! and replaces it by the array of its first column's values (for
 //! `lineage_path`, by its single value), when the statement is planned.
 //!
-//! A prepared statement is planned once instead: each subquery argument is prepared as a
-//! statement of its own and replaced by a hidden parameter numbered after
-//! the client's ([`hoist`]); an execution first runs the subqueries with
+//! A prepared statement is planned once instead: each subquery argument
+//! is prepared as a statement of its own and replaced by a hidden
+//! parameter numbered after the client's ([`hoist`]); an execution first runs the subqueries with
 //! the client's values (through their own kept plans) and binds their
 //! results to the hidden parameters, which the call reads when it runs
 //! (`udtf::BoundAtRun`). The statement is then planned once, like any
