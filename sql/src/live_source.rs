@@ -14,9 +14,14 @@
 //! dropped whole; a dynamic filter that keeps nearly every row of the
 //! first 32k it sees is not evaluated further (the join still matches).
 //! Tables filled by training runs are clustered by task id, so one
-//! run's epochs sit in a few of the million-row table's batches. Static
-//! predicates stay with the `FilterExec` above (and with the key index, see
-//! `table.rs`).
+//! run's epochs sit in a few of the million-row table's batches.
+//!
+//! Static predicates (the statement's own `WHERE`) stay with the
+//! `FilterExec` above (and with the key index, see `table.rs`), but the
+//! scan is given them too, for pruning only ([`LiveSource::with_pruning`]):
+//! a batch whose min/max rule the predicate out is dropped, the others pass
+//! unfiltered. `WHERE t.df_exec = 'run-42'` on a task table written run
+//! after run then reads one batch instead of all of them.
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,6 +55,9 @@ pub struct LiveSource {
     inner: Arc<dyn DataSource>,
     /// Dynamic filters over the source's output columns.
     filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// A static predicate over the output columns whose bounds drop
+    /// batches; rows are not filtered by it here.
+    pruning: Option<Arc<dyn PhysicalExpr>>,
     /// `batches_pruned`: batches dropped by their min/max, per partition.
     metrics: ExecutionPlanMetricsSet,
 }
@@ -59,22 +67,37 @@ impl LiveSource {
         LiveSource {
             inner: Arc::new(inner),
             filters: Vec::new(),
+            pruning: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
+    }
+
+    /// Drop the batches whose min/max prove `predicate` (over the source's
+    /// output columns) false for every row. The caller still filters the
+    /// rows: a batch that may match passes whole.
+    pub fn with_pruning(mut self, predicate: Option<Arc<dyn PhysicalExpr>>) -> Self {
+        self.pruning = predicate;
+        self
     }
 
     fn wrap(&self, inner: Arc<dyn DataSource>) -> Arc<dyn DataSource> {
         Arc::new(LiveSource {
             inner,
             filters: self.filters.clone(),
+            pruning: self.pruning.clone(),
             metrics: self.metrics.clone(),
         })
+    }
+
+    /// Whether the source's batches pass through filters of its own.
+    fn filters_batches(&self) -> bool {
+        !self.filters.is_empty() || self.pruning.is_some()
     }
 }
 
 /// One dynamic filter of a running scan, with the column bounds read from
 /// its current state.
-struct BatchFilter {
+pub(crate) struct BatchFilter {
     filter: Arc<dyn PhysicalExpr>,
     pruned: Count,
     /// `snapshot_generation` of `filter` when `bounds` were read.
@@ -87,6 +110,8 @@ struct BatchFilter {
     /// everything: true for a bare dynamic filter (a hash join's or a
     /// top-k's), which the operator that made it does not rely on.
     optional: bool,
+    /// Only batches are dropped, by their bounds; rows are not evaluated.
+    prune_only: bool,
 }
 
 /// After this many rows, a dynamic filter that kept more than
@@ -96,7 +121,7 @@ const USELESS_AFTER_ROWS: usize = 32 * 1024;
 const USELESS_KEPT: f64 = 0.9;
 
 impl BatchFilter {
-    fn new(filter: Arc<dyn PhysicalExpr>, pruned: Count) -> Self {
+    pub(crate) fn new(filter: Arc<dyn PhysicalExpr>, pruned: Count) -> Self {
         let optional = filter.downcast_ref::<DynamicFilterPhysicalExpr>().is_some();
         BatchFilter {
             filter,
@@ -106,6 +131,16 @@ impl BatchFilter {
             rows_in: 0,
             rows_kept: 0,
             optional,
+            prune_only: false,
+        }
+    }
+
+    /// A filter that drops the batches `predicate`'s bounds rule out and
+    /// passes the others whole.
+    fn pruning(predicate: Arc<dyn PhysicalExpr>, pruned: Count) -> Self {
+        BatchFilter {
+            prune_only: true,
+            ..BatchFilter::new(predicate, pruned)
         }
     }
 
@@ -130,7 +165,7 @@ impl BatchFilter {
             self.pruned.add(1);
             return Ok(batch.slice(0, 0));
         }
-        if self.useless() {
+        if self.prune_only || self.useless() {
             return Ok(batch);
         }
         let keep = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -149,6 +184,16 @@ impl BatchFilter {
     }
 }
 
+/// `stream` with each batch passed through `filters`.
+pub(crate) fn filter_stream(
+    stream: SendableRecordBatchStream,
+    mut filters: Vec<BatchFilter>,
+) -> SendableRecordBatchStream {
+    let schema = stream.schema();
+    let filtered = stream.map(move |b| b.and_then(|b| apply_filters(b, &mut filters)));
+    Box::pin(RecordBatchStreamAdapter::new(schema, filtered))
+}
+
 /// The rows of `batch` every filter keeps.
 fn apply_filters(batch: RecordBatch, filters: &mut [BatchFilter]) -> Result<RecordBatch> {
     let mut batch = batch;
@@ -165,22 +210,28 @@ impl DataSource for LiveSource {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let stream = self.inner.open(partition, context)?;
-        if self.filters.is_empty() {
+        if !self.filters_batches() {
             return Ok(stream);
         }
-        let schema = stream.schema();
         let pruned = MetricBuilder::new(&self.metrics).counter("batches_pruned", partition);
-        let mut filters: Vec<BatchFilter> = self
-            .filters
+        let filters: Vec<BatchFilter> = self
+            .pruning
             .iter()
-            .map(|f| BatchFilter::new(Arc::clone(f), pruned.clone()))
+            .map(|p| BatchFilter::pruning(Arc::clone(p), pruned.clone()))
+            .chain(
+                self.filters
+                    .iter()
+                    .map(|f| BatchFilter::new(Arc::clone(f), pruned.clone())),
+            )
             .collect();
-        let filtered = stream.map(move |b| b.and_then(|b| apply_filters(b, &mut filters)));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, filtered)))
+        Ok(filter_stream(stream, filters))
     }
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         self.inner.fmt_as(t, f)?;
+        if let Some(p) = &self.pruning {
+            write!(f, ", pruning_predicate={p}")?;
+        }
         if !self.filters.is_empty() {
             let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", runtime_filters=[{}]", shown.join(", "))?;
@@ -222,7 +273,7 @@ impl DataSource for LiveSource {
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
         // A limit applied before the filters would cut rows the filters keep.
-        if !self.filters.is_empty() {
+        if self.filters_batches() {
             return None;
         }
         self.inner.with_fetch(limit).map(|inner| self.wrap(inner))
@@ -241,7 +292,7 @@ impl DataSource for LiveSource {
         projection: &ProjectionExprs,
     ) -> Result<Option<Arc<dyn DataSource>>> {
         // The filters are bound to the current output columns.
-        if !self.filters.is_empty() {
+        if self.filters_batches() {
             return Ok(None);
         }
         Ok(self
@@ -289,7 +340,7 @@ impl DataSource for LiveSource {
         if self.inner.apply_expressions(f)? == TreeNodeRecursion::Stop {
             return Ok(TreeNodeRecursion::Stop);
         }
-        for e in &self.filters {
+        for e in self.pruning.iter().chain(&self.filters) {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -347,5 +398,24 @@ mod tests {
         let (kept, evaluated) = run(keeps_almost_all(&schema));
         assert_eq!(evaluated, 40_000);
         assert_eq!(kept, 40_000 - 400);
+    }
+
+    #[test]
+    fn a_pruning_predicate_drops_batches_and_passes_the_rest_whole() {
+        let schema = batches().remove(0).schema();
+        // k >= 2500 AND k % 100 <> 7: batches 0 and 1 are out by their
+        // bounds; the others pass with every row, 2500..2999 included.
+        let k = col("k", &schema).unwrap();
+        let from = binary(k, Operator::GtEq, lit(2500i64), &schema).unwrap();
+        let pred = binary(from, Operator::And, keeps_almost_all(&schema), &schema).unwrap();
+        let pruned = Count::new();
+        let mut f = BatchFilter::pruning(pred, pruned.clone());
+        let kept: usize = batches()
+            .into_iter()
+            .map(|b| f.apply(b).unwrap().num_rows())
+            .sum();
+        assert_eq!(pruned.value(), 2);
+        assert_eq!(kept, 38_000, "rows of the batches kept are not filtered");
+        assert_eq!(f.rows_in, 0, "the predicate is not evaluated row by row");
     }
 }

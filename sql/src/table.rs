@@ -528,7 +528,13 @@ impl TableProvider for ProvTable {
             let parts = partitions(mem, state.config().target_partitions());
             let src = MemorySourceConfig::try_new(&parts, self.schema(), projection.cloned())?
                 .with_limit(limit);
-            inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
+            let pruning = match limit {
+                None => self.pruning_predicate(state, projection, filters),
+                Some(_) => None, // rows past a limit are not read anyway
+            };
+            inputs.push(DataSourceExec::from_data_source(
+                LiveSource::new(src).with_pruning(pruning),
+            ));
         }
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));
@@ -602,6 +608,26 @@ fn unsupported_subquery(e: DataFusionError) -> DataFusionError {
 }
 
 impl ProvTable {
+    /// The scan's filters as one predicate over the projected columns, for
+    /// dropping in-memory batches by their min/max ([`LiveSource`]); `None`
+    /// when they imply no column bound or name a column not projected.
+    fn pruning_predicate(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+    ) -> Option<Arc<dyn PhysicalExpr>> {
+        let pred = filters.iter().cloned().reduce(|a, b| a.and(b))?;
+        let schema = match projection {
+            Some(p) => self.def.schema.project(p).ok()?,
+            None => self.def.schema.as_ref().clone(),
+        };
+        let df_schema = DFSchema::try_from(schema).ok()?;
+        let physical = state.create_physical_expr(pred, &df_schema).ok()?;
+        let has_bounds = !crate::zone_map::bounds(&physical).is_empty();
+        has_bounds.then_some(physical)
+    }
+
     fn physical_filter(
         &self,
         state: &dyn Session,

@@ -10,9 +10,10 @@
 //! ([`PINNED_BYTES`]), the oldest entries dropped first.
 //!
 //! Filters are read as the conjunction DataFusion's hash join and top-k
-//! produce (`k >= 3 AND k <= 9 AND k IN (...)`): each `column <op> literal`
-//! term is a bound, other terms are ignored (a batch is only dropped when a
-//! bound proves no row can pass).
+//! produce (`k >= 3 AND k <= 9 AND k IN (...)`), or a statement's own
+//! `WHERE`: each `column <op> literal` term is a bound, other terms are
+//! ignored (a batch is only dropped when a bound proves no row can pass).
+//! Floating-point terms are ignored too (see [`bound`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock};
@@ -69,7 +70,10 @@ fn bound(term: &dyn PhysicalExpr) -> Option<Bound> {
         op,
         Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
     ) || literal.value().is_null()
+        || literal.value().data_type().is_floating()
     {
+        // Floats: Arrow compares them in total order (-0.0 < 0.0, NaN
+        // largest), scalars as IEEE values; a bound could drop a match.
         return None;
     }
     Some(Bound {
@@ -237,6 +241,18 @@ mod tests {
         )
         .unwrap();
         assert!(!may_match(&b, &bounds(&e)));
+    }
+
+    #[test]
+    fn float_terms_imply_no_bound() {
+        // In Arrow's total order 0.0 > -0.0 holds, so a batch of 0.0 must
+        // not be dropped by `x > -0.0` (its IEEE max equals the literal).
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+        let x: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from(vec![0.0]));
+        let b = RecordBatch::try_new(schema, vec![x]).unwrap();
+        let gt = filter(&b, "x", Operator::Gt, ScalarValue::Float64(Some(-0.0)));
+        assert!(gt.is_empty());
+        assert!(may_match(&b, &gt));
     }
 
     #[test]
