@@ -12,9 +12,10 @@
 //! Each statement still gets its own start time (what `now()` returns) and
 //! alias generator: [`PlanningStates::take`] marks the start of execution.
 //!
-//! A third variant plans the physical plans prepared statements keep
+//! Two more plan the physical plans prepared statements keep
 //! ([`crate::kept_physical`]): one partition, and no run-time (dynamic)
-//! filters, whose state a reused plan could not reset.
+//! filters but hash joins' (which a kept plan renews at each execution),
+//! and those only for statements over many rows.
 
 use std::sync::Arc;
 
@@ -28,8 +29,13 @@ pub(crate) enum Mode {
     Parallel,
     /// One partition.
     Serial,
-    /// One partition, no dynamic filters: plans kept for reuse.
+    /// One partition, no run-time filters: plans kept for reuse by
+    /// statements over few rows, where renewing a join's filter at each
+    /// execution would cost more than the filter saves.
     Kept,
+    /// One partition, hash-join run-time filters only: plans kept for reuse
+    /// by statements over many rows (a run's epochs among millions).
+    KeptFiltered,
 }
 
 /// A planning state and the task context built from it.
@@ -45,6 +51,7 @@ pub(crate) struct PlanningStates {
     parallel: Option<Planner>,
     serial: Option<Planner>,
     kept: Option<Planner>,
+    kept_filtered: Option<Planner>,
     /// Bumped whenever the states are dropped: plans made with an older
     /// state are stale.
     epoch: u64,
@@ -84,6 +91,7 @@ impl PlanningStates {
             Mode::Parallel => &mut self.parallel,
             Mode::Serial => &mut self.serial,
             Mode::Kept => &mut self.kept,
+            Mode::KeptFiltered => &mut self.kept_filtered,
         }
     }
 }
@@ -94,10 +102,12 @@ fn build(ctx: &SessionContext, mode: Mode) -> Planner {
     if mode != Mode::Parallel {
         options.execution.target_partitions = 1;
     }
-    if mode == Mode::Kept {
+    if matches!(mode, Mode::Kept | Mode::KeptFiltered) {
+        // A kept plan gets fresh hash-join filters at every execution
+        // (`kept_physical::rewire_dynamic_filters`); top-k and aggregate
+        // filters cannot be renewed that way.
         let o = &mut options.optimizer;
-        o.enable_dynamic_filter_pushdown = false;
-        o.enable_join_dynamic_filter_pushdown = false;
+        o.enable_join_dynamic_filter_pushdown = mode == Mode::KeptFiltered;
         o.enable_topk_dynamic_filter_pushdown = false;
         o.enable_aggregate_dynamic_filter_pushdown = false;
     }

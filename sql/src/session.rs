@@ -33,7 +33,7 @@ use crate::database::Database;
 use crate::direct::{Bound, Direct, Outcome};
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
 use crate::kept_physical::{KeptPhysical, Run};
-use crate::planning_state::{Mode, PlanningStates};
+use crate::planning_state::PlanningStates;
 use crate::prepared::{KeptPlan, Prepared, StartQuery};
 use crate::sequence::{SeqFn, SequenceUdf};
 use crate::txn::WriteSet;
@@ -727,10 +727,11 @@ impl Session {
             .snapshot_tables(&self.db.shared.storage, work.physical.tables())
             .map_err(from_storage)?;
         let start = Instant::now();
-        if crate::parallelism::is_small(rows) {
-            let planner = self.planning.take(&self.ctx, Mode::Kept);
+        if let Some(mode) = work.physical.mode(rows) {
+            let planner = self.planning.take(&self.ctx, mode);
             let run = Run {
                 state: &planner.state,
+                mode,
                 task: &planner.task,
                 epoch: self.planning.epoch(),
                 start,
