@@ -16,12 +16,8 @@
 //! Tables filled by training runs are clustered by task id, so one
 //! run's epochs sit in a few of the million-row table's batches.
 //!
-//! Static predicates (the statement's own `WHERE`) stay with the
-//! `FilterExec` above (and with the key index, see `table.rs`), but the
-//! scan is given them too, for pruning only ([`LiveSource::with_pruning`]):
-//! a batch whose min/max rule the predicate out is dropped, the others pass
-//! unfiltered. `WHERE t.df_exec = 'run-42'` on a task table written run
-//! after run then reads one batch instead of all of them.
+//! Static predicates stay with the `FilterExec` above (and with the key
+//! index and the batch pruning of the scan, see `table.rs`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -55,9 +51,6 @@ pub struct LiveSource {
     inner: Arc<dyn DataSource>,
     /// Dynamic filters over the source's output columns.
     filters: Vec<Arc<dyn PhysicalExpr>>,
-    /// A static predicate over the output columns whose bounds drop
-    /// batches; rows are not filtered by it here.
-    pruning: Option<Arc<dyn PhysicalExpr>>,
     /// `batches_pruned`: batches dropped by their min/max, per partition.
     metrics: ExecutionPlanMetricsSet,
 }
@@ -67,31 +60,16 @@ impl LiveSource {
         LiveSource {
             inner: Arc::new(inner),
             filters: Vec::new(),
-            pruning: None,
             metrics: ExecutionPlanMetricsSet::new(),
         }
-    }
-
-    /// Drop the batches whose min/max prove `predicate` (over the source's
-    /// output columns) false for every row. The caller still filters the
-    /// rows: a batch that may match passes whole.
-    pub fn with_pruning(mut self, predicate: Option<Arc<dyn PhysicalExpr>>) -> Self {
-        self.pruning = predicate;
-        self
     }
 
     fn wrap(&self, inner: Arc<dyn DataSource>) -> Arc<dyn DataSource> {
         Arc::new(LiveSource {
             inner,
             filters: self.filters.clone(),
-            pruning: self.pruning.clone(),
             metrics: self.metrics.clone(),
         })
-    }
-
-    /// Whether the source's batches pass through filters of its own.
-    fn filters_batches(&self) -> bool {
-        !self.filters.is_empty() || self.pruning.is_some()
     }
 }
 
@@ -110,8 +88,6 @@ pub(crate) struct BatchFilter {
     /// everything: true for a bare dynamic filter (a hash join's or a
     /// top-k's), which the operator that made it does not rely on.
     optional: bool,
-    /// Only batches are dropped, by their bounds; rows are not evaluated.
-    prune_only: bool,
 }
 
 /// After this many rows, a dynamic filter that kept more than
@@ -131,16 +107,6 @@ impl BatchFilter {
             rows_in: 0,
             rows_kept: 0,
             optional,
-            prune_only: false,
-        }
-    }
-
-    /// A filter that drops the batches `predicate`'s bounds rule out and
-    /// passes the others whole.
-    fn pruning(predicate: Arc<dyn PhysicalExpr>, pruned: Count) -> Self {
-        BatchFilter {
-            prune_only: true,
-            ..BatchFilter::new(predicate, pruned)
         }
     }
 
@@ -156,23 +122,23 @@ impl BatchFilter {
         zone_map::may_match(batch, &self.bounds)
     }
 
-    /// The rows of `batch` the filter keeps.
-    fn apply(&mut self, batch: RecordBatch) -> Result<RecordBatch> {
+    /// The rows of `batch` the filter keeps; `None` when it keeps none.
+    fn apply(&mut self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         if batch.num_rows() == 0 {
-            return Ok(batch);
+            return Ok(None);
         }
         if !self.may_match(&batch) {
             self.pruned.add(1);
-            return Ok(batch.slice(0, 0));
+            return Ok(None);
         }
-        if self.prune_only || self.useless() {
-            return Ok(batch);
+        if self.useless() {
+            return Ok(Some(batch));
         }
         let keep = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
         let kept = filter_record_batch(&batch, keep.as_boolean())?;
         self.rows_in += batch.num_rows();
         self.rows_kept += kept.num_rows();
-        Ok(kept)
+        Ok((kept.num_rows() > 0).then_some(kept))
     }
 
     /// Whether evaluating the filter has cost more than it saved so far
@@ -190,17 +156,25 @@ pub(crate) fn filter_stream(
     mut filters: Vec<BatchFilter>,
 ) -> SendableRecordBatchStream {
     let schema = stream.schema();
-    let filtered = stream.map(move |b| b.and_then(|b| apply_filters(b, &mut filters)));
+    // Batches left empty are not passed on: slicing every column of a
+    // dropped batch to an empty one cost more than the zone-map check.
+    let filtered = stream.filter_map(move |b| {
+        let kept = b.and_then(|b| apply_filters(b, &mut filters)).transpose();
+        futures::future::ready(kept)
+    });
     Box::pin(RecordBatchStreamAdapter::new(schema, filtered))
 }
 
-/// The rows of `batch` every filter keeps.
-fn apply_filters(batch: RecordBatch, filters: &mut [BatchFilter]) -> Result<RecordBatch> {
+/// The rows of `batch` every filter keeps, `None` if none.
+fn apply_filters(batch: RecordBatch, filters: &mut [BatchFilter]) -> Result<Option<RecordBatch>> {
     let mut batch = batch;
     for f in filters {
-        batch = f.apply(batch)?;
+        match f.apply(batch)? {
+            Some(kept) => batch = kept,
+            None => return Ok(None),
+        }
     }
-    Ok(batch)
+    Ok(Some(batch))
 }
 
 impl DataSource for LiveSource {
@@ -210,28 +184,20 @@ impl DataSource for LiveSource {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let stream = self.inner.open(partition, context)?;
-        if !self.filters_batches() {
+        if self.filters.is_empty() {
             return Ok(stream);
         }
         let pruned = MetricBuilder::new(&self.metrics).counter("batches_pruned", partition);
         let filters: Vec<BatchFilter> = self
-            .pruning
+            .filters
             .iter()
-            .map(|p| BatchFilter::pruning(Arc::clone(p), pruned.clone()))
-            .chain(
-                self.filters
-                    .iter()
-                    .map(|f| BatchFilter::new(Arc::clone(f), pruned.clone())),
-            )
+            .map(|f| BatchFilter::new(Arc::clone(f), pruned.clone()))
             .collect();
         Ok(filter_stream(stream, filters))
     }
 
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         self.inner.fmt_as(t, f)?;
-        if let Some(p) = &self.pruning {
-            write!(f, ", pruning_predicate={p}")?;
-        }
         if !self.filters.is_empty() {
             let shown: Vec<String> = self.filters.iter().map(|e| e.to_string()).collect();
             write!(f, ", runtime_filters=[{}]", shown.join(", "))?;
@@ -273,7 +239,7 @@ impl DataSource for LiveSource {
 
     fn with_fetch(&self, limit: Option<usize>) -> Option<Arc<dyn DataSource>> {
         // A limit applied before the filters would cut rows the filters keep.
-        if self.filters_batches() {
+        if !self.filters.is_empty() {
             return None;
         }
         self.inner.with_fetch(limit).map(|inner| self.wrap(inner))
@@ -292,7 +258,7 @@ impl DataSource for LiveSource {
         projection: &ProjectionExprs,
     ) -> Result<Option<Arc<dyn DataSource>>> {
         // The filters are bound to the current output columns.
-        if self.filters_batches() {
+        if !self.filters.is_empty() {
             return Ok(None);
         }
         Ok(self
@@ -340,7 +306,7 @@ impl DataSource for LiveSource {
         if self.inner.apply_expressions(f)? == TreeNodeRecursion::Stop {
             return Ok(TreeNodeRecursion::Stop);
         }
-        for e in self.pruning.iter().chain(&self.filters) {
+        for e in &self.filters {
             if f(e)? == TreeNodeRecursion::Stop {
                 return Ok(TreeNodeRecursion::Stop);
             }
@@ -378,7 +344,7 @@ mod tests {
         let mut f = BatchFilter::new(filter, Count::new());
         let kept: usize = batches()
             .into_iter()
-            .map(|b| f.apply(b).unwrap().num_rows())
+            .map(|b| f.apply(b).unwrap().map_or(0, |k| k.num_rows()))
             .sum();
         (kept, f.rows_in)
     }
@@ -398,24 +364,5 @@ mod tests {
         let (kept, evaluated) = run(keeps_almost_all(&schema));
         assert_eq!(evaluated, 40_000);
         assert_eq!(kept, 40_000 - 400);
-    }
-
-    #[test]
-    fn a_pruning_predicate_drops_batches_and_passes_the_rest_whole() {
-        let schema = batches().remove(0).schema();
-        // k >= 2500 AND k % 100 <> 7: batches 0 and 1 are out by their
-        // bounds; the others pass with every row, 2500..2999 included.
-        let k = col("k", &schema).unwrap();
-        let from = binary(k, Operator::GtEq, lit(2500i64), &schema).unwrap();
-        let pred = binary(from, Operator::And, keeps_almost_all(&schema), &schema).unwrap();
-        let pruned = Count::new();
-        let mut f = BatchFilter::pruning(pred, pruned.clone());
-        let kept: usize = batches()
-            .into_iter()
-            .map(|b| f.apply(b).unwrap().num_rows())
-            .sum();
-        assert_eq!(pruned.value(), 2);
-        assert_eq!(kept, 38_000, "rows of the batches kept are not filtered");
-        assert_eq!(f.rows_in, 0, "the predicate is not evaluated row by row");
     }
 }

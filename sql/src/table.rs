@@ -3,7 +3,8 @@
 //!
 //! - `scan` unions the Parquet segments (deletion vectors applied as row
 //!   selections, filters pushed into the Parquet reader for statistics
-//!   pruning) with the in-memory buffers.
+//!   pruning) with the in-memory buffers and cached segments (batches
+//!   whose min/max rule the filters out left out).
 //! - `insert_into` returns a [`DataSinkExec`] whose sink stages rows in the
 //!   session's statement write set.
 //! - `delete_from` / `update` return a [`DmlExec`] that finds the matching
@@ -51,6 +52,7 @@ use crate::error::SqlError;
 use crate::live_source::LiveSource;
 use crate::session::SessionShared;
 use crate::txn::{PENDING_SOURCE, WriteSet};
+use crate::zone_map::{self, Bound};
 
 /// A stored table as seen by one session.
 #[derive(Debug)]
@@ -72,12 +74,18 @@ impl ProvTable {
     }
 
     /// Committed rows still live in memory buffers plus the open
-    /// transaction's inserts, with deleted rows removed.
-    fn memory_batches(&self, snap: &TableSnapshot, txn: &WriteSet) -> Result<Vec<RecordBatch>> {
+    /// transaction's inserts, with deleted rows removed (and committed
+    /// batches `bounds` rule out left out).
+    fn memory_batches(
+        &self,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        bounds: &[Bound],
+    ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for m in &snap.memtables {
             let extra = txn.deletes.get(&(self.id(), m.id)).map(|(p, _)| p);
-            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra))?;
+            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra), bounds)?;
         }
         out.extend(pending_rows(txn, self.id())?);
         out.retain(|b| b.num_rows() > 0);
@@ -85,24 +93,31 @@ impl ProvTable {
     }
 
     /// Append the rows of `batches` (one source, in position order) not in
-    /// `dv`, in the table's current schema.
+    /// `dv`, in the table's current schema, leaving out the batches whose
+    /// min/max rule out a bound of `bounds` (checked before deleted rows
+    /// are removed: the batch's arrays are the ones whose min/max is kept).
     fn push_live(
         &self,
         out: &mut Vec<RecordBatch>,
         batches: &[RecordBatch],
         dv: &RoaringBitmap,
+        bounds: &[Bound],
     ) -> Result<()> {
         let schema = self.def.schema_ref();
         let mut pos = 0u32;
         for b in batches {
+            let n = b.num_rows();
+            let first = pos;
+            pos += n as u32;
             let b = provdb_storage::maintenance::adapt_batch(b, &schema)
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let n = b.num_rows();
-            out.push(match provdb_storage::dv::live_mask(dv, pos, n) {
+            if !zone_map::may_match(&b, bounds) {
+                continue;
+            }
+            out.push(match provdb_storage::dv::live_mask(dv, first, n) {
                 Some(mask) => filter_record_batch(&b, &mask)?,
                 None => b,
             });
-            pos += n as u32;
         }
         Ok(())
     }
@@ -113,6 +128,7 @@ impl ProvTable {
         &self,
         snap: &TableSnapshot,
         txn: &WriteSet,
+        bounds: &[Bound],
     ) -> Result<(Vec<RecordBatch>, Vec<SegmentSnapshot>)> {
         if !self.storage.segment_cache_enabled() {
             return Ok((Vec::new(), snap.segments.clone()));
@@ -126,7 +142,7 @@ impl ProvTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
-            self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra))?;
+            self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra), bounds)?;
         }
         rows.retain(|b| b.num_rows() > 0);
         Ok((rows, Vec::new()))
@@ -519,22 +535,21 @@ impl TableProvider for ProvTable {
             return Ok(plan);
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let (mut mem, files) = self.cached_segments(&snap, &txn).await?;
+        // A limit is pushed down only without filters, but do not rely on it.
+        let bounds = match limit {
+            None => self.pruning_bounds(state, filters),
+            Some(_) => Vec::new(),
+        };
+        let (mut mem, files) = self.cached_segments(&snap, &txn, &bounds).await?;
         if let Some(p) = self.parquet_scan(state, &files, &txn, projection, filters, limit)? {
             inputs.push(p);
         }
-        mem.extend(self.memory_batches(&snap, &txn)?);
+        mem.extend(self.memory_batches(&snap, &txn, &bounds)?);
         if !mem.is_empty() || inputs.is_empty() {
             let parts = partitions(mem, state.config().target_partitions());
             let src = MemorySourceConfig::try_new(&parts, self.schema(), projection.cloned())?
                 .with_limit(limit);
-            let pruning = match limit {
-                None => self.pruning_predicate(state, projection, filters),
-                Some(_) => None, // rows past a limit are not read anyway
-            };
-            inputs.push(DataSourceExec::from_data_source(
-                LiveSource::new(src).with_pruning(pruning),
-            ));
+            inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
         }
         if inputs.len() == 1 {
             return Ok(inputs.remove(0));
@@ -608,24 +623,22 @@ fn unsupported_subquery(e: DataFusionError) -> DataFusionError {
 }
 
 impl ProvTable {
-    /// The scan's filters as one predicate over the projected columns, for
-    /// dropping in-memory batches by their min/max ([`LiveSource`]); `None`
-    /// when they imply no column bound or name a column not projected.
-    fn pruning_predicate(
-        &self,
-        state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        filters: &[Expr],
-    ) -> Option<Arc<dyn PhysicalExpr>> {
-        let pred = filters.iter().cloned().reduce(|a, b| a.and(b))?;
-        let schema = match projection {
-            Some(p) => self.def.schema.project(p).ok()?,
-            None => self.def.schema.as_ref().clone(),
+    /// The column bounds the scan's filters imply (`column <op> literal`
+    /// terms of their conjunction), over the table's columns: in-memory
+    /// batches whose min/max rule one out are not scanned
+    /// ([`crate::zone_map`]). The rows of the others are still filtered by
+    /// the `FilterExec` above (the filters are pushed down inexact).
+    fn pruning_bounds(&self, state: &dyn Session, filters: &[Expr]) -> Vec<Bound> {
+        let Some(pred) = filters.iter().cloned().reduce(|a, b| a.and(b)) else {
+            return Vec::new();
         };
-        let df_schema = DFSchema::try_from(schema).ok()?;
-        let physical = state.create_physical_expr(pred, &df_schema).ok()?;
-        let has_bounds = !crate::zone_map::bounds(&physical).is_empty();
-        has_bounds.then_some(physical)
+        let Ok(df_schema) = DFSchema::try_from(self.def.schema.as_ref().clone()) else {
+            return Vec::new();
+        };
+        match state.create_physical_expr(pred, &df_schema) {
+            Ok(physical) => zone_map::bounds(&physical),
+            Err(_) => Vec::new(), // a subquery, say: nothing to prune by
+        }
     }
 
     fn physical_filter(

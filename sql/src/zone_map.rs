@@ -3,10 +3,10 @@
 //! batch the filter cannot match without looking at its rows.
 //!
 //! Batches come from the segment cache and the table buffers and are
-//! shared, immutable Arrow arrays, so a batch's min/max is computed once and
-//! kept, keyed by the array's buffer address, offset and length. An entry
-//! holds a reference to its array: the address cannot be reused for other
-//! data while the entry exists. The arrays kept that way are bounded
+//! shared, immutable Arrow arrays (the same `Arc` from one query to the
+//! next), so a batch's min/max is computed once and kept, keyed by the
+//! array's address. An entry holds a reference to its array: the address
+//! cannot be reused for another array while the entry exists. The arrays kept that way are bounded
 //! ([`PINNED_BYTES`]), the oldest entries dropped first.
 //!
 //! Filters are read as the conjunction DataFusion's hash join and top-k
@@ -19,7 +19,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::min_max::{MaxAccumulator, MinAccumulator};
 use datafusion::logical_expr::{Accumulator, Operator};
@@ -111,7 +110,7 @@ fn bound_may_match(b: &Bound, min: &ScalarValue, max: &ScalarValue) -> bool {
     }
 }
 
-type Key = (usize, usize, usize, DataType);
+type Key = usize;
 
 struct Entry {
     _array: ArrayRef,
@@ -131,16 +130,9 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::defaul
 /// The non-null minimum and maximum of `array`, None when it holds no
 /// non-null value or the type has no order. Cached per array.
 pub fn min_max(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
-    let data = array.to_data();
-    let Some(buffer) = data.buffers().first() else {
-        return compute(array);
-    };
-    let key: Key = (
-        buffer.as_ptr() as usize,
-        data.offset(),
-        data.len(),
-        data.data_type().clone(),
-    );
+    // The array's own allocation: an entry holds the array, so the address
+    // names it for as long as the entry exists.
+    let key: Key = Arc::as_ptr(array) as *const () as usize;
     if let Some(e) = CACHE.lock().entries.get(&key) {
         return e.min_max.clone();
     }
@@ -161,7 +153,7 @@ pub fn min_max(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
             bytes,
             min_max: min_max.clone(),
         };
-        if cache.entries.insert(key.clone(), entry).is_none() {
+        if cache.entries.insert(key, entry).is_none() {
             cache.order.push_back(key);
             cache.pinned += bytes;
         }
@@ -185,7 +177,7 @@ fn compute(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::physical_expr::expressions::{binary, col, lit};
 
     fn batch() -> RecordBatch {
