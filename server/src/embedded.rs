@@ -61,6 +61,9 @@ async fn print_output(
             .map_err(io)
         }
         QueryOutput::Command(tag) => {
+            if let Some(notice) = tag.notice {
+                writeln!(out, "NOTICE:  {notice}").map_err(io)?;
+            }
             let msg: pgwire::messages::response::CommandComplete = wire_tag(&tag).into();
             writeln!(out, "{}", msg.tag).map_err(io)
         }

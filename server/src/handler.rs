@@ -272,6 +272,19 @@ where
     Ok(())
 }
 
+/// A command's NOTICE, if it has one, then its CommandComplete.
+async fn send_command<C>(client: &mut C, tag: &CommandTag) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin,
+    PgWireError: From<C::Error>,
+{
+    if let Some(text) = tag.notice {
+        let info = ErrorInfo::new("NOTICE".into(), "00000".into(), text.into());
+        send(client, PgWireBackendMessage::NoticeResponse(info.into())).await?;
+    }
+    send(client, complete(wire_tag(tag))).await
+}
+
 fn complete(tag: Tag) -> PgWireBackendMessage {
     PgWireBackendMessage::CommandComplete(tag.into())
 }
@@ -348,7 +361,7 @@ where
                 }
                 send(client, complete(Tag::new("SELECT").with_rows(done.rows))).await?;
             }
-            QueryOutput::Command(tag) => send(client, complete(wire_tag(&tag))).await?,
+            QueryOutput::Command(tag) => send_command(client, &tag).await?,
             QueryOutput::Empty => {
                 send(
                     client,
@@ -566,7 +579,7 @@ impl ConnectionHandler {
                 }
                 return fetched;
             }
-            QueryOutput::Command(tag) => send(client, complete(wire_tag(&tag))).await,
+            QueryOutput::Command(tag) => send_command(client, &tag).await,
             QueryOutput::Empty => {
                 send(
                     client,

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
-    AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateView, GeneratedAs, Ident,
-    ObjectName, ObjectNamePart, ObjectType, SequenceOptions, Statement, TableConstraint,
+    AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateView, Expr, GeneratedAs,
+    Ident, IndexColumn, ObjectName, ObjectNamePart, ObjectType, SequenceOptions, Statement,
+    TableConstraint,
 };
 use provdb_storage::{TableDef, WalOp};
 use serde_json::json;
@@ -18,6 +19,11 @@ use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
 use crate::sequence::{SequenceDef, sequence_key};
 use crate::session::{CommandTag, Session};
 use crate::types::{arrow_type, is_serial};
+
+/// The notice `CREATE INDEX` and `DROP INDEX` answer with.
+pub(crate) const NO_INDEXES: &str = "provdb keeps no secondary indexes; the statement changes \
+nothing (scans skip batches by their min/max values, joins filter at run time, primary keys \
+are indexed)";
 
 /// An identifier as PostgreSQL folds it: unquoted → lower case.
 pub fn ident(i: &Ident) -> String {
@@ -454,6 +460,47 @@ impl Session {
             key: schema_key(name),
         });
         Ok(ops)
+    }
+
+    /// `CREATE INDEX`: provdb keeps no secondary indexes (scans skip
+    /// batches by their min/max, hash joins filter their probe side at run
+    /// time, primary keys are indexed), so the statement creates nothing.
+    /// It is checked like PostgreSQL checks it — the table and the named
+    /// columns must exist — and answered with a notice saying so, so that
+    /// scripts written for PostgreSQL run unchanged and nobody is misled.
+    pub(crate) fn create_index(
+        &self,
+        table: &ObjectName,
+        columns: &[IndexColumn],
+    ) -> SqlResult<CommandTag> {
+        let def = self.resolve_table(table)?.ok_or_else(|| {
+            SqlError::new("42P01", format!("relation \"{table}\" does not exist"))
+        })?;
+        for c in columns {
+            if let Expr::Identifier(id) = &c.column.expr {
+                let name = ident(id);
+                if def.schema.field_with_name(&name).is_err() {
+                    return Err(SqlError::new(
+                        "42703",
+                        format!("column \"{name}\" does not exist"),
+                    ));
+                }
+            }
+        }
+        Ok(CommandTag::new("CREATE INDEX").with_notice(NO_INDEXES))
+    }
+
+    /// The stored table `name` names: qualified, or the first schema of the
+    /// search path that holds it.
+    fn resolve_table(&self, name: &ObjectName) -> SqlResult<Option<TableDef>> {
+        let storage = &self.db.shared.storage;
+        if name.0.len() > 1 {
+            let (schema, table) = split_name(name, "")?;
+            return Ok(storage.table_by_name(&schema, &table));
+        }
+        let (_, table) = split_name(name, "")?;
+        let path = self.shared.search_path.read().clone();
+        Ok(path.iter().find_map(|s| storage.table_by_name(s, &table)))
     }
 
     pub(crate) async fn alter_table(

@@ -62,6 +62,8 @@ pub struct CommandTag {
     pub command: String,
     /// Row count for INSERT/UPDATE/DELETE/COPY/SELECT-like commands.
     pub rows: Option<u64>,
+    /// A notice for the client (PostgreSQL's NOTICE), sent before the tag.
+    pub notice: Option<&'static str>,
 }
 
 impl CommandTag {
@@ -69,13 +71,18 @@ impl CommandTag {
         CommandTag {
             command: command.into(),
             rows: None,
+            notice: None,
         }
     }
     pub fn with_rows(command: impl Into<String>, rows: u64) -> Self {
         CommandTag {
-            command: command.into(),
             rows: Some(rows),
+            ..CommandTag::new(command)
         }
+    }
+    pub fn with_notice(mut self, notice: &'static str) -> Self {
+        self.notice = Some(notice);
+        self
     }
 }
 
@@ -1053,11 +1060,13 @@ impl Session {
                 .create_sequence(name, *if_not_exists, sequence_options)
                 .await
                 .map(C),
-            Statement::CreateIndex(_) => Ok(C(CommandTag::new("CREATE INDEX"))),
+            Statement::CreateIndex(ci) => self.create_index(&ci.table_name, &ci.columns).map(C),
             Statement::Drop {
                 object_type: ObjectType::Index,
                 ..
-            } => Ok(C(CommandTag::new("DROP INDEX"))),
+            } => Ok(C(
+                CommandTag::new("DROP INDEX").with_notice(crate::ddl::NO_INDEXES)
+            )),
             Statement::Drop { .. } => self.drop_objects(&stmt).await.map(C),
             Statement::AlterTable(at) => self
                 .alter_table(&at.name, at.if_exists, &at.operations)

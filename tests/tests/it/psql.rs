@@ -109,6 +109,14 @@ fn psql_simple_queries_and_script_errors() {
         &["-A", "-t", "-c", "SELECT id, name FROM ps ORDER BY id"],
     );
     assert_eq!(out, "1|one\n2|two\n3|\n");
+    // CREATE INDEX creates nothing and says so in a NOTICE
+    let out = psql(&server, &["-c", "CREATE INDEX ON ps (name)"], None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        err.contains("NOTICE:  provdb keeps no secondary indexes"),
+        "stderr: {err}"
+    );
     // aligned output with header and row count footer
     let out = psql_ok(&server, &["-c", "SELECT count(*) AS n FROM ps"]);
     assert!(
