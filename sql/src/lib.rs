@@ -15,7 +15,9 @@
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`live_source`] — the in-memory scan source, with run-time join filters.
-//! - [`zone_map`] — per-batch min/max and the bounds a run-time filter implies.
+//! - [`zone_map`] — per-batch min/max and the bounds a filter implies.
+//! - [`memo_cast`] — casts of stored text columns, computed once per array.
+//! - [`array_memo`] — results derived from immutable arrays, kept per array.
 //! - [`txn`] — uncommitted writes of a statement and of a transaction.
 //! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
 //! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.
@@ -25,6 +27,7 @@
 //! - [`functions`] — PostgreSQL functions clients expect.
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
 
+pub mod array_memo;
 pub mod catalog;
 pub mod copy;
 pub mod copy_stmt;
@@ -38,6 +41,7 @@ pub mod information_schema;
 mod kept_physical;
 pub mod lineage;
 pub mod live_source;
+pub mod memo_cast;
 pub mod output_names;
 pub mod parallelism;
 mod planning_state;

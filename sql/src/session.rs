@@ -316,6 +316,7 @@ impl Session {
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
         let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&db.shared.runtime));
         ctx.add_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation));
+        ctx.add_optimizer_rule(Arc::new(crate::memo_cast::MemoCasts));
         let catalog = SessionCatalog {
             db: Arc::clone(&db.shared),
             session: Arc::clone(&shared),

@@ -4,10 +4,8 @@
 //!
 //! Batches come from the segment cache and the table buffers and are
 //! shared, immutable Arrow arrays (the same `Arc` from one query to the
-//! next), so a batch's min/max is computed once and kept, keyed by the
-//! array's address. An entry holds a reference to its array: the address
-//! cannot be reused for another array while the entry exists. The arrays kept that way are bounded
-//! ([`PINNED_BYTES`]), the oldest entries dropped first.
+//! next), so a batch's min/max is computed once and kept
+//! ([`crate::array_memo`], at most [`PINNED_BYTES`] of arrays pinned).
 //!
 //! Filters are read as the conjunction DataFusion's hash join and top-k
 //! produce (`k >= 3 AND k <= 9 AND k IN (...)`), or a statement's own
@@ -15,8 +13,7 @@
 //! ignored (a batch is only dropped when a bound proves no row can pass).
 //! Floating-point terms are ignored too (see [`bound`]).
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
 use datafusion::common::ScalarValue;
@@ -26,7 +23,8 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_expr::split_conjunction;
 use datafusion::physical_expr_common::physical_expr::snapshot_physical_expr;
-use parking_lot::Mutex;
+
+use crate::array_memo::ArrayMemo;
 
 /// Most bytes of arrays the cache keeps alive.
 pub const PINNED_BYTES: usize = 64 << 20;
@@ -110,55 +108,19 @@ fn bound_may_match(b: &Bound, min: &ScalarValue, max: &ScalarValue) -> bool {
     }
 }
 
-type Key = usize;
-
-struct Entry {
-    _array: ArrayRef,
-    bytes: usize,
-    min_max: Option<(ScalarValue, ScalarValue)>,
-}
-
-#[derive(Default)]
-struct Cache {
-    entries: HashMap<Key, Entry>,
-    order: VecDeque<Key>,
-    pinned: usize,
-}
-
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| Mutex::new(Cache::default()));
+/// Min/max per array (the arrays are pinned: at most this many bytes).
+static MIN_MAX: ArrayMemo<Option<(ScalarValue, ScalarValue)>> = ArrayMemo::new(PINNED_BYTES);
 
 /// The non-null minimum and maximum of `array`, None when it holds no
 /// non-null value or the type has no order. Cached per array.
 pub fn min_max(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
-    // The array's own allocation: an entry holds the array, so the address
-    // names it for as long as the entry exists.
-    let key: Key = Arc::as_ptr(array) as *const () as usize;
-    if let Some(e) = CACHE.lock().entries.get(&key) {
-        return e.min_max.clone();
+    if let Some(kept) = MIN_MAX.get(array) {
+        return kept;
     }
-    let min_max = compute(array);
-    let bytes = array.get_array_memory_size();
-    if bytes <= PINNED_BYTES {
-        let mut cache = CACHE.lock();
-        while cache.pinned + bytes > PINNED_BYTES {
-            let Some(old) = cache.order.pop_front() else {
-                break;
-            };
-            if let Some(e) = cache.entries.remove(&old) {
-                cache.pinned -= e.bytes;
-            }
-        }
-        let entry = Entry {
-            _array: Arc::clone(array),
-            bytes,
-            min_max: min_max.clone(),
-        };
-        if cache.entries.insert(key, entry).is_none() {
-            cache.order.push_back(key);
-            cache.pinned += bytes;
-        }
-    }
-    min_max
+    let value = compute(array);
+    let bytes = value.as_ref().map_or(0, |(lo, hi)| lo.size() + hi.size());
+    MIN_MAX.insert(array, value.clone(), bytes);
+    value
 }
 
 fn compute(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
