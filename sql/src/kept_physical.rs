@@ -209,9 +209,9 @@ impl KeptPhysical {
     /// general way has been timed once, and one over many (which the
     /// general way plans in parallel) once it has been timed [`TRIALS`]
     /// times, so that the kept plan, in one partition, is judged against a
-    /// fair time. Only the latter has hash-join filters
-    /// renewed at each run. A plan kept in the other mode (the tables grew
-    /// or shrank past [`crate::parallelism::SERIAL_ROWS`]) is planned again.
+    /// fair time. Only the latter has hash-join filters renewed at each run.
+    /// A plan kept in the other mode (the tables grew or shrank past
+    /// [`crate::parallelism::SERIAL_ROWS`]) is planned again.
     pub(crate) fn mode(&self, rows: u64) -> Option<Mode> {
         let timed = self.timings.lock().general_runs;
         if crate::parallelism::is_small(rows) {
