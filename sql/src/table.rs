@@ -166,19 +166,15 @@ impl ProvTable {
         segments: &[SegmentSnapshot],
         txn: &WriteSet,
         projection: Option<&Vec<usize>>,
-        filters: &[Expr],
+        predicate: Option<&Arc<dyn PhysicalExpr>>,
         limit: Option<usize>,
     ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         if segments.is_empty() {
             return Ok(None);
         }
-        let schema = self.def.schema_ref();
         let mut source = self.parquet_source(state.runtime_env())?;
-        if let Some(pred) = filters.iter().cloned().reduce(|a, b| a.and(b)) {
-            let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-            if let Ok(p) = state.create_physical_expr(pred, &df_schema) {
-                source = source.with_predicate(p);
-            }
+        if let Some(p) = predicate {
+            source = source.with_predicate(Arc::clone(p));
         }
         let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_limit(limit)
@@ -535,13 +531,19 @@ impl TableProvider for ProvTable {
             return Ok(plan);
         }
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        // A limit is pushed down only without filters, but do not rely on it.
-        let bounds = match limit {
-            None => self.pruning_bounds(state, filters),
-            Some(_) => Vec::new(),
+        // The filters as one predicate (none when one cannot be planned
+        // alone, a subquery say): row-group pruning for Parquet segments,
+        // min/max bounds for in-memory batches. A limit is pushed down only
+        // without filters, but do not rely on it.
+        let predicate = self.physical_filter(state, filters.to_vec()).ok().flatten();
+        let bounds = match (&predicate, limit) {
+            (Some(p), None) => zone_map::bounds(p),
+            _ => Vec::new(),
         };
         let (mut mem, files) = self.cached_segments(&snap, &txn, &bounds).await?;
-        if let Some(p) = self.parquet_scan(state, &files, &txn, projection, filters, limit)? {
+        let parquet =
+            self.parquet_scan(state, &files, &txn, projection, predicate.as_ref(), limit)?;
+        if let Some(p) = parquet {
             inputs.push(p);
         }
         mem.extend(self.memory_batches(&snap, &txn, &bounds)?);
@@ -623,24 +625,6 @@ fn unsupported_subquery(e: DataFusionError) -> DataFusionError {
 }
 
 impl ProvTable {
-    /// The column bounds the scan's filters imply (`column <op> literal`
-    /// terms of their conjunction), over the table's columns: in-memory
-    /// batches whose min/max rule one out are not scanned
-    /// ([`crate::zone_map`]). The rows of the others are still filtered by
-    /// the `FilterExec` above (the filters are pushed down inexact).
-    fn pruning_bounds(&self, state: &dyn Session, filters: &[Expr]) -> Vec<Bound> {
-        let Some(pred) = filters.iter().cloned().reduce(|a, b| a.and(b)) else {
-            return Vec::new();
-        };
-        let Ok(df_schema) = DFSchema::try_from(self.def.schema.as_ref().clone()) else {
-            return Vec::new();
-        };
-        match state.create_physical_expr(pred, &df_schema) {
-            Ok(physical) => zone_map::bounds(&physical),
-            Err(_) => Vec::new(), // a subquery, say: nothing to prune by
-        }
-    }
-
     fn physical_filter(
         &self,
         state: &dyn Session,
