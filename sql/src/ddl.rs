@@ -473,9 +473,14 @@ impl Session {
         table: &ObjectName,
         columns: &[IndexColumn],
     ) -> SqlResult<CommandTag> {
-        let def = self.resolve_table(table)?.ok_or_else(|| {
-            SqlError::new("42P01", format!("relation \"{table}\" does not exist"))
-        })?;
+        // Found as COPY and ALTER TABLE find their table.
+        let (schema, name) = split_name(table, &self.current_schema())?;
+        let def = self
+            .db
+            .shared
+            .storage
+            .table_by_name(&schema, &name)
+            .ok_or_else(|| SqlError::new("42P01", format!("relation \"{name}\" does not exist")))?;
         for c in columns {
             if let Expr::Identifier(id) = &c.column.expr {
                 let name = ident(id);
@@ -488,19 +493,6 @@ impl Session {
             }
         }
         Ok(CommandTag::new("CREATE INDEX").with_notice(NO_INDEXES))
-    }
-
-    /// The stored table `name` names: qualified, or the first schema of the
-    /// search path that holds it.
-    fn resolve_table(&self, name: &ObjectName) -> SqlResult<Option<TableDef>> {
-        let storage = &self.db.shared.storage;
-        if name.0.len() > 1 {
-            let (schema, table) = split_name(name, "")?;
-            return Ok(storage.table_by_name(&schema, &table));
-        }
-        let (_, table) = split_name(name, "")?;
-        let path = self.shared.search_path.read().clone();
-        Ok(path.iter().find_map(|s| storage.table_by_name(s, &table)))
     }
 
     pub(crate) async fn alter_table(
