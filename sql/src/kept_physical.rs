@@ -352,16 +352,14 @@ impl KeptPhysical {
         run: &Run<'_>,
     ) -> Result<Option<Planned>> {
         {
-            let mut slot = self.slot.lock();
+            let slot = self.slot.lock();
             match &*slot {
                 Slot::Refused => return Ok(None),
                 // In use by another execution.
                 Slot::Ready(r) if r.epoch == run.epoch && r.mode == run.mode => return Ok(None),
-                Slot::Empty => {
-                    *slot = Slot::Seen;
-                    return Ok(None);
-                }
-                Slot::Seen | Slot::Ready(_) => {}
+                // (Empty is not met here: `mode` lets no execution run a
+                // kept plan before a general one has been timed.)
+                Slot::Empty | Slot::Seen | Slot::Ready(_) => {}
             }
         }
         let params = Arc::new(ParamSlot(RwLock::new(values.to_vec())));

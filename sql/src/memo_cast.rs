@@ -97,14 +97,9 @@ fn memo_cast(expr: Expr) -> Result<Transformed<Expr>> {
     )))
 }
 
-/// Types a cast from text parses into.
+/// Types a cast from text parses into (numbers include decimals).
 fn parsed_type(t: &DataType) -> bool {
-    t.is_numeric()
-        || t.is_temporal()
-        || matches!(
-            t,
-            DataType::Boolean | DataType::Decimal128(..) | DataType::Decimal256(..)
-        )
+    t.is_numeric() || t.is_temporal() || *t == DataType::Boolean
 }
 
 fn is_text(t: &DataType) -> bool {

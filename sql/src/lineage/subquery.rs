@@ -8,10 +8,10 @@
 //!
 //! A prepared statement is planned once instead: each subquery argument
 //! is prepared as a statement of its own and replaced by a hidden
-//! parameter numbered after the client's ([`hoist`]); an execution first runs the subqueries with
-//! the client's values (through their own kept plans) and binds their
-//! results to the hidden parameters, which the call reads when it runs
-//! (`udtf::BoundAtRun`). The statement is then planned once, like any
+//! parameter numbered after the client's ([`hoist`]); an execution first
+//! runs the subqueries with the client's values (through their own kept
+//! plans) and binds their results to the hidden parameters, which the call
+//! reads when it runs (`udtf::BoundAtRun`). The statement is then planned once, like any
 //! other. The subqueries run as statements of their own, just before it:
 //! they read a snapshot taken a moment earlier than the statement's.
 //!
