@@ -11,6 +11,10 @@
 //!    of small segments; garbage collection.
 //! 4. [`storage`] — the [`Storage`] handle: open/recover, commit, snapshots.
 //!
+//! A large atomic write can bypass steps 1-3 for its rows: a [`staged`]
+//! segment is written to Parquet first and attached by a commit that logs
+//! only its description.
+//!
 //! Rows are addressed by (source id, position). A buffer keeps its id and
 //! positions when flushed to a segment, so deletion vectors and the
 //! primary-key index ([`pk`]) stay valid across flushes; compaction remaps
@@ -27,6 +31,7 @@ pub mod pk;
 pub mod read;
 pub mod record;
 pub mod segment;
+pub mod staged;
 pub mod state;
 pub mod storage;
 pub mod table;
@@ -38,6 +43,7 @@ pub use observer::CommitObserver;
 pub use pk::RowAddr;
 pub use read::{RowMask, SourceRows};
 pub use record::WalOp;
+pub use staged::StagedSegment;
 pub use storage::{
     KeyedRow, MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
     slice_row,

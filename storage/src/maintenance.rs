@@ -106,6 +106,7 @@ pub async fn checkpoint(storage: &Storage) -> Result<()> {
         let path = segment::segment_path(&inner.prefix, table, mem.id);
         let batches = adapt_batches(mem.batches(), &schema)?;
         let meta = segment::write_segment(&inner.store, &path, mem.id, &schema, &batches).await?;
+        storage.sync_file(&path).await?;
         // the rows are in memory already: keep them hot for queries
         if inner.cache.enabled() {
             inner.cache.insert(&meta.path, batches);
@@ -167,8 +168,12 @@ fn install_flushed(storage: &Storage, written: Vec<(TableId, SourceId, Option<Se
         let mem = t.frozen.remove(idx);
         if let Some(meta) = meta {
             let dirty = !mem.dv.is_empty();
+            let file = st.segment_file(meta);
+            let Some(t) = st.tables.get_mut(&table) else {
+                continue;
+            };
             t.segments.push(SegmentState {
-                file: storage.new_segment_file(meta),
+                file,
                 dv: mem.dv,
                 dv_dirty: dirty,
             });
@@ -200,6 +205,7 @@ async fn persist_dirty_dvs(storage: &Storage) -> Result<Vec<(TableId, SourceId, 
             .store
             .put(&path, crate::dv::encode(&dv).into())
             .await?;
+        storage.sync_file(&path).await?;
         let mut st = inner.state.write();
         if let Some(s) = st
             .tables
@@ -320,7 +326,7 @@ fn manifest_files(m: &Manifest) -> HashSet<String> {
 /// Segment files still in memory (in use by the state or by snapshots) are
 /// tracked weakly: deleted only once every holder is gone.
 fn find_holder(storage: &Storage, path: &str) -> Option<Weak<SegmentFile>> {
-    storage.inner.files.lock().get(path).cloned()
+    storage.inner.state.read().files.get(path).cloned()
 }
 
 /// Delete queued garbage that nothing holds any more.
@@ -345,10 +351,14 @@ pub async fn collect_garbage(storage: &Storage) -> Result<()> {
     Ok(())
 }
 
-/// On open: delete files under `tables/` the manifest does not name.
+/// On open: delete files under `tables/` that neither the manifest nor the
+/// replayed log names (left by an interrupted flush, compaction or staged
+/// write).
 pub async fn collect_orphans(storage: &Storage) -> Result<()> {
     let inner = &storage.inner;
-    let keep = manifest_files(&inner.manifest.lock());
+    let mut keep = manifest_files(&inner.manifest.lock());
+    // segments attached by commits replayed after the manifest
+    keep.extend(inner.state.read().files.keys().cloned());
     let prefix = inner.prefix.clone().join("tables");
     let mut listing = inner.store.list(Some(&prefix));
     let mut orphans = Vec::new();
@@ -443,7 +453,10 @@ async fn compact_table(storage: &Storage, table: TableId) -> Result<bool> {
     let new_id = inner.state.write().alloc_source();
     let path = segment::segment_path(&inner.prefix, table, new_id);
     let meta = if next > 0 {
-        Some(segment::write_segment(&inner.store, &path, new_id, &schema, &out_batches).await?)
+        let meta =
+            segment::write_segment(&inner.store, &path, new_id, &schema, &out_batches).await?;
+        storage.sync_file(&path).await?;
+        Some(meta)
     } else {
         None
     };
@@ -478,6 +491,10 @@ fn install_compacted(
     out_batches: &[RecordBatch],
 ) -> Result<bool> {
     let mut st = storage.inner.state.write();
+    if !st.tables.contains_key(&table) {
+        return Ok(false);
+    }
+    let file = meta.map(|m| st.segment_file(m));
     let Some(t) = st.tables.get_mut(&table) else {
         return Ok(false);
     };
@@ -509,8 +526,8 @@ fn install_compacted(
         .position(|s| input_ids.contains(&s.file.meta.id))
         .unwrap_or(0);
     t.segments.retain(|s| !input_ids.contains(&s.file.meta.id));
-    if let Some(meta) = meta {
-        let new_id = meta.id;
+    if let Some(file) = file {
+        let new_id = file.meta.id;
         if let Some(pk) = t.pk.as_mut() {
             let mut pos = 0u32;
             for b in out_batches {
@@ -531,7 +548,7 @@ fn install_compacted(
         }
         let dirty = !dv.is_empty();
         let seg = SegmentState {
-            file: storage.new_segment_file(meta),
+            file,
             dv: Arc::new(dv),
             dv_dirty: dirty,
         };

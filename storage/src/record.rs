@@ -13,6 +13,7 @@ use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StorageError};
+use crate::segment::SegmentMeta;
 use crate::table::{SourceId, TableDef, TableId};
 
 /// One change, as logged in the WAL and applied to memory.
@@ -55,6 +56,13 @@ pub enum WalOp {
     Checkpoint {
         freezes: Vec<Freeze>,
     },
+    /// Add a Parquet segment written before the commit (a staged segment,
+    /// see [`crate::staged`]) to a table without a primary key. Its rows
+    /// are in the file, not in the log.
+    AttachSegment {
+        table: TableId,
+        segment: SegmentMeta,
+    },
 }
 
 /// One buffer freeze of a checkpoint.
@@ -63,6 +71,12 @@ pub struct Freeze {
     pub table: TableId,
     pub frozen: SourceId,
     pub next: SourceId,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AttachBody {
+    table: TableId,
+    segment: SegmentMeta,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -79,6 +93,7 @@ const TAG_DELETE: u8 = 5;
 const TAG_PUT_META: u8 = 6;
 const TAG_DEL_META: u8 = 7;
 const TAG_CHECKPOINT: u8 = 8;
+const TAG_ATTACH: u8 = 9;
 
 impl WalOp {
     /// Append this op's encoding to `out`: a tag byte, the body's length
@@ -115,6 +130,7 @@ impl WalOp {
             WalOp::PutMeta { .. } => TAG_PUT_META,
             WalOp::DeleteMeta { .. } => TAG_DEL_META,
             WalOp::Checkpoint { .. } => TAG_CHECKPOINT,
+            WalOp::AttachSegment { .. } => TAG_ATTACH,
         }
     }
 
@@ -158,6 +174,13 @@ impl WalOp {
                 Ok(())
             }
             WalOp::Checkpoint { freezes } => json_into(freezes, out),
+            WalOp::AttachSegment { table, segment } => json_into(
+                &AttachBody {
+                    table: *table,
+                    segment: segment.clone(),
+                },
+                out,
+            ),
         }
     }
 
@@ -227,6 +250,13 @@ impl WalOp {
             TAG_CHECKPOINT => WalOp::Checkpoint {
                 freezes: unjson(body)?,
             },
+            TAG_ATTACH => {
+                let b: AttachBody = unjson(body)?;
+                WalOp::AttachSegment {
+                    table: b.table,
+                    segment: b.segment,
+                }
+            }
             other => return Err(corrupt(format!("unknown op tag {other}"))),
         })
     }

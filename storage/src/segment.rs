@@ -90,6 +90,59 @@ fn writer_props(schema: &SchemaRef) -> WriterProperties {
     b.build()
 }
 
+/// Writes one Parquet segment batch by batch: a row group at a time is
+/// held (encoded) in memory, the rest is in the object store.
+pub struct SegmentWriter {
+    store: Arc<dyn ObjectStore>,
+    path: ObjPath,
+    inner: AsyncArrowWriter<BufWriter>,
+    rows: u64,
+}
+
+impl SegmentWriter {
+    pub fn new(store: &Arc<dyn ObjectStore>, path: &ObjPath, schema: &SchemaRef) -> Result<Self> {
+        let writer = BufWriter::new(Arc::clone(store), path.clone());
+        let inner =
+            AsyncArrowWriter::try_new(writer, Arc::clone(schema), Some(writer_props(schema)))?;
+        Ok(SegmentWriter {
+            store: Arc::clone(store),
+            path: path.clone(),
+            inner,
+            rows: 0,
+        })
+    }
+
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        self.inner.write(batch).await?;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Finish the file; `id` is the source id the segment will have.
+    pub async fn finish(self, id: SourceId) -> Result<SegmentMeta> {
+        let meta = self.inner.close().await?;
+        let row_groups: Vec<u64> = meta
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64)
+            .collect();
+        let bytes = self.store.head(&self.path).await?.size;
+        Ok(SegmentMeta {
+            id,
+            path: self.path.to_string(),
+            rows: self.rows,
+            bytes,
+            row_groups,
+            dv_path: None,
+        })
+    }
+}
+
 /// Write `batches` (all with `schema`) as one Parquet segment.
 pub async fn write_segment(
     store: &Arc<dyn ObjectStore>,
@@ -98,28 +151,11 @@ pub async fn write_segment(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<SegmentMeta> {
-    let writer = BufWriter::new(Arc::clone(store), path.clone());
-    let mut w = AsyncArrowWriter::try_new(writer, Arc::clone(schema), Some(writer_props(schema)))?;
-    let mut rows = 0u64;
+    let mut w = SegmentWriter::new(store, path, schema)?;
     for b in batches {
-        rows += b.num_rows() as u64;
         w.write(b).await?;
     }
-    let meta = w.close().await?;
-    let row_groups: Vec<u64> = meta
-        .row_groups()
-        .iter()
-        .map(|rg| rg.num_rows() as u64)
-        .collect();
-    let bytes = store.head(path).await?.size;
-    Ok(SegmentMeta {
-        id,
-        path: path.to_string(),
-        rows,
-        bytes,
-        row_groups,
-        dv_path: None,
-    })
+    w.finish(id).await
 }
 
 /// Read a segment's rows (optionally only some columns, returned in file

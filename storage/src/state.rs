@@ -5,7 +5,7 @@
 //! checkpoint/compaction installs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use arrow::array::RecordBatch;
 use roaring::RoaringBitmap;
@@ -15,7 +15,7 @@ use crate::error::{Result, StorageError};
 use crate::memtable::Memtable;
 use crate::pk::{PkIndex, PkKey, RowAddr};
 use crate::record::{Freeze, WalOp};
-use crate::segment::SegmentFile;
+use crate::segment::{SegmentFile, SegmentMeta};
 use crate::table::{SourceId, TableDef, TableId};
 
 /// A persisted segment and its current deletion vector.
@@ -119,6 +119,9 @@ pub struct State {
     pub applied_lsn: u64,
     /// Bumped by every DDL op, so layers above can cache schemas.
     pub ddl_version: u64,
+    /// Every segment file in memory, held weakly: a file the manifest no
+    /// longer names is deleted only once no snapshot holds it.
+    pub files: HashMap<String, Weak<SegmentFile>>,
 }
 
 impl State {
@@ -132,6 +135,15 @@ impl State {
         let id = SourceId(self.next_source_id);
         self.next_source_id += 1;
         id
+    }
+
+    /// The in-memory handle of a segment file, registered in [`State::files`].
+    pub fn segment_file(&mut self, meta: SegmentMeta) -> Arc<SegmentFile> {
+        let path = meta.path.clone();
+        let file = Arc::new(SegmentFile { meta });
+        self.files.retain(|_, w| w.strong_count() > 0);
+        self.files.insert(path, Arc::downgrade(&file));
+        file
     }
 
     fn note_source(&mut self, id: SourceId) {
@@ -196,6 +208,7 @@ impl State {
                 self.meta.remove(&key);
             }
             WalOp::Checkpoint { freezes } => self.apply_freezes(&freezes),
+            WalOp::AttachSegment { table, segment } => self.apply_attach(lsn, table, segment),
         }
         self.applied_lsn = self.applied_lsn.max(lsn);
         Ok(())
@@ -270,6 +283,24 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    fn apply_attach(&mut self, lsn: u64, table: TableId, segment: SegmentMeta) {
+        self.note_source(segment.id);
+        let present = self.tables.get(&table).map(|t| t.has_source(segment.id));
+        if present != Some(false) {
+            debug!(%table, source = %segment.id, "skipping the attach of a segment already present or of a dropped table");
+            return;
+        }
+        let file = self.segment_file(segment);
+        if let Some(t) = self.tables.get_mut(&table) {
+            t.data_lsn = lsn;
+            t.segments.push(SegmentState {
+                file,
+                dv: Arc::default(),
+                dv_dirty: false,
+            });
+        }
     }
 
     fn apply_freezes(&mut self, freezes: &[Freeze]) {
@@ -447,7 +478,36 @@ impl State {
                         .extend(encoded);
                 }
             }
+            WalOp::AttachSegment { table, segment } => {
+                self.validate_attach(*table, segment, group)?
+            }
             WalOp::PutMeta { .. } | WalOp::DeleteMeta { .. } | WalOp::Checkpoint { .. } => {}
+        }
+        Ok(())
+    }
+
+    fn validate_attach(
+        &self,
+        table: TableId,
+        segment: &SegmentMeta,
+        group: &GroupOverlay,
+    ) -> Result<()> {
+        let t = self.table(table)?;
+        if group.dropped.contains(&table) {
+            return Err(StorageError::NoSuchTable(table.to_string()));
+        }
+        if t.pk.is_some() {
+            return Err(StorageError::Invalid(format!(
+                "a staged segment cannot be attached to {}: it has a primary key",
+                t.def.qualified_name()
+            )));
+        }
+        if t.has_source(segment.id) {
+            return Err(StorageError::Invalid(format!(
+                "segment {} is attached to {} already",
+                segment.path,
+                t.def.qualified_name()
+            )));
         }
         Ok(())
     }
@@ -461,38 +521,7 @@ impl State {
         ints: Option<&mut IntKeys>,
     ) -> Result<()> {
         let t = self.table(table)?;
-        let schema = t.def.schema_ref();
-        let name = t.def.qualified_name();
-        if batch.num_columns() != schema.fields().len() {
-            return Err(StorageError::SchemaMismatch {
-                table: name,
-                detail: format!(
-                    "{} columns given, table has {}",
-                    batch.num_columns(),
-                    schema.fields().len()
-                ),
-            });
-        }
-        for (i, field) in schema.fields().iter().enumerate() {
-            let col = batch.column(i);
-            if col.data_type() != field.data_type() {
-                return Err(StorageError::SchemaMismatch {
-                    table: name,
-                    detail: format!(
-                        "column {} is {}, got {}",
-                        field.name(),
-                        field.data_type(),
-                        col.data_type()
-                    ),
-                });
-            }
-            if !field.is_nullable() && col.null_count() > 0 {
-                return Err(StorageError::NotNullViolation {
-                    table: t.def.name.clone(),
-                    column: field.name().clone(),
-                });
-            }
-        }
+        check_batch(&t.def, batch)?;
         let Some(pk) = &t.pk else { return Ok(()) };
         let keys = pk.keys(batch, false)?;
         let removed_g = group.keys_removed.get(&table);
@@ -517,6 +546,44 @@ impl State {
         }
         Ok(())
     }
+}
+
+/// Whether `batch` has the columns of `def`, with their types, and no NULL
+/// where the table forbids one.
+pub fn check_batch(def: &TableDef, batch: &RecordBatch) -> Result<()> {
+    let schema = def.schema_ref();
+    let name = def.qualified_name();
+    if batch.num_columns() != schema.fields().len() {
+        return Err(StorageError::SchemaMismatch {
+            table: name,
+            detail: format!(
+                "{} columns given, table has {}",
+                batch.num_columns(),
+                schema.fields().len()
+            ),
+        });
+    }
+    for (i, field) in schema.fields().iter().enumerate() {
+        let col = batch.column(i);
+        if col.data_type() != field.data_type() {
+            return Err(StorageError::SchemaMismatch {
+                table: name,
+                detail: format!(
+                    "column {} is {}, got {}",
+                    field.name(),
+                    field.data_type(),
+                    col.data_type()
+                ),
+            });
+        }
+        if !field.is_nullable() && col.null_count() > 0 {
+            return Err(StorageError::NotNullViolation {
+                table: def.name.clone(),
+                column: field.name().clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The error for a key that already exists (`key` as the client sees it).

@@ -137,9 +137,6 @@ pub(crate) struct Inner {
     pub write_locks: Mutex<HashMap<TableId, Arc<tokio::sync::Mutex<()>>>>,
     /// Files no longer in the manifest, deleted once no snapshot holds them.
     pub garbage: Mutex<Vec<crate::maintenance::Garbage>>,
-    /// Every segment file handed out, by path, held weakly: the garbage
-    /// collector deletes a file only when no snapshot holds it.
-    pub files: Mutex<HashMap<String, std::sync::Weak<SegmentFile>>>,
     /// Decoded segments kept in memory.
     pub cache: crate::cache::SegmentCache,
     /// Held (locked) while open; released by `close`.
@@ -210,12 +207,6 @@ impl Storage {
         let (store, store_url, prefix) = open_store(&opts)?;
         let manifest = Manifest::load(&opts.data_dir)?.unwrap_or_else(Manifest::empty);
         let mut state = recover_from_manifest(&store, &manifest).await?;
-        let files = state
-            .tables
-            .values()
-            .flat_map(|t| t.segments.iter())
-            .map(|s| (s.file.meta.path.clone(), Arc::downgrade(&s.file)))
-            .collect();
         let wal_dir = opts.data_dir.join("wal");
         let stats = wal::replay(&wal_dir, manifest.checkpoint_lsn, |lsn, ops| {
             state.apply_commit(lsn, ops)
@@ -256,7 +247,6 @@ impl Storage {
                 manifest: Mutex::new(manifest),
                 write_locks: Mutex::new(HashMap::new()),
                 garbage: Mutex::new(Vec::new()),
-                files: Mutex::new(files),
                 cache,
                 lock_file: Mutex::new(Some(lock)),
                 background: Mutex::new(None),
@@ -546,13 +536,28 @@ impl Storage {
     }
 
     /// Wrap a new segment's metadata, registering it for garbage collection.
-    pub(crate) fn new_segment_file(&self, meta: SegmentMeta) -> Arc<SegmentFile> {
-        let path = meta.path.clone();
-        let file = Arc::new(SegmentFile { meta });
-        let mut files = self.inner.files.lock();
-        files.retain(|_, w| w.strong_count() > 0);
-        files.insert(path, Arc::downgrade(&file));
-        file
+    /// Make a file written through the object store durable before a
+    /// manifest or a log record names it: object_store's local backend
+    /// writes without fsync. Remote stores are durable once a put returns.
+    pub(crate) async fn sync_file(&self, path: &ObjPath) -> Result<()> {
+        let Some(file) = self.local_path(path) else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || sync_file_and_dirs(&file))
+            .await
+            .map_err(|e| StorageError::Invalid(format!("fsync task failed: {e}")))?
+    }
+
+    /// Where `path` lives on the local file system, for local stores.
+    fn local_path(&self, path: &ObjPath) -> Option<PathBuf> {
+        let opts = &self.inner.opts;
+        match &opts.object_store_url {
+            None => Some(opts.data_dir.join("segments").join(path.as_ref())),
+            Some(_) if self.inner.store_url.scheme() == "file" => {
+                Some(Path::new("/").join(path.as_ref()))
+            }
+            Some(_) => None,
+        }
     }
 
     /// Delete segment and deletion-vector files that no manifest names
@@ -625,6 +630,16 @@ fn snapshot_of(t: &TableState) -> TableSnapshot {
 
 /// Build the in-memory state the manifest describes: tables, segments with
 /// their deletion vectors, and primary-key indexes rebuilt from the segments.
+/// fsync a file, its directory and the directory above (a table's segment
+/// directory is created with its first file).
+fn sync_file_and_dirs(file: &Path) -> Result<()> {
+    File::open(file).and_then(|f| f.sync_all()).at(file)?;
+    for dir in file.ancestors().skip(1).take(2) {
+        File::open(dir).and_then(|d| d.sync_all()).at(dir)?;
+    }
+    Ok(())
+}
+
 async fn recover_from_manifest(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Result<State> {
     let mut state = State {
         meta: m.meta.clone(),
@@ -647,7 +662,7 @@ async fn recover_from_manifest(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Re
                 rebuild_pk(store, &mut t, seg, &dv).await?;
             }
             t.segments.push(SegmentState {
-                file: Arc::new(SegmentFile { meta: seg.clone() }),
+                file: state.segment_file(seg.clone()),
                 dv: Arc::new(dv),
                 dv_dirty: false,
             });

@@ -371,3 +371,154 @@ async fn drop_and_meta_replay() {
     // The name is free again.
     create(&s, "t", false).await;
 }
+
+/// Names of the files under the local segment store's `tables/` directory.
+fn table_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let root = dir.join("segments").join("tables");
+    for table in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for f in std::fs::read_dir(table.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn staged_segments_attach_with_their_commit_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", false).await;
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[1]),
+    }])
+    .await
+    .unwrap();
+    let mut staged = s.stage_segment(t).unwrap();
+    staged.write(&rows(&[10, 11])).await.unwrap();
+    staged.write(&rows(&[12])).await.unwrap();
+    assert_eq!(staged.rows(), 3);
+    let op = staged.finish().await.unwrap();
+    assert_eq!(
+        live_ids(&s, &s.snapshot(t).unwrap()).await,
+        vec![1],
+        "staged rows are invisible before their commit"
+    );
+    s.commit(vec![
+        op,
+        WalOp::Insert {
+            table: t,
+            batch: rows(&[2]),
+        },
+    ])
+    .await
+    .unwrap();
+    staged.keep();
+    let snap = s.snapshot(t).unwrap();
+    assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 10, 11, 12]);
+    assert_eq!(s.live_rows(t).unwrap(), 5);
+    // Deletes reach the attached segment like any other.
+    let attached = snap.segments[0].file.meta.id;
+    s.commit(vec![delete_op(t, attached, &[1], None)])
+        .await
+        .unwrap();
+    drop(snap);
+    drop(s); // no clean close: the attach is replayed from the log
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert_eq!(
+        live_ids(&s, &s.snapshot(t).unwrap()).await,
+        vec![1, 2, 10, 12]
+    );
+    assert_eq!(table_files(dir.path()).len(), 1, "the open kept the file");
+    // A checkpoint moves the attached segment into the manifest.
+    s.checkpoint().await.unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let snap = s.snapshot(t).unwrap();
+    assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 10, 12]);
+    assert!(snap.segments.iter().any(|g| g.file.meta.id == attached));
+    // Compaction rewrites it without its deleted row.
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[3]),
+    }])
+    .await
+    .unwrap();
+    s.checkpoint().await.unwrap();
+    assert_eq!(s.compact().await.unwrap(), 1);
+    drop(snap);
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let snap = s.snapshot(t).unwrap();
+    assert!(snap.segments.iter().all(|g| g.file.meta.id != attached));
+    assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 3, 10, 12]);
+    assert_eq!(table_files(dir.path()).len(), snap.segments.len());
+}
+
+#[tokio::test]
+async fn staged_segments_never_committed_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", false).await;
+    // Finished, then dropped before a commit: the file goes.
+    let mut staged = s.stage_segment(t).unwrap();
+    staged.write(&rows(&[5, 6])).await.unwrap();
+    let _never_committed = staged.finish().await.unwrap();
+    assert_eq!(table_files(dir.path()).len(), 1);
+    drop(staged);
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    assert!(table_files(dir.path()).is_empty());
+    // Kept but never committed (as if the server crashed before the
+    // commit): the next open deletes it.
+    let mut staged = s.stage_segment(t).unwrap();
+    staged.write(&rows(&[7, 8])).await.unwrap();
+    let _never_committed = staged.finish().await.unwrap();
+    staged.keep();
+    // Dropped unfinished.
+    let mut staged = s.stage_segment(t).unwrap();
+    staged.write(&rows(&[9])).await.unwrap();
+    drop(staged);
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    assert_eq!(table_files(dir.path()).len(), 1);
+    // A batch that does not fit the table is refused.
+    let mut staged = s.stage_segment(t).unwrap();
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![1]))],
+    )
+    .unwrap();
+    let err = staged.write(&wrong).await.unwrap_err();
+    assert!(matches!(err, StorageError::SchemaMismatch { .. }), "{err}");
+    drop(staged);
+    drop(s);
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert!(live_ids(&s, &s.snapshot(t).unwrap()).await.is_empty());
+    assert!(
+        table_files(dir.path()).is_empty(),
+        "the open deleted the orphan"
+    );
+    // Tables with a primary key take no staged segments.
+    let keyed = create(&s, "k", true).await;
+    let err = s.stage_segment(keyed).err().unwrap();
+    assert!(err.to_string().contains("primary key"), "{err}");
+}
+
+#[tokio::test]
+async fn an_attach_is_refused_once_its_table_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", false).await;
+    let mut staged = s.stage_segment(t).unwrap();
+    staged.write(&rows(&[1])).await.unwrap();
+    let op = staged.finish().await.unwrap();
+    s.commit(vec![WalOp::DropTable { table: t }]).await.unwrap();
+    let err = s.commit(vec![op.clone()]).await.unwrap_err();
+    assert!(matches!(err, StorageError::NoSuchTable(_)), "{err}");
+}
