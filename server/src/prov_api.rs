@@ -158,7 +158,7 @@ pub async fn post_import(
             "the body must be a PROV-JSON document",
         );
     }
-    let doc = match parse_streamed(body).await {
+    let doc = match parse_streamed(body, db.prov_spill_dir()).await {
         Ok(doc) => doc,
         Err(e) => return engine_error(e),
     };
@@ -178,11 +178,11 @@ pub async fn post_import(
 /// thread and pulls the body chunk by chunk; this task meanwhile only
 /// awaits it, so the connection keeps reading the socket (blocking this
 /// task instead would stall the body it is waiting for).
-async fn parse_streamed(body: Body) -> Result<RawDoc, EngineError> {
+async fn parse_streamed(body: Body, spill_dir: PathBuf) -> Result<RawDoc, EngineError> {
     let chunks = body.into_data_stream().map_err(std::io::Error::other);
     let mut reader = SyncIoBridge::new(StreamReader::new(chunks));
     tokio::task::spawn_blocking(move || {
-        let doc = read_document(&mut reader);
+        let doc = read_document(&mut reader, Some(spill_dir));
         if doc.is_err() {
             // Read the rest, so that a client still sending gets the error
             // reply rather than a connection closed under it.

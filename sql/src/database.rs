@@ -227,7 +227,8 @@ impl Database {
     }
 
     /// Import a document already parsed with
-    /// `provdb_engine::prov::read_document`.
+    /// `provdb_engine::prov::read_document` (give it
+    /// [`Database::prov_spill_dir`]).
     pub async fn prov_import_document(
         &self,
         doc: provdb_engine::prov::RawDoc,
@@ -235,6 +236,12 @@ impl Database {
     ) -> Result<provdb_engine::prov::ImportReport, provdb_engine::EngineError> {
         provdb_engine::prov::import_document(&self.shared.storage, &self.shared.lineage, doc, opts)
             .await
+    }
+
+    /// Where a document being parsed for import sets its metric series
+    /// aside once there are many (`tmp/` in the data directory).
+    pub fn prov_spill_dir(&self) -> std::path::PathBuf {
+        provdb_engine::prov::import::spill_dir(&self.shared.storage)
     }
 
     /// The DfAnalyzer-compatible ingest (dataflow specs, task messages).

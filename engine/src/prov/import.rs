@@ -20,7 +20,7 @@ use arrow::array::{
     ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::DataType;
-use provdb_storage::{SourceId, Storage, TableDef, WalOp};
+use provdb_storage::{SourceId, StagedSegment, Storage, TableDef, WalOp};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
@@ -32,6 +32,7 @@ use super::model::{Attrs, Value};
 use super::namespace::{Registry, split, unescape_local, valid_prefix};
 use super::read::{RawContainer, RawDoc, Section, read_document};
 use super::series::InlineSeries;
+use super::spill::{Parked, Spill};
 use super::yprov::{self, ElementRow, MlRows};
 use crate::error::{EngineError, Result};
 use crate::lineage::schema::PROV_SCHEMA;
@@ -88,11 +89,17 @@ pub async fn import(
     // the async worker's other tasks when the runtime allows.
     let raw = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| read_document(reader))?
+            tokio::task::block_in_place(|| read_document(reader, Some(spill_dir(storage))))?
         }
-        _ => read_document(reader)?,
+        _ => read_document(reader, Some(spill_dir(storage)))?,
     };
     import_document(storage, lineage, raw, opts).await
+}
+
+/// Where the metric series of a large document wait while it is imported
+/// (see [`super::spill`]): `tmp/` in the data directory.
+pub fn spill_dir(storage: &Storage) -> PathBuf {
+    storage.options().data_dir.join("tmp")
 }
 
 /// Import a document parsed with [`read_document`] (a caller that streams
@@ -117,6 +124,7 @@ pub async fn import_document(
     let ml = yprov::extract(
         &doc.elements,
         &mut doc.inline,
+        &mut doc.spill,
         &associated,
         opts.base_dir.as_deref(),
     )?;
@@ -147,12 +155,12 @@ pub async fn import_document(
     }
     w.prov_rows(storage, &doc).await?;
     if let Some(ml) = ml {
-        w.ml_rows(storage, ml, opts, &mut report).await?;
+        w.ml_rows(storage, ml, &mut doc.spill, opts, &mut report)
+            .await?;
     }
-    storage
-        .commit(std::mem::take(&mut w.ops))
-        .await
-        .map_err(|e| EngineError::from(e).context("storing the imported document"))?;
+    let committed = storage.commit(std::mem::take(&mut w.ops)).await;
+    w.finished.drain(..).for_each(StagedSegment::keep);
+    committed.map_err(|e| EngineError::from(e).context("storing the imported document"))?;
     Ok(report)
 }
 
@@ -173,7 +181,8 @@ pub struct RelationRow {
 struct Resolved {
     elements: Vec<ElementRow>,
     relations: BTreeMap<(&'static str, String, String), RelationRow>,
-    inline: HashMap<String, InlineSeries>,
+    inline: HashMap<String, Parked>,
+    spill: Spill,
     bundles: usize,
 }
 
@@ -257,7 +266,10 @@ fn names_for(
 }
 
 fn resolve(raw: RawDoc, registry: &mut Registry, lineage: &Lineage) -> Result<Resolved> {
-    let mut out = Resolved::default();
+    let mut out = Resolved {
+        spill: raw.spill,
+        ..Default::default()
+    };
     let mut index: HashMap<(NodeKind, String), usize> = HashMap::new();
     let outer = raw
         .containers
@@ -454,6 +466,12 @@ fn check_dangling(doc: &Resolved, lineage: &Lineage, allow: bool) -> Result<()> 
 struct Writer {
     ops: Vec<WalOp>,
     locks: HashMap<provdb_storage::TableId, OwnedMutexGuard<()>>,
+    /// The Parquet segment metric points are streamed to once a document
+    /// has more than a chunk of them (see [`METRIC_CHUNK_ROWS`]).
+    staged: Option<StagedSegment>,
+    /// Staged segments whose attach op is in `ops`: their files are deleted
+    /// if the writer is dropped before the commit is tried.
+    finished: Vec<StagedSegment>,
 }
 
 impl Writer {
@@ -560,6 +578,7 @@ impl Writer {
         &mut self,
         storage: &Storage,
         ml: MlRows,
+        spill: &mut Spill,
         opts: &ImportOptions,
         report: &mut ImportReport,
     ) -> Result<()> {
@@ -613,7 +632,8 @@ impl Writer {
         report.artifacts = artifacts.len();
         self.upsert(storage, ML_SCHEMA, "artifact", &artifacts)
             .await?;
-        self.series(storage, &ml.run, ml.series, report).await
+        self.series(storage, &ml.run, ml.series, spill, report)
+            .await
     }
 
     /// Metric series: new points are appended; a series imported before
@@ -623,19 +643,26 @@ impl Writer {
         storage: &Storage,
         run: &str,
         series: Vec<yprov::Series>,
+        spill: &mut Spill,
         report: &mut ImportReport,
     ) -> Result<()> {
         let stored = stored_series(storage, run).await?;
         let mut headers = Vec::new();
         let mut points = MetricColumns::default();
         for s in series {
-            let n = s.data.len();
+            let data = spill.load(s.data).map_err(|e| {
+                EngineError::internal(format!(
+                    "reading back the points of metric '{}': {e}",
+                    s.name
+                ))
+            })?;
+            let n = data.len();
             let key = (s.name.clone(), s.context.clone());
             let from = match stored.get(&key) {
                 None => 0,
                 Some(&(m, ref digest)) => {
                     let m = m as usize;
-                    if n < m || format!("{:016x}", s.data.digest(m)) != *digest {
+                    if n < m || format!("{:016x}", data.digest(m)) != *digest {
                         return Err(EngineError::Conflict(format!(
                             "metric '{}' (context '{}') of run '{run}' was imported before with other points; \
                              delete its rows from ml.series and ml.metric to import it again",
@@ -652,10 +679,10 @@ impl Writer {
             let mut start = from;
             while start < n {
                 let end = n.min(start + METRIC_CHUNK_ROWS - points.len);
-                points.push(run, &s, start..end);
+                points.push([run, &s.name, &s.context], &data, start..end);
                 start = end;
                 if points.len == METRIC_CHUNK_ROWS {
-                    self.push_metric_chunk(storage, &mut points).await?;
+                    self.metric_chunk(storage, &mut points, false).await?;
                 }
             }
             report.metric_points += n - from;
@@ -666,36 +693,63 @@ impl Writer {
                 Cell::opt_text(s.source.as_deref()),
                 Cell::opt_text(s.file.as_deref()),
                 Cell::Int(n as i64),
-                Cell::text(format!("{:016x}", s.data.digest(n))),
+                Cell::text(format!("{:016x}", data.digest(n))),
             ]);
         }
         self.upsert(storage, ML_SCHEMA, "series", &headers).await?;
-        self.push_metric_chunk(storage, &mut points).await
+        self.metric_chunk(storage, &mut points, true).await
     }
 
-    /// Move the points gathered so far into an insert op of their own.
-    async fn push_metric_chunk(
+    /// Move the points gathered so far out of memory. A document with no
+    /// more than one chunk of points logs them in an insert op; past that,
+    /// chunks are written to a staged segment (a new one every
+    /// [`STAGED_SEGMENT_ROWS`]) that the commit attaches, so the points are
+    /// never all in memory, nor in the log. `last`: no more points follow.
+    async fn metric_chunk(
         &mut self,
         storage: &Storage,
         points: &mut MetricColumns,
+        last: bool,
     ) -> Result<()> {
-        if points.len == 0 {
-            return Ok(());
-        }
         let def = self.table(storage, ML_SCHEMA, "metric").await?;
-        let batch = std::mem::take(points).finish(&def)?;
-        self.ops.push(WalOp::Insert {
-            table: def.id,
-            batch,
-        });
+        if points.len > 0 {
+            let batch = std::mem::take(points).finish(&def)?;
+            if last && self.staged.is_none() {
+                self.ops.push(WalOp::Insert {
+                    table: def.id,
+                    batch,
+                });
+                return Ok(());
+            }
+            let staged = match &mut self.staged {
+                Some(staged) => staged,
+                None => self.staged.insert(storage.stage_segment(def.id)?),
+            };
+            staged.write(&batch).await?;
+        }
+        let full = self
+            .staged
+            .as_ref()
+            .is_some_and(|s| s.rows() >= STAGED_SEGMENT_ROWS);
+        if let Some(mut staged) = self.staged.take_if(|_| last || full) {
+            self.ops.push(staged.finish().await?);
+            self.finished.push(staged);
+        }
         Ok(())
     }
 }
 
-/// Metric points per insert op: a document's points are committed
-/// together, but as bounded pieces, so the log writes them in frames of
-/// bounded size instead of encoding one op as large as the document.
+/// Metric points per piece: an insert op when a document has no more, a
+/// write to a staged segment otherwise.
 pub(crate) const METRIC_CHUNK_ROWS: usize = 65_536;
+
+/// Rows per staged segment of metric points: 16 Parquet row groups (two in
+/// unit tests, so that they see segments finished before the commit).
+pub(crate) const STAGED_SEGMENT_ROWS: u64 = if cfg!(test) {
+    2 * METRIC_CHUNK_ROWS as u64
+} else {
+    1 << 20
+};
 
 fn attrs_cell(attrs: &Attrs) -> Cell {
     if attrs.is_empty() {
@@ -742,15 +796,17 @@ struct MetricColumns {
 }
 
 impl MetricColumns {
-    fn push(&mut self, run: &str, s: &yprov::Series, points: std::ops::Range<usize>) {
+    /// Points `points` of a series of (run, name, context) `key`.
+    fn push(&mut self, key: [&str; 3], data: &InlineSeries, points: std::ops::Range<usize>) {
+        let [run, name, context] = key;
         for i in points {
             self.run.append_value(run);
-            self.name.append_value(&s.name);
-            self.context.append_value(&s.context);
-            self.epoch.append_value(s.data.epochs[i]);
-            self.value.append_value(s.data.values[i]);
+            self.name.append_value(name);
+            self.context.append_value(context);
+            self.epoch.append_value(data.epochs[i]);
+            self.value.append_value(data.values[i]);
             self.time
-                .append_option(s.data.timestamps_ms[i].map(|ms| ms * 1000));
+                .append_option(data.timestamps_ms[i].map(|ms| ms * 1000));
             self.len += 1;
         }
     }

@@ -10,6 +10,7 @@
 //! - [`export`]: which records a scope covers and their attributes;
 //! - [`import`]: documents into the `prov` tables in one commit;
 //! - [`yprov`], [`series`], [`ml`]: yProv4ML runs into the `ml` tables;
+//! - [`spill`]: parsed series waiting for their write, in memory or a file;
 //! - [`cells`]: table reads and Arrow cells as PROV values.
 
 pub mod cells;
@@ -23,6 +24,7 @@ pub mod namespace;
 pub mod provn;
 pub mod read;
 pub mod series;
+pub mod spill;
 pub mod yprov;
 
 #[cfg(test)]

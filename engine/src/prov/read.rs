@@ -3,7 +3,8 @@
 //! Records are converted one at a time as the JSON is parsed, so memory
 //! holds the converted records, never the whole JSON tree: a yProv4ML
 //! document whose metric series are multi-megabyte list strings turns each
-//! string into columns as soon as it is read.
+//! string into columns as soon as it is read, and parks the columns in the
+//! document's [`Spill`] (in a file once there are many).
 //!
 //! Leniency (what real producers write, `docs/prov.md`): `"$"` as string or
 //! number, an id mapped to an array of attribute objects, `_:` blank or
@@ -13,6 +14,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::path::PathBuf;
 
 use serde::de::{self, DeserializeSeed, Error as _, MapAccess, Visitor};
 use serde_json::{Map, Value as Json};
@@ -20,6 +22,7 @@ use serde_json::{Map, Value as Json};
 use super::json::values_from_json;
 use super::model::{Attrs, RelationSpec, relation_spec};
 use super::series::{InlineSeries, is_list_key};
+use super::spill::{Parked, Spill};
 use crate::error::{EngineError, Result};
 use crate::lineage::NodeKind;
 
@@ -49,14 +52,14 @@ impl Section {
 }
 
 /// One record as written (qualified names not yet resolved).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RawRecord {
     pub section: Section,
     pub id: String,
     pub attrs: Attrs,
     /// Metric lists found in the record's attributes (yProv4ML's oldest
-    /// layout), already parsed.
-    pub series: Option<InlineSeries>,
+    /// layout), already parsed and checked.
+    pub series: Option<Parked>,
 }
 
 impl RawRecord {
@@ -70,7 +73,7 @@ impl RawRecord {
 }
 
 /// The document or one bundle.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RawContainer {
     pub bundle: Option<String>,
     pub prefixes: Vec<(String, String)>,
@@ -78,17 +81,22 @@ pub struct RawContainer {
 }
 
 /// A parsed document: `containers[0]` is the document, the rest bundles.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct RawDoc {
     pub containers: Vec<RawContainer>,
+    /// The records' metric series.
+    pub spill: Spill,
 }
 
-/// Parse a PROV-JSON document from a reader.
-pub fn read_document(reader: impl Read) -> Result<RawDoc> {
+/// Parse a PROV-JSON document from a reader. Metric series past a budget
+/// wait in an unnamed file in `spill_dir` (the system's temporary
+/// directory when `None`).
+pub fn read_document(reader: impl Read, spill_dir: Option<PathBuf>) -> Result<RawDoc> {
     let mut de =
         serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 16, reader));
     let mut doc = RawDoc {
         containers: vec![RawContainer::default()],
+        spill: Spill::new(spill_dir),
     };
     ContainerSeed {
         doc: &mut doc,
@@ -146,6 +154,7 @@ impl<'de> Visitor<'de> for ContainerSeed<'_> {
                     };
                     map.next_value_seed(SectionSeed {
                         out: &mut self.doc.containers[self.index],
+                        spill: &mut self.doc.spill,
                         section,
                     })?;
                 }
@@ -197,6 +206,7 @@ impl<'de> Visitor<'de> for BundlesSeed<'_> {
 
 struct SectionSeed<'a> {
     out: &'a mut RawContainer,
+    spill: &'a mut Spill,
     section: Section,
 }
 
@@ -221,7 +231,7 @@ impl<'de> Visitor<'de> for SectionSeed<'_> {
                 other => vec![other],
             };
             for body in bodies {
-                let record = convert(self.section, &id, body).map_err(|e| {
+                let record = convert(self.section, &id, body, self.spill).map_err(|e| {
                     A::Error::custom(format!(
                         "{} '{}'{}: {e}",
                         self.section.name(),
@@ -236,7 +246,7 @@ impl<'de> Visitor<'de> for SectionSeed<'_> {
     }
 }
 
-fn convert(section: Section, id: &str, body: Json) -> Result<RawRecord, String> {
+fn convert(section: Section, id: &str, body: Json, spill: &mut Spill) -> Result<RawRecord, String> {
     let Json::Object(map) = body else {
         return Err(format!("expected an object of attributes, got {body}"));
     };
@@ -254,6 +264,16 @@ fn convert(section: Section, id: &str, body: Json) -> Result<RawRecord, String> 
             attrs.push((k.clone(), value));
         }
     }
+    let series = match series {
+        Some(mut s) => {
+            s.check()?;
+            let parked = spill
+                .park(s)
+                .map_err(|e| format!("cannot set its metric points aside: {e}"))?;
+            Some(parked)
+        }
+        None => None,
+    };
     Ok(RawRecord {
         section,
         id: id.to_string(),

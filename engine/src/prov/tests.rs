@@ -757,11 +757,21 @@ async fn yprov_layout_c_runs_land_in_ml_tables() {
     assert_eq!(count(&storage, "ml", "metric").await, 23);
 }
 
+/// Files of a table's segments in the local store.
+fn segment_files(dir: &std::path::Path, storage: &Storage, table: &str) -> usize {
+    let id = storage.table_by_name("ml", table).expect("table").id;
+    let path = dir.join("segments/tables").join(id.0.to_string());
+    std::fs::read_dir(path).map_or(0, |d| d.count())
+}
+
 #[tokio::test]
-async fn metric_points_span_several_insert_ops() {
+async fn many_metric_points_are_staged_to_parquet_and_attached_by_the_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (storage, lineage) = open(dir.path()).await;
-    // Past two chunks of METRIC_CHUNK_ROWS: three insert ops in one commit.
+    // Past two chunks of METRIC_CHUNK_ROWS: the first two chunks are
+    // written to a staged segment (STAGED_SEGMENT_ROWS is two chunks in
+    // unit tests) while the document is imported, attached by its one
+    // commit; the 17 left over are logged in an insert op.
     let points = 2 * super::import::METRIC_CHUNK_ROWS + 17;
     let a = yprov_layout_a(points);
     let r = import(&storage, &lineage, a.as_bytes(), &ImportOptions::default())
@@ -769,11 +779,76 @@ async fn metric_points_span_several_insert_ops() {
         .expect("layout A");
     assert_eq!(r.metric_points, points);
     assert_eq!(count(&storage, "ml", "metric").await, points);
+    let metric = storage.table_by_name("ml", "metric").expect("metric").id;
+    let snap = storage.snapshot(metric).expect("snapshot");
+    let rows: Vec<u64> = snap.segments.iter().map(|g| g.file.meta.rows).collect();
+    assert_eq!(rows, [super::import::STAGED_SEGMENT_ROWS]);
+    let buffered: usize = snap
+        .memtables
+        .iter()
+        .flat_map(|m| &m.batches)
+        .map(|b| b.num_rows())
+        .sum();
+    assert_eq!(buffered, 17);
+    drop(snap);
     let again = import(&storage, &lineage, a.as_bytes(), &ImportOptions::default())
         .await
         .expect("again");
     assert_eq!(again.metric_points, 0);
     assert_eq!(count(&storage, "ml", "metric").await, points);
+    // No clean close: the attach is replayed from the log.
+    drop(lineage);
+    drop(storage);
+    let (storage, _lineage) = open(dir.path()).await;
+    assert_eq!(count(&storage, "ml", "metric").await, points);
+    assert_eq!(segment_files(dir.path(), &storage, "metric"), 1);
+}
+
+#[tokio::test]
+async fn a_failed_import_leaves_no_staged_points_behind() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (storage, lineage) = open(dir.path()).await;
+    let first = yprov_layout_a(3);
+    import(
+        &storage,
+        &lineage,
+        first.as_bytes(),
+        &ImportOptions::default(),
+    )
+    .await
+    .expect("first");
+    // A new series large enough to be staged, then the stored series
+    // with other points: a conflict once the new points are on disk.
+    let mut doc: Json = serde_json::from_str(&yprov_layout_a(3)).expect("json");
+    let big: Json =
+        serde_json::from_str(&yprov_layout_a(2 * super::import::METRIC_CHUNK_ROWS)).expect("json");
+    let mut acc = big["entity"]["loss_Context.TRAINING"].clone();
+    acc["prov-ml:name"] = json!("acc");
+    doc["entity"]["acc_Context.TRAINING"] = acc;
+    doc["entity"]["loss_Context.TRAINING"]["prov-ml:metric_value_list"] = json!("[9.0, 9.0, 9.0]");
+    let err = import(
+        &storage,
+        &lineage,
+        doc.to_string().as_bytes(),
+        &ImportOptions::default(),
+    )
+    .await
+    .expect_err("conflict");
+    assert!(
+        err.to_string()
+            .contains("imported before with other points"),
+        "{err}"
+    );
+    assert_eq!(count(&storage, "ml", "metric").await, 3);
+    assert_eq!(
+        segment_files(dir.path(), &storage, "metric"),
+        1,
+        "a staged segment was finished before the conflict"
+    );
+    provdb_storage::maintenance::collect_garbage(&storage)
+        .await
+        .expect("gc");
+    assert_eq!(segment_files(dir.path(), &storage, "metric"), 0);
 }
 
 #[tokio::test]

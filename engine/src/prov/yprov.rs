@@ -17,7 +17,8 @@ use std::path::Path;
 use super::cells::datetime_to_micros;
 use super::model::{Attrs, Value};
 use super::namespace::split;
-use super::series::{InlineSeries, locate, parse_csv};
+use super::series::{locate, parse_csv};
+use super::spill::{Parked, Spill};
 use crate::error::{EngineError, Result};
 use crate::lineage::NodeKind;
 
@@ -52,7 +53,8 @@ pub struct Series {
     pub context: String,
     pub source: Option<String>,
     pub file: Option<String>,
-    pub data: InlineSeries,
+    /// The points, until they are written.
+    pub data: Parked,
 }
 
 #[derive(Debug)]
@@ -121,7 +123,8 @@ fn time_of(attrs: &Attrs, keys: &[&str]) -> Option<i64> {
 /// document is not one. Side files are looked up from `base`.
 pub fn extract(
     elements: &[ElementRow],
-    inline: &mut HashMap<String, InlineSeries>,
+    inline: &mut HashMap<String, Parked>,
+    spill: &mut Spill,
     associated: &HashMap<String, String>,
     base: Option<&Path>,
 ) -> Result<Option<MlRows>> {
@@ -163,14 +166,19 @@ pub fn extract(
         ..Default::default()
     };
     match layout {
-        "C" => layout_c(elements, &mut out, base)?,
-        "B" => layout_b(elements, &mut out, base)?,
+        "C" => layout_c(elements, &mut out, base, spill)?,
+        "B" => layout_b(elements, &mut out, base, spill)?,
         _ => layout_a(elements, inline, &mut out)?,
     }
     Ok(Some(out))
 }
 
-fn layout_c(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> Result<()> {
+fn layout_c(
+    elements: &[ElementRow],
+    out: &mut MlRows,
+    base: Option<&Path>,
+    spill: &mut Spill,
+) -> Result<()> {
     for e in elements.iter().filter(|e| e.class == NodeKind::Entity) {
         let ty = text(&e.attrs, "type").unwrap_or_default();
         let name = text(&e.attrs, "label").unwrap_or_else(|| local_id(&e.id).to_string());
@@ -182,7 +190,7 @@ fn layout_c(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> R
             }
             "provml:Metric" => {
                 let file = text(&e.attrs, "identifier").filter(|f| !f.is_empty());
-                let data = load_side_file(&e.id, file.as_deref(), base)?;
+                let data = load_side_file(&e.id, file.as_deref(), base, spill)?;
                 out.series.push(Series {
                     name,
                     context: text(&e.attrs, "context").unwrap_or(context),
@@ -207,7 +215,12 @@ fn layout_c(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> R
     Ok(())
 }
 
-fn layout_b(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> Result<()> {
+fn layout_b(
+    elements: &[ElementRow],
+    out: &mut MlRows,
+    base: Option<&Path>,
+    spill: &mut Spill,
+) -> Result<()> {
     for e in elements {
         match e.class {
             NodeKind::Activity if e.id != out.run && get(&e.attrs, "level").is_some() => {
@@ -229,7 +242,7 @@ fn layout_b(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> R
                 let is_metric = [".csv", ".nc", ".zarr"].iter().any(|x| path.ends_with(x))
                     && get(&e.attrs, "context").is_some();
                 if is_metric {
-                    let data = load_side_file(&e.id, Some(&path), base)?;
+                    let data = load_side_file(&e.id, Some(&path), base, spill)?;
                     out.series.push(Series {
                         name,
                         context,
@@ -249,7 +262,7 @@ fn layout_b(elements: &[ElementRow], out: &mut MlRows, base: Option<&Path>) -> R
 
 fn layout_a(
     elements: &[ElementRow],
-    inline: &mut HashMap<String, InlineSeries>,
+    inline: &mut HashMap<String, Parked>,
     out: &mut MlRows,
 ) -> Result<()> {
     for e in elements.iter().filter(|e| e.class == NodeKind::Entity) {
@@ -260,9 +273,8 @@ fn layout_a(
                     .push((local_id(&e.id).to_string(), String::new(), value));
             }
             Some("Metric") => {
-                let mut data = inline.remove(&e.id).unwrap_or_default();
-                data.check()
-                    .map_err(|m| EngineError::Invalid(format!("metric entity '{}': {m}", e.id)))?;
+                // checked by the reader
+                let data = inline.remove(&e.id).unwrap_or_default();
                 out.series.push(Series {
                     name: text(&e.attrs, "name").unwrap_or_else(|| local_id(&e.id).to_string()),
                     context: text(&e.attrs, "context").unwrap_or_default(),
@@ -305,8 +317,13 @@ fn artifact(
     }
 }
 
-/// Read the side file of metric entity `id`.
-fn load_side_file(id: &str, file: Option<&str>, base: Option<&Path>) -> Result<InlineSeries> {
+/// Read the side file of metric entity `id` and park its series.
+fn load_side_file(
+    id: &str,
+    file: Option<&str>,
+    base: Option<&Path>,
+    spill: &mut Spill,
+) -> Result<Parked> {
     let Some(file) = file else {
         return Err(EngineError::Invalid(format!(
             "metric entity '{id}' names no side file"
@@ -346,5 +363,9 @@ fn load_side_file(id: &str, file: Option<&str>, base: Option<&Path>) -> Result<I
     })?;
     s.check()
         .map_err(|m| EngineError::Invalid(format!("metric entity '{id}': {m}")))?;
-    Ok(s)
+    spill.park(s).map_err(|e| {
+        EngineError::internal(format!(
+            "metric entity '{id}': cannot set its points aside: {e}"
+        ))
+    })
 }
