@@ -9,6 +9,9 @@ issue asks for, measured on documents generated here.
   records   a generic PROV-JSON document with --records records (entities,
             activities, agents and relations): import records/s and MB/s
   export    that trace exported back: PROV-JSON and PROV-N, over HTTP
+  memory    the server's peak RSS importing layout-A documents of growing
+            size (--memory-points, series of 100,000 points each): bounded
+            import memory shows as a flat peak
 
 Each measure is the median of --repeats runs on fresh data directories.
 Entry point: BENCH=prov scripts/bench.sh; writes the "prov" section of
@@ -144,6 +147,21 @@ def metric_import(args, work, path):
     return seconds, base_rss, peak, grown
 
 
+def memory_scaling(args, gen, sizes):
+    """Peak RSS importing one layout-A document per size in `sizes`, each
+    of series of 100,000 points: [(points, json bytes, base MiB, peak MiB)]."""
+    rows = []
+    for points in sizes:
+        path = os.path.join(gen, f"memory-{points}.json")
+        metrics_document(path, points, metrics=max(1, points // 100_000))
+        size = os.path.getsize(path)
+        _, base, peak, _ = metric_import(args, os.path.join(gen, f"memory-{points}"), path)
+        os.remove(path)
+        print(f"memory: {points} points, {size / 1e6:.1f} MB: {base:.0f} -> {peak:.0f} MiB", flush=True)
+        rows.append((points, size, base, peak))
+    return rows
+
+
 def run_once(args, work, metrics_path, noise_path, records_path):
     m_s, base_rss, m_peak, metric_disk = metric_import(args, os.path.join(work, "float32"), metrics_path)
     noise_disk = metric_import(args, os.path.join(work, "float64"), noise_path)[3]
@@ -172,6 +190,8 @@ def main():
     p.add_argument("--points", type=int, default=1_000_000)
     p.add_argument("--records", type=int, default=100_000)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--memory-points", default="1000000,4000000,8000000",
+                   help="comma-separated document sizes (metric points) for the memory measure")
     args = p.parse_args()
     gen = tempfile.mkdtemp(prefix="provdb-prov-bench-")
     metrics_path = os.path.join(gen, "metrics.json")
@@ -189,6 +209,7 @@ def main():
         r = run_once(args, tempfile.mkdtemp(prefix="provdb-prov-run-"), metrics_path, noise_path, records_path)
         print(f"run {i + 1}: {r}", flush=True)
         runs.append(r)
+    memory = memory_scaling(args, gen, [int(x) for x in args.memory_points.split(",") if x])
     shutil.rmtree(gen)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if not k.endswith("_out")}
     lines = [
@@ -220,6 +241,9 @@ def main():
         f"{med['export_json_bytes'] / 1e6:.1f} MB |",
         f"| export of that trace, PROV-N | {med['export_provn_s']:.2f} s |",
     ]
+    lines += ["", "Import memory against document size (layout A, series of 100,000 points, one run each):", "",
+              "| metric points | JSON | server RSS before | peak during the import |", "|---|---|---|---|"]
+    lines += [f"| {pts:,} | {size / 1e6:.0f} MB | {base:.0f} MiB | {peak:.0f} MiB |" for pts, size, base, peak in memory]
     lines += [
         "",
         "Both metric documents hold ten series of a decaying curve plus uniform noise. In the first, every",
@@ -231,9 +255,10 @@ def main():
         "float32 value leaves zero cost nothing. In the second document the noise fills all 52 mantissa",
         "bits (about 48 bits of entropy per value, 6 bytes): no lossless encoding gets under the 10%",
         "target there (5.2 bytes per point); only lossy storage (float32, as yProv4ML's NetCDF files",
-        "do) would. Peak memory grows with the points, not the JSON: the body is parsed as it arrives,",
-        "and the metric columns (about 115 bytes per point in Arrow, names repeated per row) are held",
-        "until the one commit, which the log writes in 16 MiB frames.",
+        "do) would. Import memory does not grow with the document: the body is parsed as it arrives,",
+        "parsed series are parked (in memory up to 2^20 points, then in a spill file), and the commit",
+        "writes the points in 65,536-row chunks to staged Parquet segments it attaches. What is left",
+        "is one record at a time: a single series of millions of inline points is parsed whole.",
     ]
     write_section(args.out, "prov", "\n".join(lines))
     print("\n".join(lines))
