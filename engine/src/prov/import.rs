@@ -711,6 +711,9 @@ impl Writer {
         points: &mut MetricColumns,
         last: bool,
     ) -> Result<()> {
+        if points.len == 0 && self.staged.is_none() {
+            return Ok(());
+        }
         let def = self.table(storage, ML_SCHEMA, "metric").await?;
         if points.len > 0 {
             let batch = std::mem::take(points).finish(&def)?;

@@ -697,15 +697,23 @@ async fn yprov_layout_c_runs_land_in_ml_tables() {
             .is_some()
     );
 
-    // Same document again: nothing new. Longer series: only the new points.
-    let again = import(
-        &storage,
-        &lineage,
-        std::fs::File::open(&path).expect("open"),
-        &opts_for(&path),
+    // Same document again: nothing new, and no wait for the points table
+    // (another writer holds it here). Longer series: only the new points.
+    let metric = storage.table_by_name("ml", "metric").expect("ml.metric");
+    let held = storage.write_lock(metric.id).lock_owned().await;
+    let again = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        import(
+            &storage,
+            &lineage,
+            std::fs::File::open(&path).expect("open"),
+            &opts_for(&path),
+        ),
     )
     .await
+    .expect("a re-import adding no point does not lock ml.metric")
     .expect("re-import");
+    drop(held);
     assert_eq!(again.metric_points, 0);
     assert_eq!(count(&storage, "ml", "metric").await, 18);
     let path = yprov_layout_c(files.path(), 20);
