@@ -9,7 +9,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::copy::{CopyFormat, CopyIn, CopyTarget};
-use crate::ddl::{ident, split_name};
+use crate::ddl::ident;
 use crate::error::{SqlError, SqlResult};
 use crate::session::Session;
 
@@ -43,7 +43,7 @@ pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
     else {
         return Err(SqlError::syntax("COPY FROM needs a table"));
     };
-    let (schema, name) = split_name(table_name, &session.current_schema())?;
+    let (schema, name) = session.resolve_relation(table_name)?;
     let def = session
         .db
         .shared

@@ -53,6 +53,26 @@ pub fn split_name(name: &ObjectName, current_schema: &str) -> SqlResult<(String,
     }
 }
 
+/// Resolve `[schema.]name` naming an existing relation: an unqualified name
+/// is looked up in each schema of `path` in order (as PostgreSQL does), and
+/// falls back to the first one when no schema has it (so that errors name
+/// the schema a CREATE would use).
+pub fn resolve_name(
+    name: &ObjectName,
+    path: &[String],
+    exists: impl Fn(&str, &str) -> bool,
+) -> SqlResult<(String, String)> {
+    let first = path.first().map_or("public", String::as_str);
+    let (schema, table) = split_name(name, first)?;
+    if name.0.len() > 1 {
+        return Ok((schema, table));
+    }
+    Ok(path
+        .iter()
+        .find(|s| exists(s, &table))
+        .map_or((schema, table.clone()), |s| (s.clone(), table)))
+}
+
 /// One column of a table being created.
 struct ColumnSpec {
     field: Field,
@@ -70,6 +90,30 @@ impl Session {
             .find(|s| SessionCatalog::schema_exists(&self.db.shared, s))
             .cloned()
             .unwrap_or_else(|| "public".into())
+    }
+
+    /// The existing schemas of the search path, in order (`public` when
+    /// none exists).
+    pub(crate) fn schema_path(&self) -> Vec<String> {
+        let path: Vec<String> = self
+            .shared
+            .search_path
+            .read()
+            .iter()
+            .filter(|s| SessionCatalog::schema_exists(&self.db.shared, s))
+            .cloned()
+            .collect();
+        if path.is_empty() {
+            vec!["public".into()]
+        } else {
+            path
+        }
+    }
+
+    /// Resolve the name of an existing table, view or sequence through the
+    /// search path ([`resolve_name`]).
+    pub(crate) fn resolve_relation(&self, name: &ObjectName) -> SqlResult<(String, String)> {
+        resolve_name(name, &self.schema_path(), |s, n| self.relation_exists(s, n))
     }
 
     fn relation_exists(&self, schema: &str, name: &str) -> bool {
@@ -350,6 +394,7 @@ impl Session {
         };
         let current = self.current_schema();
         let mut ops = Vec::new();
+        let mut dropped = Vec::new();
         for n in names {
             match object_type {
                 ObjectType::Schema => {
@@ -357,18 +402,17 @@ impl Session {
                     ops.extend(self.drop_schema_ops(&name, *if_exists, *cascade)?);
                 }
                 _ => {
-                    let (schema, name) = split_name(n, &current)?;
+                    let (schema, name) = self.resolve_relation(n)?;
                     ops.extend(self.drop_relation_op(object_type, &schema, &name, *if_exists)?);
+                    dropped.push(sequence_key(&schema, &name));
                 }
             }
         }
         if !ops.is_empty() {
             self.commit_ddl(ops).await?;
         }
-        for n in names {
-            if let Ok((s, name)) = split_name(n, &current) {
-                self.db.shared.sequences.forget(&sequence_key(&s, &name));
-            }
+        for key in &dropped {
+            self.db.shared.sequences.forget(key);
         }
         Ok(CommandTag::new(format!(
             "DROP {}",
@@ -473,8 +517,7 @@ impl Session {
         table: &ObjectName,
         columns: &[IndexColumn],
     ) -> SqlResult<CommandTag> {
-        // Found as COPY and ALTER TABLE find their table.
-        let (schema, name) = split_name(table, &self.current_schema())?;
+        let (schema, name) = self.resolve_relation(table)?;
         let def = self
             .db
             .shared
@@ -501,7 +544,7 @@ impl Session {
         if_exists: bool,
         operations: &[AlterTableOperation],
     ) -> SqlResult<CommandTag> {
-        let (schema, tname) = split_name(name, &self.current_schema())?;
+        let (schema, tname) = self.resolve_relation(name)?;
         let Some(mut def) = self.db.shared.storage.table_by_name(&schema, &tname) else {
             if if_exists {
                 return Ok(CommandTag::new("ALTER TABLE"));

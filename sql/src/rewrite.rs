@@ -13,21 +13,17 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use provdb_storage::{Storage, TableDef};
 
-use crate::ddl::split_name;
+use crate::ddl::resolve_name;
 use crate::error::{SqlError, SqlResult};
 
 /// Replace `DEFAULT` in the VALUES rows of an INSERT.
-pub fn insert_defaults(
-    stmt: &mut Statement,
-    storage: &Storage,
-    current_schema: &str,
-) -> SqlResult<()> {
+pub fn insert_defaults(stmt: &mut Statement, storage: &Storage, path: &[String]) -> SqlResult<()> {
     let Statement::Insert(insert) = stmt else {
         return Ok(());
     };
     let mut target = Target {
         storage,
-        current_schema,
+        path,
         def: None,
     };
     if insert.source.is_none() {
@@ -138,7 +134,8 @@ fn name_leading_columns(insert: &mut Insert, target: &mut Target<'_>) -> SqlResu
 /// table, a table function).
 struct Target<'a> {
     storage: &'a Storage,
-    current_schema: &'a str,
+    /// The search path's existing schemas, in order.
+    path: &'a [String],
     def: Option<Option<TableDef>>,
 }
 
@@ -147,8 +144,11 @@ impl Target<'_> {
         if self.def.is_none() {
             let found = match table {
                 TableObject::TableName(name) => {
-                    let (schema, table) = split_name(name, self.current_schema)?;
-                    self.storage.table_by_name(&schema, &table)
+                    let storage = self.storage;
+                    let (schema, table) = resolve_name(name, self.path, |s, n| {
+                        storage.table_by_name(s, n).is_some()
+                    })?;
+                    storage.table_by_name(&schema, &table)
                 }
                 _ => None,
             };

@@ -1112,11 +1112,7 @@ impl Session {
     }
 
     async fn plan_statement(&self, mut stmt: Statement) -> SqlResult<LogicalPlan> {
-        crate::rewrite::insert_defaults(
-            &mut stmt,
-            &self.db.shared.storage,
-            &self.current_schema(),
-        )?;
+        crate::rewrite::insert_defaults(&mut stmt, &self.db.shared.storage, &self.schema_path())?;
         crate::lineage::calls::positional_args(&mut stmt)?;
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();

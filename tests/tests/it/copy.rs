@@ -69,6 +69,17 @@ async fn copy_text_format_with_escapes_and_nulls() {
             (5, Some("".into()), Some(3.25), None),
         ]
     );
+
+    // An unqualified table name is looked up through the whole search path,
+    // as in a query: the first schema (where a CREATE would go) lacks it.
+    c.batch_execute("CREATE SCHEMA elsewhere; SET search_path TO elsewhere, public")
+        .await
+        .unwrap();
+    let n = copy_bytes(&c, "COPY ct (id) FROM STDIN", b"6\n", 64)
+        .await
+        .expect("COPY through the search path");
+    assert_eq!(n, 1);
+    assert_eq!(count(&c, "public.ct").await, 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
