@@ -11,6 +11,7 @@ use datafusion::sql::sqlparser::ast::{
     Ident, IndexColumn, ObjectName, ObjectNamePart, ObjectType, SequenceOptions, Statement,
     TableConstraint,
 };
+use provdb_engine::catalog::SEQUENCE_PREFIX;
 use provdb_storage::{TableDef, WalOp};
 use serde_json::json;
 
@@ -399,7 +400,15 @@ impl Session {
             match object_type {
                 ObjectType::Schema => {
                     let name = split_name(n, &current)?.1;
-                    ops.extend(self.drop_schema_ops(&name, *if_exists, *cascade)?);
+                    let schema_ops = self.drop_schema_ops(&name, *if_exists, *cascade)?;
+                    // Its sequences' cached positions go with them.
+                    dropped.extend(schema_ops.iter().filter_map(|op| match op {
+                        WalOp::DeleteMeta { key } if key.starts_with(SEQUENCE_PREFIX) => {
+                            Some(key.clone())
+                        }
+                        _ => None,
+                    }));
+                    ops.extend(schema_ops);
                 }
                 _ => {
                     let (schema, name) = self.resolve_relation(n)?;
@@ -486,7 +495,7 @@ impl Session {
             .filter(|t| t.namespace == name)
             .map(|t| WalOp::DropTable { table: t.id })
             .collect();
-        for prefix in [format!("view/{name}/"), format!("seq/{name}/")] {
+        for prefix in [format!("view/{name}/"), format!("{SEQUENCE_PREFIX}{name}/")] {
             ops.extend(
                 st.meta_scan(&prefix)
                     .into_iter()
