@@ -535,7 +535,6 @@ impl Storage {
         res
     }
 
-    /// Wrap a new segment's metadata, registering it for garbage collection.
     /// Make a file written through the object store durable before a
     /// manifest or a log record names it: object_store's local backend
     /// writes without fsync. Remote stores are durable once a put returns.
@@ -628,8 +627,6 @@ fn snapshot_of(t: &TableState) -> TableSnapshot {
     }
 }
 
-/// Build the in-memory state the manifest describes: tables, segments with
-/// their deletion vectors, and primary-key indexes rebuilt from the segments.
 /// fsync a file, its directory and the directory above (a table's segment
 /// directory is created with its first file).
 fn sync_file_and_dirs(file: &Path) -> Result<()> {
@@ -640,6 +637,8 @@ fn sync_file_and_dirs(file: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Build the in-memory state the manifest describes: tables, segments with
+/// their deletion vectors, and primary-key indexes rebuilt from the segments.
 async fn recover_from_manifest(store: &Arc<dyn ObjectStore>, m: &Manifest) -> Result<State> {
     let mut state = State {
         meta: m.meta.clone(),
