@@ -278,9 +278,15 @@ mod tests {
         .expect("batch");
         let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let path = ObjPath::from("t/1.parquet");
-        let meta = write_segment(&store, &path, SourceId(1), &schema, &[batch.clone()])
-            .await
-            .expect("write");
+        let meta = write_segment(
+            &store,
+            &path,
+            SourceId(1),
+            &schema,
+            std::slice::from_ref(&batch),
+        )
+        .await
+        .expect("write");
         assert_eq!(meta.rows, n as u64);
         let bytes = store
             .get(&path)
