@@ -147,13 +147,13 @@ def metric_import(args, work, path):
     return seconds, base_rss, peak, grown
 
 
-def memory_scaling(args, gen, sizes):
+def memory_scaling(args, gen, sizes, per_series):
     """Peak RSS importing one layout-A document per size in `sizes`, each
-    of series of 100,000 points: [(points, json bytes, base MiB, peak MiB)]."""
+    of series of `per_series` points: [(points, json bytes, base MiB, peak MiB)]."""
     rows = []
     for points in sizes:
         path = os.path.join(gen, f"memory-{points}.json")
-        metrics_document(path, points, metrics=max(1, points // 100_000))
+        metrics_document(path, points, metrics=max(1, points // per_series))
         size = os.path.getsize(path)
         _, base, peak, _ = metric_import(args, os.path.join(gen, f"memory-{points}"), path)
         os.remove(path)
@@ -192,6 +192,8 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--memory-points", default="1000000,4000000,8000000",
                    help="comma-separated document sizes (metric points) for the memory measure")
+    p.add_argument("--memory-series", type=int, default=100_000,
+                   help="points per metric series in the memory measure's documents")
     args = p.parse_args()
     gen = tempfile.mkdtemp(prefix="provdb-prov-bench-")
     metrics_path = os.path.join(gen, "metrics.json")
@@ -209,7 +211,8 @@ def main():
         r = run_once(args, tempfile.mkdtemp(prefix="provdb-prov-run-"), metrics_path, noise_path, records_path)
         print(f"run {i + 1}: {r}", flush=True)
         runs.append(r)
-    memory = memory_scaling(args, gen, [int(x) for x in args.memory_points.split(",") if x])
+    memory = memory_scaling(args, gen, [int(x) for x in args.memory_points.split(",") if x],
+                            args.memory_series)
     shutil.rmtree(gen)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if not k.endswith("_out")}
     lines = [
@@ -241,7 +244,8 @@ def main():
         f"{med['export_json_bytes'] / 1e6:.1f} MB |",
         f"| export of that trace, PROV-N | {med['export_provn_s']:.2f} s |",
     ]
-    lines += ["", "Import memory against document size (layout A, series of 100,000 points, one run each):", "",
+    lines += ["", f"Import memory against document size (layout A, series of {args.memory_series:,} points, "
+              "one run each):", "",
               "| metric points | JSON | server RSS before | peak during the import |", "|---|---|---|---|"]
     lines += [f"| {pts:,} | {size / 1e6:.0f} MB | {base:.0f} MiB | {peak:.0f} MiB |" for pts, size, base, peak in memory]
     lines += [
