@@ -256,6 +256,20 @@ fn files_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 }
 
 /// The WAL segment written last (newest mtime, then largest name).
+/// Where the commits of a WAL file end: the log keeps zeros preallocated
+/// past them, and a killed server leaves those behind. Walks the frames
+/// (`[len u32][crc u32][lsn u64][flags u8][payload]`, storage/src/wal.rs)
+/// up to the first all-zero header.
+fn wal_commits_end(bytes: &[u8]) -> usize {
+    const HEADER: usize = 17;
+    let mut at = 0;
+    while at + HEADER <= bytes.len() && bytes[at..at + HEADER].iter().any(|&b| b != 0) {
+        let len = u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        at += HEADER + len as usize;
+    }
+    at
+}
+
 fn newest_wal_file(data_dir: &Path) -> PathBuf {
     let wal = data_dir.join("wal");
     let mut files = Vec::new();
@@ -319,14 +333,19 @@ async fn garbage_after_the_wal_tail_is_ignored() {
     let mut server = setup_and_kill(50).await;
     let wal = newest_wal_file(&server.data_dir);
     {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().append(true).open(&wal).unwrap();
-        // a torn record: plausible length prefix, then junk
-        f.write_all(&[
-            0x00, 0x00, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x42, 0x13, 0x37,
-        ])
+        use std::os::unix::fs::FileExt;
+        let end = wal_commits_end(&std::fs::read(&wal).unwrap()) as u64;
+        let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
+        // a torn record right after the last commit: plausible length
+        // prefix, then junk
+        f.write_all_at(
+            &[
+                0x00, 0x00, 0x01, 0x00, 0xde, 0xad, 0xbe, 0xef, 0x42, 0x13, 0x37,
+            ],
+            end,
+        )
         .unwrap();
-        f.write_all(&[0xa5; 300]).unwrap();
+        f.write_all_at(&[0xa5; 300], end + 11).unwrap();
     }
     server.restart();
     assert_eq!(keys(&server).await, (0..50).collect::<Vec<_>>());
@@ -345,7 +364,7 @@ async fn garbage_after_the_wal_tail_is_ignored() {
 async fn torn_last_wal_record_is_dropped_not_applied() {
     let mut server = setup_and_kill(50).await;
     let wal = newest_wal_file(&server.data_dir);
-    let len = std::fs::metadata(&wal).unwrap().len();
+    let len = wal_commits_end(&std::fs::read(&wal).unwrap()) as u64;
     // cut the last record in half (a few bytes off its end)
     let f = std::fs::OpenOptions::new().write(true).open(&wal).unwrap();
     f.set_len(len - 3).unwrap();
@@ -367,7 +386,7 @@ async fn corrupt_byte_in_last_wal_record_is_detected() {
     let mut server = setup_and_kill(50).await;
     let wal = newest_wal_file(&server.data_dir);
     let mut bytes = std::fs::read(&wal).unwrap();
-    let n = bytes.len();
+    let n = wal_commits_end(&bytes);
     // flip a byte inside the last record's payload (not its very end)
     bytes[n - 6] ^= 0xff;
     std::fs::write(&wal, &bytes).unwrap();
