@@ -146,6 +146,21 @@ pub(crate) struct Inner {
     pub shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+impl Drop for Inner {
+    /// Dropped without [`Storage::close`]: stop the writer before the
+    /// directory lock (a field, released after this) lets another process
+    /// in. The writer may still be finishing a group, and as it ends it cuts
+    /// the log's preallocated zeros, which a new opener's replay is reading.
+    fn drop(&mut self) {
+        self.writer.lock().take();
+        if let Some(h) = self.writer_thread.lock().take()
+            && h.thread().id() != std::thread::current().id()
+        {
+            let _ = h.join();
+        }
+    }
+}
+
 /// The storage engine. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {

@@ -150,7 +150,7 @@ impl WalWriter {
         if self.alloc_len >= self.file_len + room as u64 {
             return Ok(());
         }
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = self.file_len + PREALLOC_BYTES;
         let mut at = self.alloc_len.max(self.file_len);
         while at < target {
