@@ -468,10 +468,7 @@ mod tests {
     #[test]
     fn torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 1, true).unwrap();
-        w.append(&[meta("a")]).unwrap();
-        w.append(&[meta("b")]).unwrap();
-        w.sync().unwrap();
+        let w = two_commits(dir.path());
         drop(w);
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         let len = fs::metadata(&path).unwrap().len();
@@ -493,10 +490,7 @@ mod tests {
     #[test]
     fn corrupt_byte_is_detected_by_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 1, true).unwrap();
-        w.append(&[meta("a")]).unwrap();
-        w.append(&[meta("b")]).unwrap();
-        w.sync().unwrap();
+        let w = two_commits(dir.path());
         drop(w);
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         let mut bytes = fs::read(&path).unwrap();
@@ -559,6 +553,15 @@ mod tests {
         assert_eq!(keys, vec!["b".to_string()]);
     }
 
+    /// A log holding commits "a" and "b", synced; the writer still open.
+    fn two_commits(dir: &Path) -> WalWriter {
+        let mut w = WalWriter::open(dir, 1, true).unwrap();
+        w.append(&[meta("a")]).unwrap();
+        w.append(&[meta("b")]).unwrap();
+        w.sync().unwrap();
+        w
+    }
+
     /// The file as a crash leaves it: the writer never dropped.
     fn crashed(w: WalWriter) {
         std::mem::forget(w);
@@ -567,10 +570,7 @@ mod tests {
     #[test]
     fn preallocated_zeros_are_not_damage() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 1, true).unwrap();
-        w.append(&[meta("a")]).unwrap();
-        w.append(&[meta("b")]).unwrap();
-        w.sync().unwrap();
+        let w = two_commits(dir.path());
         crashed(w);
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         assert_eq!(fs::metadata(&path).unwrap().len(), PREALLOC_BYTES);
@@ -593,10 +593,7 @@ mod tests {
     #[test]
     fn a_torn_commit_in_preallocated_space_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = WalWriter::open(dir.path(), 1, true).unwrap();
-        w.append(&[meta("a")]).unwrap();
-        w.append(&[meta("b")]).unwrap();
-        w.sync().unwrap();
+        let w = two_commits(dir.path());
         crashed(w);
         let path = list_files(dir.path()).unwrap()[0].1.clone();
         let mut bytes = fs::read(&path).unwrap();
