@@ -331,6 +331,13 @@ fn find_holder(storage: &Storage, path: &str) -> Option<Weak<SegmentFile>> {
 
 /// Delete queued garbage that nothing holds any more.
 pub async fn collect_garbage(storage: &Storage) -> Result<()> {
+    // Forget files no snapshot holds any more (registered by State::segment_file).
+    storage
+        .inner
+        .state
+        .write()
+        .files
+        .retain(|_, w| w.strong_count() > 0);
     let ready: Vec<ObjPath> = {
         let mut g = storage.inner.garbage.lock();
         let (ready, wait): (Vec<Garbage>, Vec<Garbage>) = g

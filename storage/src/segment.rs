@@ -109,12 +109,13 @@ fn many_distinct(array: &ArrayRef) -> bool {
     let Some(text) = array.as_string_opt::<i32>() else {
         return false;
     };
-    let values: Vec<&str> = text.iter().flatten().take(SAMPLE_ROWS).collect();
-    if values.len() < 256 {
-        return false;
+    let mut seen = 0;
+    let mut distinct = HashSet::new();
+    for value in text.iter().flatten().take(SAMPLE_ROWS) {
+        seen += 1;
+        distinct.insert(value);
     }
-    let distinct: HashSet<&str> = values.iter().copied().collect();
-    distinct.len() * 8 > values.len()
+    seen >= 256 && distinct.len() * 8 > seen
 }
 
 /// Writes one Parquet segment batch by batch: a row group at a time is
@@ -130,14 +131,14 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
-    pub fn new(store: &Arc<dyn ObjectStore>, path: &ObjPath, schema: &SchemaRef) -> Result<Self> {
-        Ok(SegmentWriter {
+    pub fn new(store: &Arc<dyn ObjectStore>, path: &ObjPath, schema: &SchemaRef) -> Self {
+        SegmentWriter {
             store: Arc::clone(store),
             path: path.clone(),
             schema: Arc::clone(schema),
             inner: None,
             rows: 0,
-        })
+        }
     }
 
     /// A Parquet writer with encodings chosen for `sample`.
@@ -198,7 +199,7 @@ pub async fn write_segment(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<SegmentMeta> {
-    let mut w = SegmentWriter::new(store, path, schema)?;
+    let mut w = SegmentWriter::new(store, path, schema);
     for b in batches {
         w.write(b).await?;
     }
@@ -271,8 +272,8 @@ mod tests {
             Arc::clone(&schema),
             vec![
                 Arc::new(Int64Array::from_iter_values(0..n)),
-                Arc::new(StringArray::from(stamps.clone())),
-                Arc::new(StringArray::from(optimizers.clone())),
+                Arc::new(StringArray::from(stamps)),
+                Arc::new(StringArray::from(optimizers)),
             ],
         )
         .expect("batch");

@@ -54,7 +54,7 @@ impl Storage {
             (def, st.alloc_source())
         };
         let path = segment::segment_path(&self.inner.prefix, table, id);
-        let writer = SegmentWriter::new(&self.inner.store, &path, &def.schema_ref())?;
+        let writer = SegmentWriter::new(&self.inner.store, &path, &def.schema_ref());
         debug!(table = %def.qualified_name(), %path, "staging a segment");
         Ok(StagedSegment {
             storage: self.clone(),

@@ -137,11 +137,11 @@ impl State {
         id
     }
 
-    /// The in-memory handle of a segment file, registered in [`State::files`].
+    /// The in-memory handle of a segment file, registered in [`State::files`]
+    /// (whose dead entries the garbage collector prunes).
     pub fn segment_file(&mut self, meta: SegmentMeta) -> Arc<SegmentFile> {
         let path = meta.path.clone();
         let file = Arc::new(SegmentFile { meta });
-        self.files.retain(|_, w| w.strong_count() > 0);
         self.files.insert(path, Arc::downgrade(&file));
         file
     }
