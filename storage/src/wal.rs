@@ -39,8 +39,6 @@ const PREALLOC_BYTES: u64 = 4 << 20;
 /// Commits at least this large are written past the zeros rather than
 /// preallocated for (they are bulk loads, where the size change is noise).
 const PREALLOC_MAX_COMMIT: usize = 1 << 20;
-/// Why replay stopped at preallocated space: not damage, nothing dropped.
-const ZERO_TAIL: &str = "unused preallocated space";
 
 /// Appends commits to the WAL.
 #[derive(Debug)]
@@ -152,7 +150,7 @@ impl WalWriter {
         }
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let target = self.file_len + PREALLOC_BYTES;
-        let mut at = self.alloc_len.max(self.file_len);
+        let mut at = self.alloc_len;
         while at < target {
             let n = (target - at).min(ZEROS.len() as u64) as usize;
             self.file.write_all_at(&ZEROS[..n], at).at(&self.path)?;
@@ -297,28 +295,28 @@ pub fn replay(
     for (i, (_, path)) in files.iter().enumerate() {
         let is_last = i + 1 == files.len();
         let outcome = replay_file(path, after_lsn, &mut stats, &mut apply)?;
-        if let Some((good_len, total_len, reason)) = outcome {
-            if reason == ZERO_TAIL {
-                debug!(file = %path.display(), at = good_len, "cutting preallocated WAL space");
-                let f = OpenOptions::new().write(true).open(path).at(path)?;
-                f.set_len(good_len).at(path)?;
-                f.sync_all().at(path)?;
-                continue;
+        let Some(tail) = outcome else { continue };
+        match &tail.damage {
+            None => {
+                debug!(file = %path.display(), at = tail.good_len, "cutting preallocated WAL space")
             }
-            if !is_last {
+            Some(reason) if !is_last => {
                 return Err(StorageError::corrupt(
                     format!("WAL file {}", path.display()),
                     format!(
-                        "{reason} at byte {good_len}, and later WAL files exist; refusing to skip acknowledged commits"
+                        "{reason} at byte {}, and later WAL files exist; refusing to skip acknowledged commits",
+                        tail.good_len
                     ),
                 ));
             }
-            warn!(file = %path.display(), at = good_len, %reason, "dropping torn WAL tail");
-            let f = OpenOptions::new().write(true).open(path).at(path)?;
-            f.set_len(good_len).at(path)?;
-            f.sync_all().at(path)?;
-            stats.dropped_tail_bytes = total_len - good_len;
+            Some(reason) => {
+                warn!(file = %path.display(), at = tail.good_len, %reason, "dropping torn WAL tail");
+                stats.dropped_tail_bytes = tail.total_len - tail.good_len;
+            }
         }
+        let f = OpenOptions::new().write(true).open(path).at(path)?;
+        f.set_len(tail.good_len).at(path)?;
+        f.sync_all().at(path)?;
     }
     if stats.commits_applied > 0 {
         info!(
@@ -330,14 +328,33 @@ pub fn replay(
     Ok(stats)
 }
 
-/// Replay one file. Returns `Some((valid_len, file_len, reason))` if the file
-/// ends in a torn or corrupt frame.
+/// What follows the intact commits of a WAL file, to be cut off.
+struct Tail {
+    /// Where the intact commits end.
+    good_len: u64,
+    total_len: u64,
+    /// Why the rest is not a commit: a torn or corrupt frame, or `None` for
+    /// preallocated zeros (not damage).
+    damage: Option<String>,
+}
+
+impl Tail {
+    fn damaged(good_len: u64, total_len: u64, reason: &str) -> Option<Tail> {
+        Some(Tail {
+            good_len,
+            total_len,
+            damage: Some(reason.to_string()),
+        })
+    }
+}
+
+/// Replay one file. Returns what follows its intact commits, if anything.
 fn replay_file(
     path: &Path,
     after_lsn: u64,
     stats: &mut ReplayStats,
     apply: &mut impl FnMut(u64, Vec<WalOp>) -> Result<()>,
-) -> Result<Option<(u64, u64, String)>> {
+) -> Result<Option<Tail>> {
     let mut file = File::open(path).at(path)?;
     let total_len = file.seek(SeekFrom::End(0)).at(path)?;
     file.seek(SeekFrom::Start(0)).at(path)?;
@@ -353,15 +370,19 @@ fn replay_file(
         }
         let mut header = [0u8; HEADER_LEN];
         if total_len - offset < HEADER_LEN as u64 {
-            return Ok(Some((
+            return Ok(Tail::damaged(
                 pending_start_or(offset, pending_lsn, pending_start),
                 total_len,
-                "torn frame header".into(),
-            )));
+                "torn frame header",
+            ));
         }
         reader.read_exact(&mut header).at(path)?;
         if pending_lsn.is_none() && header == [0u8; HEADER_LEN] {
-            return Ok(Some((offset, total_len, ZERO_TAIL.into())));
+            return Ok(Some(Tail {
+                good_len: offset,
+                total_len,
+                damage: None,
+            }));
         }
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as u64;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
@@ -370,11 +391,11 @@ fn replay_file(
         let lsn = u64::from_le_bytes(lsn_b);
         let flags = header[16];
         if total_len - offset - (HEADER_LEN as u64) < len {
-            return Ok(Some((
+            return Ok(Tail::damaged(
                 pending_start_or(offset, pending_lsn, pending_start),
                 total_len,
-                "torn frame".into(),
-            )));
+                "torn frame",
+            ));
         }
         let mut payload = vec![0u8; len as usize];
         reader.read_exact(&mut payload).at(path)?;
@@ -383,11 +404,11 @@ fn replay_file(
         hasher.update(&[flags]);
         hasher.update(&payload);
         if hasher.finalize() != crc || pending_lsn.is_some_and(|p| p != lsn) {
-            return Ok(Some((
+            return Ok(Tail::damaged(
                 pending_start_or(offset, pending_lsn, pending_start),
                 total_len,
-                "checksum mismatch".into(),
-            )));
+                "checksum mismatch",
+            ));
         }
         if pending_lsn.is_none() {
             pending_start = offset;
@@ -407,11 +428,11 @@ fn replay_file(
         }
     }
     if pending_lsn.is_some() {
-        return Ok(Some((
+        return Ok(Tail::damaged(
             pending_start,
             total_len,
-            "commit without its final frame".into(),
-        )));
+            "commit without its final frame",
+        ));
     }
     Ok(None)
 }
