@@ -54,24 +54,28 @@ pub fn split_name(name: &ObjectName, current_schema: &str) -> SqlResult<(String,
     }
 }
 
-/// Resolve `[schema.]name` naming an existing relation: an unqualified name
-/// is looked up in each schema of `path` in order (as PostgreSQL does), and
-/// falls back to the first one when no schema has it (so that errors name
-/// the schema a CREATE would use).
-pub fn resolve_name(
+/// Resolve `[schema.]name` naming an existing relation with `lookup`: an
+/// unqualified name is looked up in each schema of `path` in order (as
+/// PostgreSQL does), and falls back to the first one when no schema has it
+/// (so that errors name the schema a CREATE would use). Returns the schema,
+/// the name and what `lookup` found there.
+pub fn resolve_name<T>(
     name: &ObjectName,
     path: &[String],
-    exists: impl Fn(&str, &str) -> bool,
-) -> SqlResult<(String, String)> {
+    lookup: impl Fn(&str, &str) -> Option<T>,
+) -> SqlResult<(String, String, Option<T>)> {
     let first = path.first().map_or("public", String::as_str);
     let (schema, table) = split_name(name, first)?;
     if name.0.len() > 1 {
-        return Ok((schema, table));
+        let found = lookup(&schema, &table);
+        return Ok((schema, table, found));
     }
-    Ok(path
-        .iter()
-        .find(|s| exists(s, &table))
-        .map_or((schema, table.clone()), |s| (s.clone(), table)))
+    for s in path {
+        if let Some(found) = lookup(s, &table) {
+            return Ok((s.clone(), table, Some(found)));
+        }
+    }
+    Ok((schema, table, None))
 }
 
 /// One column of a table being created.
@@ -83,14 +87,10 @@ struct ColumnSpec {
 }
 
 impl Session {
+    /// Where an unqualified CREATE puts its object: the first existing
+    /// schema of the search path.
     pub(crate) fn current_schema(&self) -> String {
-        self.shared
-            .search_path
-            .read()
-            .iter()
-            .find(|s| SessionCatalog::schema_exists(&self.db.shared, s))
-            .cloned()
-            .unwrap_or_else(|| "public".into())
+        self.schema_path().swap_remove(0)
     }
 
     /// The existing schemas of the search path, in order (`public` when
@@ -114,7 +114,10 @@ impl Session {
     /// Resolve the name of an existing table, view or sequence through the
     /// search path ([`resolve_name`]).
     pub(crate) fn resolve_relation(&self, name: &ObjectName) -> SqlResult<(String, String)> {
-        resolve_name(name, &self.schema_path(), |s, n| self.relation_exists(s, n))
+        let (schema, name, _) = resolve_name(name, &self.schema_path(), |s, n| {
+            self.relation_exists(s, n).then_some(())
+        })?;
+        Ok((schema, name))
     }
 
     fn relation_exists(&self, schema: &str, name: &str) -> bool {

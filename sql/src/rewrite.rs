@@ -145,10 +145,7 @@ impl Target<'_> {
             let found = match table {
                 TableObject::TableName(name) => {
                     let storage = self.storage;
-                    let (schema, table) = resolve_name(name, self.path, |s, n| {
-                        storage.table_by_name(s, n).is_some()
-                    })?;
-                    storage.table_by_name(&schema, &table)
+                    resolve_name(name, self.path, |s, n| storage.table_by_name(s, n))?.2
                 }
                 _ => None,
             };

@@ -1112,7 +1112,10 @@ impl Session {
     }
 
     async fn plan_statement(&self, mut stmt: Statement) -> SqlResult<LogicalPlan> {
-        crate::rewrite::insert_defaults(&mut stmt, &self.db.shared.storage, &self.schema_path())?;
+        if matches!(stmt, Statement::Insert(_)) {
+            let path = self.schema_path();
+            crate::rewrite::insert_defaults(&mut stmt, &self.db.shared.storage, &path)?;
+        }
         crate::lineage::calls::positional_args(&mut stmt)?;
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
