@@ -115,20 +115,19 @@ impl Spill {
         })
     }
 
+    /// The spill file, created (unnamed) at first use.
     fn file(&mut self) -> std::io::Result<&mut File> {
-        if self.file.is_none() {
-            let file = match &self.dir {
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => match &self.dir {
                 Some(dir) => {
                     std::fs::create_dir_all(dir)?;
                     tempfile::tempfile_in(dir)?
                 }
                 None => tempfile::tempfile()?,
-            };
-            self.file = Some(file);
-        }
-        self.file
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("no spill file"))
+            },
+        };
+        Ok(self.file.insert(file))
     }
 }
 
