@@ -522,3 +522,32 @@ async fn an_attach_is_refused_once_its_table_is_dropped() {
     let err = s.commit(vec![op.clone()]).await.unwrap_err();
     assert!(matches!(err, StorageError::NoSuchTable(_)), "{err}");
 }
+
+#[tokio::test]
+async fn segments_in_a_file_url_store_are_written_synced_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let segs = tempfile::tempdir().unwrap();
+    let mut o = opts(dir.path());
+    o.object_store_url = Some(format!("file://{}", segs.path().display()));
+    let s = Storage::open(o.clone()).await.unwrap();
+    let t = create(&s, "t", true).await;
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(&[1, 2, 3]),
+    }])
+    .await
+    .unwrap();
+    // The checkpoint fsyncs the new segment where the store put it.
+    s.checkpoint().await.unwrap();
+    assert_eq!(s.stats().segments, 1);
+    drop(s);
+    let parquet = std::fs::read_dir(segs.path().join("tables"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+        .filter(|f| f.path().extension().is_some_and(|x| x == "parquet"))
+        .count();
+    assert_eq!(parquet, 1);
+    let s = Storage::open(o).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![1, 2, 3]);
+}
