@@ -87,11 +87,10 @@ pub async fn import(
 ) -> Result<ImportReport> {
     // Parsing is CPU work of up to seconds for big documents: keep it off
     // the async worker's other tasks when the runtime allows.
+    let read = || read_document(reader, Some(spill_dir(storage)));
     let raw = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-            tokio::task::block_in_place(|| read_document(reader, Some(spill_dir(storage))))?
-        }
-        _ => read_document(reader, Some(spill_dir(storage)))?,
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read)?,
+        _ => read()?,
     };
     import_document(storage, lineage, raw, opts).await
 }
