@@ -96,6 +96,25 @@ const TAG_CHECKPOINT: u8 = 8;
 const TAG_ATTACH: u8 = 9;
 
 impl WalOp {
+    /// A rough upper estimate of this op's encoded size, cheap to compute:
+    /// used to decide whether a commit is small enough to be written by its
+    /// caller (see [`crate::writer`]), never to size a buffer.
+    pub fn approx_len(&self) -> usize {
+        const SMALL: usize = 1024;
+        match self {
+            WalOp::Insert { batch, .. } => SMALL + batch.get_array_memory_size(),
+            WalOp::Delete {
+                positions, keys, ..
+            } => {
+                SMALL
+                    + positions.serialized_size()
+                    + keys.as_ref().map_or(0, RecordBatch::get_array_memory_size)
+            }
+            WalOp::PutMeta { key, value } => SMALL + key.len() + json_len_bound(value),
+            _ => SMALL,
+        }
+    }
+
     /// Append this op's encoding to `out`: a tag byte, the body's length
     /// (u32, little-endian) and the body, written in place (a batch's IPC
     /// bytes are not staged in a second buffer: inserts can be large). On
@@ -315,3 +334,34 @@ pub(crate) fn read_ipc(bytes: &[u8]) -> Result<Option<RecordBatch>> {
         _ => Ok(Some(arrow::compute::concat_batches(&schema, &batches)?)),
     }
 }
+
+/// Roughly how many bytes `v` takes as JSON, counting no further than
+/// [`JSON_LEN_CAP`] (an estimate for [`WalOp::approx_len`]).
+fn json_len_bound(v: &serde_json::Value) -> usize {
+    fn walk(v: &serde_json::Value, acc: &mut usize) {
+        if *acc >= JSON_LEN_CAP {
+            return;
+        }
+        match v {
+            serde_json::Value::String(s) => *acc += s.len() + 2,
+            serde_json::Value::Array(items) => {
+                for item in items {
+                    *acc += 1;
+                    walk(item, acc);
+                }
+            }
+            serde_json::Value::Object(map) => {
+                for (k, item) in map {
+                    *acc += k.len() + 4;
+                    walk(item, acc);
+                }
+            }
+            _ => *acc += 24,
+        }
+    }
+    let mut acc = 2;
+    walk(v, &mut acc);
+    acc
+}
+
+const JSON_LEN_CAP: usize = 1 << 20;

@@ -30,7 +30,7 @@ use crate::segment::{self, SegmentFile, SegmentMeta};
 use crate::state::{SegmentState, State, TableState};
 use crate::table::{SourceId, TableDef, TableId};
 use crate::wal::{self, WalWriter};
-use crate::writer::{CommitInfo, Request, Writer};
+use crate::writer::{CommitInfo, Request, Writer, WriterSlot};
 
 /// How to open storage.
 #[derive(Debug, Clone)]
@@ -118,6 +118,11 @@ pub struct StorageStats {
     pub applied_lsn: u64,
     pub checkpoint_lsn: u64,
     pub wal_files: usize,
+    /// Commits since open written and synced by their caller, finding the
+    /// writer idle (see [`crate::writer`]).
+    pub inline_commits: u64,
+    /// Commits since open handed to the writer thread and grouped there.
+    pub grouped_commits: u64,
 }
 
 pub(crate) struct Inner {
@@ -127,6 +132,7 @@ pub(crate) struct Inner {
     pub prefix: ObjPath,
     pub state: Arc<RwLock<State>>,
     pub writer: Mutex<Option<SyncSender<Request>>>,
+    pub writer_slot: Arc<WriterSlot>,
     pub writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serializes checkpoints and compactions.
     pub maintenance: tokio::sync::Mutex<()>,
@@ -243,9 +249,11 @@ impl Storage {
             poisoned: None,
             observer: Arc::clone(&observer),
         };
+        let writer_slot = WriterSlot::new(writer);
+        let slot = Arc::clone(&writer_slot);
         let handle = std::thread::Builder::new()
             .name("provdb-wal".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || slot.run(rx))
             .map_err(|e| StorageError::io("wal writer thread", e))?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let cache = crate::cache::SegmentCache::new(opts.segment_cache_bytes);
@@ -257,6 +265,7 @@ impl Storage {
                 prefix,
                 state,
                 writer: Mutex::new(Some(tx)),
+                writer_slot,
                 writer_thread: Mutex::new(Some(handle)),
                 maintenance: tokio::sync::Mutex::new(()),
                 manifest: Mutex::new(manifest),
@@ -335,12 +344,26 @@ impl Storage {
     fn send(&self, req: Request) -> Result<()> {
         let guard = self.inner.writer.lock();
         let tx = guard.as_ref().ok_or(StorageError::Closed)?;
-        tx.send(req).map_err(|_| StorageError::Closed)
+        let slot = &self.inner.writer_slot;
+        slot.note_queued();
+        tx.send(req).map_err(|_| {
+            slot.note_unqueued();
+            StorageError::Closed
+        })
     }
 
     /// Commit ops atomically: validated, logged (fsync'd unless disabled),
     /// applied. When this returns `Ok` the change is durable and visible.
+    /// A small commit finding the writer idle is written and synced on the
+    /// calling thread; others are grouped by the writer thread.
     pub async fn commit(&self, ops: Vec<WalOp>) -> Result<CommitInfo> {
+        if self.inner.writer.lock().is_none() {
+            return Err(StorageError::Closed);
+        }
+        let ops = match self.inner.writer_slot.try_commit_inline(ops) {
+            Ok(result) => return result,
+            Err(ops) => ops,
+        };
         let (reply, rx) = oneshot::channel();
         self.send(Request::Commit { ops, reply })?;
         rx.await.map_err(|_| StorageError::Closed)?
@@ -504,6 +527,7 @@ impl Storage {
 
     pub fn stats(&self) -> StorageStats {
         let st = self.inner.state.read();
+        let (inline_commits, grouped_commits) = self.inner.writer_slot.commit_counts();
         StorageStats {
             tables: st.tables.len(),
             segments: st.tables.values().map(|t| t.segments.len()).sum(),
@@ -514,6 +538,8 @@ impl Storage {
             wal_files: wal::list_files(&self.inner.opts.data_dir.join("wal"))
                 .map(|f| f.len())
                 .unwrap_or(0),
+            inline_commits,
+            grouped_commits,
         }
     }
 

@@ -269,6 +269,55 @@ async fn concurrent_duplicate_keys_one_wins() {
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![7]);
 }
 
+/// Small commits finding the writer idle are written by their callers,
+/// the others grouped by the writer thread; a key is still inserted once,
+/// whichever way the competing commits went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inline_and_grouped_commits_check_keys_against_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let t = create(&s, "t", true).await;
+    let before = s.stats();
+    let mut handles = Vec::new();
+    for i in 0..408i64 {
+        let s = s.clone();
+        handles.push(tokio::spawn(async move {
+            // Keys 0..100, each tried by four tasks, and among them eight
+            // commits too large to be written inline (20,000 rows of keys
+            // past 1,000,000 that nobody else tries).
+            let ids: Vec<i64> = if i % 51 == 50 {
+                (0..20_000).map(|k| 1_000_000 + i * 100_000 + k).collect()
+            } else {
+                vec![(i - i / 51) % 100]
+            };
+            s.commit(vec![WalOp::Insert {
+                table: t,
+                batch: rows(&ids),
+            }])
+            .await
+            .is_ok()
+        }));
+    }
+    let mut ok = 0;
+    for h in handles {
+        ok += usize::from(h.await.unwrap());
+    }
+    assert_eq!(ok, 100 + 8, "each small key once, every large commit");
+    let ids = live_ids(&s, &s.snapshot(t).unwrap()).await;
+    assert_eq!(ids.len(), 100 + 8 * 20_000);
+    let small: Vec<i64> = ids.iter().copied().filter(|&k| k < 100).collect();
+    assert_eq!(small, (0..100).collect::<Vec<_>>());
+    let after = s.stats();
+    let inline = after.inline_commits - before.inline_commits;
+    let grouped = after.grouped_commits - before.grouped_commits;
+    assert_eq!(inline + grouped, 408);
+    assert!(inline > 0, "no commit was written inline");
+    assert!(grouped >= 8, "large commits must go to the writer thread");
+    s.close().await.unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await.len(), ids.len());
+}
+
 #[tokio::test]
 async fn repeated_keys_inside_one_commit_are_refused_in_any_order() {
     let dir = tempfile::tempdir().unwrap();

@@ -115,6 +115,14 @@ impl WalWriter {
         self.next_lsn
     }
 
+    /// Whether a commit of about `bytes` fits in the zeros already written
+    /// ahead (and needs no new file): appending it costs a write and one
+    /// fdatasync, nothing more. Always true without fsync, short of rotation.
+    pub fn has_room(&self, bytes: usize) -> bool {
+        let end = self.file_len + (HEADER_LEN + bytes) as u64;
+        self.file_len < ROTATE_BYTES && (!self.fsync || end <= self.alloc_len)
+    }
+
     /// Write one commit (not yet synced). Returns its LSN. On a write error the
     /// file is cut back to where the commit began, so no partial commit
     /// remains in the log.
