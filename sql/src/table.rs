@@ -15,7 +15,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
+};
 use datafusion::arrow::compute::{and, cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -81,39 +83,62 @@ impl ProvTable {
         snap: &TableSnapshot,
         txn: &WriteSet,
         bounds: &[Bound],
+        proj: &Projector,
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for m in &snap.memtables {
             let extra = txn.deletes.get(&(self.id(), m.id)).map(|(p, _)| p);
-            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra), bounds)?;
+            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra), bounds, proj)?;
         }
-        out.extend(pending_rows(txn, self.id())?);
+        for b in pending_rows(txn, self.id())? {
+            out.push(proj.project(&b)?);
+        }
         out.retain(|b| b.num_rows() > 0);
         Ok(out)
     }
 
     /// Append the rows of `batches` (one source, in position order) not in
-    /// `dv`, in the table's current schema, leaving out the batches whose
-    /// min/max rule out a bound of `bounds` (checked before deleted rows
-    /// are removed: the batch's arrays are the ones whose min/max is kept).
+    /// `dv`, in the table's current schema projected by `proj`, leaving out
+    /// the batches whose min/max rule out a bound of `bounds` (checked
+    /// before deleted rows are removed: the batch's arrays are the ones
+    /// whose min/max is kept). A scan runs this over every cached batch of
+    /// the table, so a batch already in the current schema (compared once
+    /// per schema object, not per batch) is neither copied nor adapted.
     fn push_live(
         &self,
         out: &mut Vec<RecordBatch>,
         batches: &[RecordBatch],
         dv: &RoaringBitmap,
         bounds: &[Bound],
+        proj: &Projector,
     ) -> Result<()> {
         let schema = self.def.schema_ref();
+        let mut current: Option<(SchemaRef, bool)> = None;
         let mut pos = 0u32;
         for b in batches {
             let n = b.num_rows();
             let first = pos;
             pos += n as u32;
-            let b = provdb_storage::maintenance::adapt_batch(b, &schema)
-                .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            if !zone_map::may_match(&b, bounds) {
+            let fits = match &current {
+                Some((s, fits)) if Arc::ptr_eq(s, b.schema_ref()) => *fits,
+                _ => {
+                    let fits = b.schema_ref() == &schema;
+                    current = Some((b.schema(), fits));
+                    fits
+                }
+            };
+            let adapted;
+            let b = if fits {
+                b
+            } else {
+                adapted = provdb_storage::maintenance::adapt_batch(b, &schema)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                &adapted
+            };
+            if !zone_map::may_match(b, bounds) {
                 continue;
             }
+            let b = proj.project(b)?;
             out.push(match provdb_storage::dv::live_mask(dv, first, n) {
                 Some(mask) => filter_record_batch(&b, &mask)?,
                 None => b,
@@ -129,6 +154,7 @@ impl ProvTable {
         snap: &TableSnapshot,
         txn: &WriteSet,
         bounds: &[Bound],
+        proj: &Projector,
     ) -> Result<(Vec<RecordBatch>, Vec<SegmentSnapshot>)> {
         if !self.storage.segment_cache_enabled() {
             return Ok((Vec::new(), snap.segments.clone()));
@@ -142,7 +168,13 @@ impl ProvTable {
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             let extra = txn.deletes.get(&(self.id(), meta.id)).map(|(p, _)| p);
-            self.push_live(&mut rows, &batches, &merged_dv(&seg.dv, extra), bounds)?;
+            self.push_live(
+                &mut rows,
+                &batches,
+                &merged_dv(&seg.dv, extra),
+                bounds,
+                proj,
+            )?;
         }
         rows.retain(|b| b.num_rows() > 0);
         Ok((rows, Vec::new()))
@@ -411,6 +443,46 @@ fn in_schema(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 
 /// Deal in-memory batches round-robin into `n` partitions (at least one,
 /// none empty unless there is no batch) so scans run on every core.
+/// The columns a scan outputs, taken from batches in the table's schema.
+struct Projector {
+    /// The output schema (the table's, projected).
+    schema: SchemaRef,
+    /// Column indices into the table's schema; `None`: every column.
+    indices: Option<Vec<usize>>,
+}
+
+impl Projector {
+    fn new(table: SchemaRef, projection: Option<&Vec<usize>>) -> Result<Self> {
+        Ok(match projection {
+            Some(p) => Projector {
+                schema: Arc::new(table.project(p)?),
+                indices: Some(p.clone()),
+            },
+            None => Projector {
+                schema: table,
+                indices: None,
+            },
+        })
+    }
+
+    /// `batch` (in the table's schema) with the output columns only.
+    fn project(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let Some(indices) = &self.indices else {
+            return Ok(batch.clone());
+        };
+        let columns = indices
+            .iter()
+            .map(|&i| Arc::clone(batch.column(i)))
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &options,
+        )?)
+    }
+}
+
 fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
     let n = n.clamp(1, batches.len().max(1));
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
@@ -540,16 +612,19 @@ impl TableProvider for ProvTable {
             (Some(p), None) => zone_map::bounds(p),
             _ => Vec::new(),
         };
-        let (mut mem, files) = self.cached_segments(&snap, &txn, &bounds).await?;
+        // In-memory batches are projected as they are gathered (one schema
+        // for all), not by the memory source per batch and per run.
+        let proj = Projector::new(self.def.schema_ref(), projection)?;
+        let (mut mem, files) = self.cached_segments(&snap, &txn, &bounds, &proj).await?;
         let parquet =
             self.parquet_scan(state, &files, &txn, projection, predicate.as_ref(), limit)?;
         if let Some(p) = parquet {
             inputs.push(p);
         }
-        mem.extend(self.memory_batches(&snap, &txn, &bounds)?);
+        mem.extend(self.memory_batches(&snap, &txn, &bounds, &proj)?);
         if !mem.is_empty() || inputs.is_empty() {
             let parts = partitions(mem, state.config().target_partitions());
-            let src = MemorySourceConfig::try_new(&parts, self.schema(), projection.cloned())?
+            let src = MemorySourceConfig::try_new(&parts, Arc::clone(&proj.schema), None)?
                 .with_limit(limit);
             inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
         }
