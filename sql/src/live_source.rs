@@ -135,10 +135,21 @@ impl BatchFilter {
             return Ok(Some(batch));
         }
         let keep = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let kept = filter_record_batch(&batch, keep.as_boolean())?;
+        let keep = keep.as_boolean();
+        let count = keep.true_count();
         self.rows_in += batch.num_rows();
-        self.rows_kept += kept.num_rows();
-        Ok((kept.num_rows() > 0).then_some(kept))
+        self.rows_kept += count;
+        if count == 0 {
+            return Ok(None);
+        }
+        // A batch kept whole is passed on as it is: its arrays stay the
+        // cached ones (Arrow's filter would hand back new slices of them),
+        // so what is memoized per array above the scan (casts of text
+        // columns, min/max) is found again at the next run.
+        if count == batch.num_rows() {
+            return Ok(Some(batch));
+        }
+        Ok(Some(filter_record_batch(&batch, keep)?))
     }
 
     /// Whether evaluating the filter has cost more than it saved so far
@@ -347,6 +358,22 @@ mod tests {
             .map(|b| f.apply(b).unwrap().map_or(0, |k| k.num_rows()))
             .sum();
         (kept, f.rows_in)
+    }
+
+    #[test]
+    fn a_batch_kept_whole_keeps_its_arrays() {
+        let batch = batches().remove(3); // k in 3000..4000
+        let schema = batch.schema();
+        let k = || col("k", &schema).unwrap();
+        let all = binary(k(), Operator::GtEq, lit(3000i64), &schema).unwrap();
+        let mut f = BatchFilter::new(all, Count::new());
+        let kept = f.apply(batch.clone()).unwrap().unwrap();
+        assert!(Arc::ptr_eq(kept.column(0), batch.column(0)));
+        let some = binary(k(), Operator::Lt, lit(3500i64), &schema).unwrap();
+        let mut f = BatchFilter::new(some, Count::new());
+        let kept = f.apply(batch.clone()).unwrap().unwrap();
+        assert_eq!(kept.num_rows(), 500);
+        assert!(!Arc::ptr_eq(kept.column(0), batch.column(0)));
     }
 
     #[test]
