@@ -11,6 +11,11 @@
 //! wrote into the cache (the rows are already in memory), so recently
 //! written data stays hot; compaction and garbage collection drop the
 //! entries of the segments they remove.
+//!
+//! The batches of an entry share one schema object: the Parquet reader
+//! makes a new one for every batch, and a scan compares each batch's schema
+//! with its table's at every query, which is a pointer comparison only when
+//! the schema objects are shared.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -88,6 +93,7 @@ impl SegmentCache {
     /// recently used entries to stay within the budget. Returns the shared
     /// batches either way.
     pub fn insert(&self, path: &str, batches: Vec<RecordBatch>) -> CachedSegment {
+        let batches = share_schema(batches);
         let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
         let batches = Arc::new(batches);
         if bytes > self.budget {
@@ -143,6 +149,23 @@ impl SegmentCache {
     }
 }
 
+/// `batches` with every schema equal to the first batch's replaced by that
+/// very object (one comparison per batch, once, when the segment is cached).
+fn share_schema(batches: Vec<RecordBatch>) -> Vec<RecordBatch> {
+    let Some(first) = batches.first().map(RecordBatch::schema) else {
+        return batches;
+    };
+    batches
+        .into_iter()
+        .map(|b| {
+            if Arc::ptr_eq(b.schema_ref(), &first) || *b.schema_ref() != first {
+                return b;
+            }
+            b.clone().with_schema(Arc::clone(&first)).unwrap_or(b)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +191,15 @@ mod tests {
         let st = cache.stats();
         assert_eq!(st.segments, 2);
         assert!(st.bytes <= one * 2 + one / 2);
+    }
+
+    #[test]
+    fn batches_of_a_segment_share_one_schema_object() {
+        let cache = SegmentCache::new(1 << 20);
+        let got = cache.insert("s", vec![batch(10), batch(20), batch(30)]);
+        assert!(Arc::ptr_eq(got[0].schema_ref(), got[1].schema_ref()));
+        assert!(Arc::ptr_eq(got[0].schema_ref(), got[2].schema_ref()));
+        assert_eq!(got[2].num_rows(), 30);
     }
 
     #[test]
