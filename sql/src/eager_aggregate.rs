@@ -69,13 +69,20 @@ impl OptimizerRule for EagerAggregation {
 
 /// How one aggregate of the query is split into a partial aggregate below
 /// the join and a final expression above it.
+#[derive(Clone, Copy)]
 enum Split {
-    /// `min`, `max`, `sum`: the same function over the partial results.
-    Same(fn(Expr) -> Expr),
+    /// `min`, `max`: the same function over the partial results.
+    Extreme(fn(Expr) -> Expr),
+    /// `sum`: the sum of the partial sums.
+    Sum,
     /// `count`: the sum of the partial counts.
     Count,
     /// `avg`: a partial sum and a partial count.
     Avg,
+    /// `min` or `max` over columns of the other inputs: computed above the
+    /// join as before (the rewrite repeats those rows fewer times, which a
+    /// minimum or maximum does not see).
+    Keep,
 }
 
 /// The supported aggregates of `aggregate`, with their arguments, or None
@@ -93,9 +100,9 @@ fn splits(aggregate: &Aggregate) -> Option<Vec<(Split, &AggregateFunction)>> {
                 return None;
             }
             let split = match f.func.name() {
-                "min" => Split::Same(min),
-                "max" => Split::Same(max),
-                "sum" => Split::Same(sum),
+                "min" => Split::Extreme(min),
+                "max" => Split::Extreme(max),
+                "sum" => Split::Sum,
                 "count" => Split::Count,
                 "avg" => Split::Avg,
                 _ => return None,
@@ -103,6 +110,56 @@ fn splits(aggregate: &Aggregate) -> Option<Vec<(Split, &AggregateFunction)>> {
             Some((split, f))
         })
         .collect()
+}
+
+/// The columns an aggregate's arguments read.
+fn argument_columns(f: &AggregateFunction) -> HashSet<&Column> {
+    f.params.args.iter().flat_map(|a| a.column_refs()).collect()
+}
+
+/// The input to aggregate early: the leaf holding every argument of the
+/// counts, sums and averages (of every aggregate when there are none of
+/// those), with each aggregate's split against it. A minimum or maximum
+/// reading only other leaves is kept above the join; one reading both is
+/// not rewritten. None when no leaf qualifies.
+fn choose_leaf<'a>(
+    leaves: &[&'a LogicalPlan],
+    splits: &[(Split, &AggregateFunction)],
+) -> Option<(&'a LogicalPlan, Vec<Split>)> {
+    let counted: HashSet<&Column> = splits
+        .iter()
+        .filter(|(s, _)| !matches!(s, Split::Extreme(_)))
+        .flat_map(|(_, f)| argument_columns(f))
+        .collect();
+    let all: HashSet<&Column> = splits
+        .iter()
+        .flat_map(|(_, f)| argument_columns(f))
+        .collect();
+    if all.is_empty() {
+        // count(*) alone: nothing says which input is the big one.
+        return None;
+    }
+    let required = if counted.is_empty() { &all } else { &counted };
+    let leaf = leaves
+        .iter()
+        .copied()
+        .find(|l| required.iter().all(|c| l.schema().has_column(c)))?;
+    let kinds = splits
+        .iter()
+        .map(|(split, f)| {
+            let columns = argument_columns(f);
+            let inside = columns
+                .iter()
+                .filter(|c| leaf.schema().has_column(c))
+                .count();
+            match split {
+                Split::Extreme(_) if inside == 0 => Some(Split::Keep),
+                _ if inside == columns.len() => Some(*split),
+                _ => None,
+            }
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((leaf, kinds))
 }
 
 /// Try the rewrite on one Aggregate node.
@@ -118,24 +175,15 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     let Some(tree) = join_tree(&aggregate.input) else {
         return Ok(None);
     };
-    let arguments: HashSet<&Column> = splits
-        .iter()
-        .flat_map(|(_, f)| f.params.args.iter().flat_map(|a| a.column_refs()))
-        .collect();
-    if arguments.is_empty() {
-        // count(*) alone: nothing says which input is the big one.
-        return Ok(None);
-    }
     let mut leaves = Vec::new();
     collect_leaves(&tree, &mut leaves);
-    let Some(leaf) = leaves
-        .iter()
-        .copied()
-        .find(|l| arguments.iter().all(|c| l.schema().has_column(c)))
-    else {
+    let Some((leaf, kinds)) = choose_leaf(&leaves, &splits) else {
         return Ok(None);
     };
     if matches!(leaf, LogicalPlan::Aggregate(_) | LogicalPlan::Distinct(_)) {
+        return Ok(None);
+    }
+    if nullable_side(&tree, leaf) && !nulls_carry_over(&splits, &kinds) {
         return Ok(None);
     }
     let keys = leaf_keys(leaf, aggregate, &tree);
@@ -144,13 +192,18 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     }
     let mut partial_exprs = Vec::new();
     let mut finals = Vec::new();
-    for (i, (split, f)) in splits.iter().enumerate() {
+    for (i, (split, (_, f))) in kinds.iter().zip(&splits).enumerate() {
         let arg = f.params.args[0].clone();
         let name = format!("__provdb_eager_{i}");
         let final_expr = match split {
-            Split::Same(func) => {
+            Split::Keep => Expr::AggregateFunction((*f).clone()),
+            Split::Extreme(func) => {
                 partial_exprs.push(func(arg).alias(&name));
                 func(col(Column::from_name(&name)))
+            }
+            Split::Sum => {
+                partial_exprs.push(sum(arg).alias(&name));
+                sum(col(Column::from_name(&name)))
             }
             Split::Count => {
                 partial_exprs.push(count(arg).alias(&name));
@@ -242,7 +295,7 @@ fn pull_aggregates(expr: Expr, n: usize, aggs: &mut Vec<Expr>) -> Result<Expr> {
     Ok(rewritten.data)
 }
 
-/// The inner-join tree under an Aggregate, with the column-only
+/// The join tree (inner, left and right joins) under an Aggregate, with the column-only
 /// projections between its joins removed (they only prune columns, and the
 /// rewrite changes which columns exist). None if the input is not such a
 /// tree.
@@ -251,7 +304,11 @@ fn join_tree(plan: &LogicalPlan) -> Option<LogicalPlan> {
     let LogicalPlan::Join(join) = plan else {
         return None;
     };
-    if join.join_type != JoinType::Inner || join.null_aware {
+    let kind_ok = matches!(
+        join.join_type,
+        JoinType::Inner | JoinType::Left | JoinType::Right
+    );
+    if !kind_ok || join.null_aware {
         return None;
     }
     let side = |p: &LogicalPlan| -> Option<LogicalPlan> {
@@ -263,6 +320,39 @@ fn join_tree(plan: &LogicalPlan) -> Option<LogicalPlan> {
     let left = side(&join.left)?;
     let right = side(&join.right)?;
     rebuild_join(join, left, right).ok()
+}
+
+/// Whether `leaf` lies on the side of an outer join of `tree` that is
+/// filled with NULLs where nothing matches.
+fn nullable_side(tree: &LogicalPlan, leaf: &LogicalPlan) -> bool {
+    let LogicalPlan::Join(join) = tree else {
+        return false;
+    };
+    let in_left = contains(&join.left, leaf);
+    let nullable = match join.join_type {
+        JoinType::Left => !in_left,
+        JoinType::Right => in_left,
+        _ => false,
+    };
+    nullable || nullable_side(if in_left { &join.left } else { &join.right }, leaf)
+}
+
+fn contains(tree: &LogicalPlan, leaf: &LogicalPlan) -> bool {
+    std::ptr::eq(tree, leaf)
+        || matches!(tree, LogicalPlan::Join(j) if contains(&j.left, leaf) || contains(&j.right, leaf))
+}
+
+/// Whether the rewrite keeps the answers when the aggregated leaf is on
+/// the NULL-filled side of an outer join. An unmatched row then joins one
+/// row of NULL partials, where it used to join one row of NULL arguments;
+/// that is the same thing for an aggregate over a bare column of the leaf
+/// (its partial is NULL or a count of 0 there, as the column was NULL), not
+/// for `count(*)` or `coalesce(x, 0)`, which count or see a value in the
+/// NULL row.
+fn nulls_carry_over(splits: &[(Split, &AggregateFunction)], kinds: &[Split]) -> bool {
+    kinds.iter().zip(splits).all(|(kind, (_, f))| {
+        matches!(kind, Split::Keep) || matches!(f.params.args.as_slice(), [Expr::Column(_)])
+    })
 }
 
 fn strip_column_projections(mut plan: &LogicalPlan) -> &LogicalPlan {
