@@ -5,7 +5,7 @@
 //! optimizer, learning rate ...`). DataFusion plans those as join first,
 //! aggregate after, so the hash join probes and emits a million wide rows
 //! and the aggregation hashes them all on the wide keys. When every
-//! aggregate argument comes from one input of an inner-join tree, the same
+//! aggregate argument comes from one input of a join tree, the same
 //! answer is reached by first aggregating that input on the columns the
 //! rest of the plan needs from it (its join keys, its grouping columns),
 //! joining the partial results, and combining them (Yan and Larson's
@@ -18,9 +18,22 @@
 //! partial states carry the repetition: `count` becomes a sum of counts,
 //! `sum` a sum of sums, `min`/`max` stay idempotent, and `avg` is split
 //! into a sum and a count divided at the end. Only these five, without
-//! DISTINCT, FILTER or ORDER BY, and only through inner joins; anything
-//! else, or a rewrite whose output schema would differ in any name, type
-//! or nullability, leaves the plan as it was.
+//! DISTINCT, FILTER or ORDER BY.
+//!
+//! A `min` or `max` reading only the other inputs stays above the join:
+//! the rewrite repeats their rows fewer times, which an extreme does not
+//! see (DLProv's "progress of the running executions" takes the planned
+//! epochs as a max over the configuration while counting epoch rows).
+//!
+//! Left and right joins are allowed. On the preserved side the argument
+//! above holds (an unmatched group is one NULL-extended row, as each of its
+//! rows was). On the NULL-filled side an unmatched row joins one row of
+//! NULL partials where it joined one row of NULL arguments: the same for an
+//! aggregate over a bare column of the input (a count of it is 0 there, the
+//! others NULL), not for `count(*)` or `sum(coalesce(x, 1))`, which see a
+//! row or a value in the NULL row; those keep the plan. Full joins and
+//! anything else, or a rewrite whose output schema would differ in any
+//! name, type or nullability, leave the plan as it was.
 
 use std::collections::HashSet;
 use std::sync::Arc;
