@@ -181,18 +181,10 @@ fn push_zeros(out: &mut String, n: usize) {
 }
 
 /// A small text buffer on the stack for one formatted number.
+#[derive(Default)]
 struct StackText {
     buf: [u8; 32],
     len: usize,
-}
-
-impl Default for StackText {
-    fn default() -> Self {
-        StackText {
-            buf: [0; 32],
-            len: 0,
-        }
-    }
 }
 
 impl StackText {
