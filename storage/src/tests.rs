@@ -9,7 +9,7 @@ use roaring::RoaringBitmap;
 
 use crate::storage::{Storage, StorageOptions, TableSnapshot};
 use crate::table::{SourceId, TableDef, TableId};
-use crate::{StorageError, WalOp};
+use crate::{CommitInfo, StorageError, WalOp};
 
 fn schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
@@ -34,6 +34,15 @@ fn opts(dir: &std::path::Path) -> StorageOptions {
     let mut o = StorageOptions::new(dir);
     o.background = false;
     o
+}
+
+/// Commit the rows `ids` into table `t` in one insert.
+async fn insert(s: &Storage, t: TableId, ids: &[i64]) -> Result<CommitInfo, StorageError> {
+    s.commit(vec![WalOp::Insert {
+        table: t,
+        batch: rows(ids),
+    }])
+    .await
 }
 
 async fn create(s: &Storage, name: &str, pk: bool) -> TableId {
@@ -86,12 +95,7 @@ async fn committed_rows_are_visible_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", false).await;
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[1, 2, 3]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[1, 2, 3]).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![1, 2, 3]);
     drop(s); // no clean close: recovery replays the WAL
     let s = Storage::open(opts(dir.path())).await.unwrap();
@@ -105,12 +109,7 @@ async fn checkpoint_writes_segments_and_truncates_wal() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", true).await;
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[1, 2, 3]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[1, 2, 3]).await.unwrap();
     s.checkpoint().await.unwrap();
     let st = s.stats();
     assert_eq!(st.segments, 1);
@@ -118,25 +117,14 @@ async fn checkpoint_writes_segments_and_truncates_wal() {
         st.wal_files, 1,
         "old WAL files are removed after the manifest is saved"
     );
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[4]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[4]).await.unwrap();
     drop(s);
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let snap = s.snapshot(t).unwrap();
     assert_eq!(snap.segments.len(), 1);
     assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 3, 4]);
     // The key index was rebuilt from the segment: a duplicate is refused.
-    let err = s
-        .commit(vec![WalOp::Insert {
-            table: t,
-            batch: rows(&[2]),
-        }])
-        .await
-        .unwrap_err();
+    let err = insert(&s, t, &[2]).await.unwrap_err();
     assert!(matches!(err, StorageError::UniqueViolation { .. }), "{err}");
 }
 
@@ -158,12 +146,7 @@ async fn deletes_survive_flush_and_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", true).await;
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[10, 11, 12, 13]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[10, 11, 12, 13]).await.unwrap();
     let src = s.snapshot(t).unwrap().memtables[0].id;
     s.commit(vec![delete_op(t, src, &[1], Some(&[11]))])
         .await
@@ -182,12 +165,7 @@ async fn deletes_survive_flush_and_reopen() {
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, vec![10, 12]);
     // Deleted keys can be inserted again.
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[11]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[11]).await.unwrap();
 }
 
 #[tokio::test]
@@ -197,12 +175,7 @@ async fn compaction_merges_segments_and_drops_deleted_rows() {
     let t = create(&s, "t", true).await;
     let mut first_src = None;
     for i in 0..5 {
-        s.commit(vec![WalOp::Insert {
-            table: t,
-            batch: rows(&[i * 10, i * 10 + 1]),
-        }])
-        .await
-        .unwrap();
+        insert(&s, t, &[i * 10, i * 10 + 1]).await.unwrap();
         if first_src.is_none() {
             first_src = Some(s.snapshot(t).unwrap().memtables[0].id);
         }
@@ -227,20 +200,9 @@ async fn compaction_merges_segments_and_drops_deleted_rows() {
     let s = Storage::open(opts(dir.path())).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await, expect);
     // The key index points into the compacted segment.
-    let err = s
-        .commit(vec![WalOp::Insert {
-            table: t,
-            batch: rows(&[41]),
-        }])
-        .await
-        .unwrap_err();
+    let err = insert(&s, t, &[41]).await.unwrap_err();
     assert!(matches!(err, StorageError::UniqueViolation { .. }));
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[0]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[0]).await.unwrap();
 }
 
 #[tokio::test]
@@ -251,13 +213,7 @@ async fn concurrent_duplicate_keys_one_wins() {
     let mut handles = Vec::new();
     for _ in 0..16 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move {
-            s.commit(vec![WalOp::Insert {
-                table: t,
-                batch: rows(&[7]),
-            }])
-            .await
-        }));
+        handles.push(tokio::spawn(async move { insert(&s, t, &[7]).await }));
     }
     let mut ok = 0;
     for h in handles {
@@ -290,12 +246,7 @@ async fn inline_and_grouped_commits_check_keys_against_each_other() {
             } else {
                 vec![(i - i / 51) % 100]
             };
-            s.commit(vec![WalOp::Insert {
-                table: t,
-                batch: rows(&ids),
-            }])
-            .await
-            .is_ok()
+            insert(&s, t, &ids).await.is_ok()
         }));
     }
     let mut ok = 0;
@@ -323,14 +274,14 @@ async fn repeated_keys_inside_one_commit_are_refused_in_any_order() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", true).await;
-    let insert = |ids: &[i64]| WalOp::Insert {
+    let op = |ids: &[i64]| WalOp::Insert {
         table: t,
         batch: rows(ids),
     };
     for ops in [
-        vec![insert(&[5, 3, 9, 3])],
-        vec![insert(&[1, 2, 3]), insert(&[4, 5]), insert(&[3])],
-        vec![insert(&[1, 2]), insert(&[3, 3])],
+        vec![op(&[5, 3, 9, 3])],
+        vec![op(&[1, 2, 3]), op(&[4, 5]), op(&[3])],
+        vec![op(&[1, 2]), op(&[3, 3])],
     ] {
         let err = s.commit(ops).await.unwrap_err();
         match err {
@@ -341,11 +292,11 @@ async fn repeated_keys_inside_one_commit_are_refused_in_any_order() {
         }
     }
     let ordered: Vec<i64> = (0..10_000).collect();
-    s.commit(vec![insert(&ordered[..5000]), insert(&ordered[5000..])])
+    s.commit(vec![op(&ordered[..5000]), op(&ordered[5000..])])
         .await
         .unwrap();
     let unordered: Vec<i64> = (0..1000).map(|i| 20_000 + (i * 7919) % 1000).collect();
-    s.commit(vec![insert(&unordered)]).await.unwrap();
+    s.commit(vec![op(&unordered)]).await.unwrap();
     assert_eq!(live_ids(&s, &s.snapshot(t).unwrap()).await.len(), 11_000);
 }
 
@@ -443,12 +394,7 @@ async fn staged_segments_attach_with_their_commit_and_survive_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Storage::open(opts(dir.path())).await.unwrap();
     let t = create(&s, "t", false).await;
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[1]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[1]).await.unwrap();
     let mut staged = s.stage_segment(t).unwrap();
     staged.write(&rows(&[10, 11])).await.unwrap();
     staged.write(&rows(&[12])).await.unwrap();
@@ -493,12 +439,7 @@ async fn staged_segments_attach_with_their_commit_and_survive_reopen() {
     assert_eq!(live_ids(&s, &snap).await, vec![1, 2, 10, 12]);
     assert!(snap.segments.iter().any(|g| g.file.meta.id == attached));
     // Compaction rewrites it without its deleted row.
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[3]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[3]).await.unwrap();
     s.checkpoint().await.unwrap();
     assert_eq!(s.compact().await.unwrap(), 1);
     drop(snap);
@@ -580,12 +521,7 @@ async fn segments_in_a_file_url_store_are_written_synced_and_read_back() {
     o.object_store_url = Some(format!("file://{}", segs.path().display()));
     let s = Storage::open(o.clone()).await.unwrap();
     let t = create(&s, "t", true).await;
-    s.commit(vec![WalOp::Insert {
-        table: t,
-        batch: rows(&[1, 2, 3]),
-    }])
-    .await
-    .unwrap();
+    insert(&s, t, &[1, 2, 3]).await.unwrap();
     // The checkpoint fsyncs the new segment where the store put it.
     s.checkpoint().await.unwrap();
     assert_eq!(s.stats().segments, 1);
