@@ -119,8 +119,12 @@ impl WalWriter {
     /// ahead (and needs no new file): appending it costs a write and one
     /// fdatasync, nothing more. Always true without fsync, short of rotation.
     pub fn has_room(&self, bytes: usize) -> bool {
-        let end = self.file_len + (HEADER_LEN + bytes) as u64;
-        self.file_len < ROTATE_BYTES && (!self.fsync || end <= self.alloc_len)
+        self.file_len < ROTATE_BYTES && (!self.fsync || self.zeros_fit(HEADER_LEN + bytes))
+    }
+
+    /// Whether `room` bytes fit in the zeros past the last commit.
+    fn zeros_fit(&self, room: usize) -> bool {
+        self.alloc_len >= self.file_len + room as u64
     }
 
     /// Write one commit (not yet synced). Returns its LSN. On a write error the
@@ -153,7 +157,7 @@ impl WalWriter {
         if !self.fsync || room >= PREALLOC_MAX_COMMIT {
             return Ok(());
         }
-        if self.alloc_len >= self.file_len + room as u64 {
+        if self.zeros_fit(room) {
             return Ok(());
         }
         static ZEROS: [u8; 64 << 10] = [0; 64 << 10];

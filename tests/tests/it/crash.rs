@@ -255,7 +255,6 @@ fn files_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The WAL segment written last (newest mtime, then largest name).
 /// Where the commits of a WAL file end: the log keeps zeros preallocated
 /// past them, and a killed server leaves those behind. Walks the frames
 /// (`[len u32][crc u32][lsn u64][flags u8][payload]`, storage/src/wal.rs)
@@ -270,6 +269,7 @@ fn wal_commits_end(bytes: &[u8]) -> usize {
     at
 }
 
+/// The WAL segment written last (newest mtime, then largest name).
 fn newest_wal_file(data_dir: &Path) -> PathBuf {
     let wal = data_dir.join("wal");
     let mut files = Vec::new();
