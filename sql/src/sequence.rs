@@ -12,41 +12,36 @@ use datafusion::common::{DataFusionError, Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
 use provdb_storage::Storage;
 
-use crate::error::from_engine;
+use crate::error::{SqlResult, from_engine};
 use crate::table::external;
 
 pub use provdb_engine::catalog::sequence_key;
 pub use provdb_engine::sequence::{SequenceDef, Sequences};
 
 /// Resolve a sequence name as written in SQL (`s`, `schema.s`, `"S"`).
-pub fn resolve_name(name: &str, search_path: &[String], storage: &Storage) -> String {
-    let name = name.trim();
-    let parts: Vec<String> = name
+pub fn resolve_name(name: &str, search_path: &[String], storage: &Storage) -> SqlResult<String> {
+    let parts: Vec<Ident> = name
+        .trim()
         .split('.')
         .map(|p| {
             let p = p.trim();
-            if p.starts_with('"') && p.ends_with('"') && p.len() >= 2 {
-                p[1..p.len() - 1].to_string()
-            } else {
-                p.to_ascii_lowercase()
+            match p.strip_prefix('"').and_then(|q| q.strip_suffix('"')) {
+                Some(quoted) => Ident::with_quote('"', quoted),
+                None => Ident::new(p),
             }
         })
         .collect();
-    if parts.len() >= 2 {
-        return sequence_key(&parts[parts.len() - 2], &parts[parts.len() - 1]);
-    }
-    for schema in search_path {
-        let key = sequence_key(schema, &parts[0]);
-        if storage.meta_get(&key).is_some() {
-            return key;
-        }
-    }
-    sequence_key(
-        search_path.first().map(String::as_str).unwrap_or("public"),
-        &parts[0],
-    )
+    // Schema and name are the last two parts (a database before them is
+    // ignored); an unqualified name goes through the search path like a
+    // table's.
+    let object = ObjectName::from(parts[parts.len().saturating_sub(2)..].to_vec());
+    let (schema, name, _) = crate::ddl::resolve_name(&object, search_path, |s, n| {
+        storage.meta_get(&sequence_key(s, n))
+    })?;
+    Ok(sequence_key(&schema, &name))
 }
 
 /// Which sequence function.
@@ -134,7 +129,7 @@ impl ScalarUDFImpl for SequenceUdf {
                 out.push(None);
                 continue;
             }
-            let key = resolve_name(names.value(idx), &path, &self.storage);
+            let key = resolve_name(names.value(idx), &path, &self.storage).map_err(external)?;
             let v = match self.kind {
                 SeqFn::NextVal => self.sequences.next(&self.storage, &key),
                 SeqFn::SetVal => {
