@@ -109,19 +109,12 @@ fn floats_text(values: impl ExactSizeIterator<Item = Option<f64>>) -> StringArra
     b.finish()
 }
 
-/// `float8` text as PostgreSQL (extra_float_digits = 1) prints it.
-pub fn float_text(v: f64) -> String {
-    let mut out = String::new();
-    push_float(v, &mut out);
-    out
-}
-
 /// Append `v` as PostgreSQL prints a `float8`: the shortest digits that
 /// read back as `v`, in positional form for decimal exponents -4 to 14
 /// and as `1.5e-07` / `1e+20` outside them. One shortest-digits conversion
 /// (Rust's `{:e}`, into a stack buffer); the positional form is laid out
 /// from its digits, with no allocation.
-pub fn push_float(v: f64, out: &mut String) {
+fn push_float(v: f64, out: &mut String) {
     if v.is_nan() {
         return out.push_str("NaN");
     }
@@ -225,6 +218,12 @@ fn trim_fraction(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn float_text(v: f64) -> String {
+        let mut out = String::new();
+        push_float(v, &mut out);
+        out
+    }
 
     #[test]
     fn floats_print_like_postgres() {
