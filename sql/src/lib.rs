@@ -48,6 +48,7 @@ mod planning_state;
 pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;
+mod scaled_columns;
 pub mod sequence;
 pub mod session;
 pub mod table;

@@ -52,6 +52,7 @@ use roaring::RoaringBitmap;
 
 use crate::error::SqlError;
 use crate::live_source::LiveSource;
+use crate::scaled_columns::ScaledColumns;
 use crate::session::SessionShared;
 use crate::txn::{PENDING_SOURCE, WriteSet};
 use crate::zone_map::{self, Bound};
@@ -209,6 +210,7 @@ impl ProvTable {
             source = source.with_predicate(Arc::clone(p));
         }
         let mut builder = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_expr_adapter(Some(Arc::new(ScaledColumns)))
             .with_limit(limit)
             .with_projection_indices(projection.cloned())?;
         let mut any = false;
@@ -400,6 +402,7 @@ impl ProvTable {
             .with_extension(ParquetRowSelection::new(RowSelection::from(selectors)));
         let source = self.parquet_source(runtime)?;
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
+            .with_expr_adapter(Some(Arc::new(ScaledColumns)))
             .with_projection_indices(projection.cloned())?
             .with_file(file)
             .build();

@@ -30,6 +30,7 @@ pub mod observer;
 pub mod pk;
 pub mod read;
 pub mod record;
+pub mod scaled;
 pub mod segment;
 pub mod staged;
 pub mod state;

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatch};
+use arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchReader};
 use arrow::datatypes::DataType;
 use arrow::datatypes::SchemaRef;
 use object_store::buffered::BufWriter;
@@ -19,6 +19,7 @@ use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::scaled::{self, FileColumns};
 use crate::table::{SourceId, TableId};
 
 /// Rows per Parquet row group: small enough that statistics prune well.
@@ -74,7 +75,9 @@ pub fn dv_path(prefix: &ObjPath, table: TableId, id: SourceId, version: u64) -> 
 /// DLProv keeps as TEXT, is DELTA_BYTE_ARRAY (each value stored as the
 /// suffix it does not share with the previous one) instead of a dictionary
 /// that would hold most of the values (measured on DLProv's `otrain`: its
-/// two text columns 8.95 -> 5.35 MB per million rows).
+/// two text columns 8.95 -> 5.35 MB per million rows). Floats stored as
+/// scaled integers ([`crate::scaled`]) are BYTE_STREAM_SPLIT too: their
+/// high bytes are zeros.
 fn writer_props(schema: &SchemaRef, sample: Option<&RecordBatch>) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
@@ -83,6 +86,7 @@ fn writer_props(schema: &SchemaRef, sample: Option<&RecordBatch>) -> WriterPrope
     for (i, field) in schema.fields().iter().enumerate() {
         let encoding = match field.data_type() {
             DataType::Float32 | DataType::Float64 => Encoding::BYTE_STREAM_SPLIT,
+            DataType::Int64 if scaled::field_scale(field).is_some() => Encoding::BYTE_STREAM_SPLIT,
             DataType::Int32 | DataType::Int64 | DataType::Timestamp(_, _) | DataType::Date32 => {
                 Encoding::DELTA_BINARY_PACKED
             }
@@ -120,11 +124,12 @@ fn many_distinct(array: &ArrayRef) -> bool {
 
 /// Writes one Parquet segment batch by batch: a row group at a time is
 /// held (encoded) in memory, the rest is in the object store. The file's
-/// encodings are chosen at the first batch ([`writer_props`]).
+/// encodings are chosen at the first batch ([`writer_props`]); which float
+/// columns are stored scaled, before it ([`SegmentWriter::with_columns`]).
 pub struct SegmentWriter {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,
-    schema: SchemaRef,
+    columns: FileColumns,
     /// Opened by the first write (or by `finish`, for an empty segment).
     inner: Option<AsyncArrowWriter<BufWriter>>,
     rows: u64,
@@ -135,30 +140,39 @@ impl SegmentWriter {
         SegmentWriter {
             store: Arc::clone(store),
             path: path.clone(),
-            schema: Arc::clone(schema),
+            columns: FileColumns::plain(schema),
             inner: None,
             rows: 0,
         }
     }
 
-    /// A Parquet writer with encodings chosen for `sample`.
+    /// Store the columns as `columns` says (chosen from every row the file
+    /// will hold: a batch written later must fit its scales).
+    fn with_columns(mut self, columns: FileColumns) -> Self {
+        self.columns = columns;
+        self
+    }
+
+    /// A Parquet writer with encodings chosen for `sample` (as stored).
     fn open(&self, sample: Option<&RecordBatch>) -> Result<AsyncArrowWriter<BufWriter>> {
         let out = BufWriter::new(Arc::clone(&self.store), self.path.clone());
-        let props = writer_props(&self.schema, sample);
+        let schema = self.columns.file_schema();
+        let props = writer_props(schema, sample);
         Ok(AsyncArrowWriter::try_new(
             out,
-            Arc::clone(&self.schema),
+            Arc::clone(schema),
             Some(props),
         )?)
     }
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.rows += batch.num_rows() as u64;
+        let stored = self.columns.encode(batch)?;
         let inner = match &mut self.inner {
             Some(inner) => inner,
-            None => self.inner.insert(self.open(Some(batch))?),
+            None => self.inner.insert(self.open(Some(&stored))?),
         };
-        inner.write(batch).await?;
+        inner.write(&stored).await?;
         Ok(())
     }
 
@@ -191,7 +205,8 @@ impl SegmentWriter {
     }
 }
 
-/// Write `batches` (all with `schema`) as one Parquet segment.
+/// Write `batches` (all with `schema`) as one Parquet segment, float
+/// columns of short decimals stored scaled ([`crate::scaled`]).
 pub async fn write_segment(
     store: &Arc<dyn ObjectStore>,
     path: &ObjPath,
@@ -199,7 +214,8 @@ pub async fn write_segment(
     schema: &SchemaRef,
     batches: &[RecordBatch],
 ) -> Result<SegmentMeta> {
-    let mut w = SegmentWriter::new(store, path, schema);
+    let mut w =
+        SegmentWriter::new(store, path, schema).with_columns(FileColumns::choose(schema, batches));
     for b in batches {
         w.write(b).await?;
     }
@@ -207,7 +223,7 @@ pub async fn write_segment(
 }
 
 /// Read a segment's rows (optionally only some columns, returned in file
-/// column order), in position order.
+/// column order), in position order, scaled columns back as doubles.
 pub async fn read_segment(
     store: &Arc<dyn ObjectStore>,
     meta: &SegmentMeta,
@@ -226,9 +242,14 @@ pub async fn read_segment(
             builder = builder.with_projection(mask);
         }
         let reader = builder.with_batch_size(8192).build()?;
+        let decoder = scaled::Decoder::for_schema(&reader.schema());
         reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(crate::StorageError::from)
+            .map(|batch| match (&decoder, batch) {
+                (Some(d), Ok(b)) => d.decode(&b),
+                (None, Ok(b)) => Ok(b),
+                (_, Err(e)) => Err(e.into()),
+            })
+            .collect::<Result<Vec<_>>>()
     })
     .await
     .map_err(|e| crate::StorageError::Invalid(format!("segment reader panicked: {e}")))?
@@ -238,7 +259,7 @@ pub async fn read_segment(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{Int64Array, StringArray};
+    use arrow::array::{Float64Array, Int64Array, StringArray};
     use arrow::datatypes::{Field, Schema};
     use object_store::memory::InMemory;
     use parquet::file::reader::{FileReader, SerializedFileReader};
@@ -308,6 +329,59 @@ mod tests {
         let back = read_segment(&store, &meta, None).await.expect("read");
         let back = arrow::compute::concat_batches(&schema, &back).expect("concat");
         assert_eq!(back, batch);
+    }
+
+    #[tokio::test]
+    async fn short_decimal_doubles_are_stored_scaled_and_read_back_as_written() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("loss", DataType::Float64, true),
+            Field::new("root", DataType::Float64, true),
+        ]));
+        let batch = |from: i64| {
+            let ids: Vec<i64> = (from..from + 5000).collect();
+            let loss: Vec<Option<f64>> = ids
+                .iter()
+                .map(|i| (i % 9 != 0).then(|| (i * 7919 % 1_000_000) as f64 / 1e6))
+                .collect();
+            let root: Vec<f64> = ids.iter().map(|i| (*i as f64).sqrt()).collect();
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(Int64Array::from(ids)),
+                    Arc::new(Float64Array::from(loss)),
+                    Arc::new(Float64Array::from(root)),
+                ],
+            )
+            .expect("batch")
+        };
+        let batches = vec![batch(0), batch(5000)];
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let path = ObjPath::from("t/3.parquet");
+        let meta = write_segment(&store, &path, SourceId(3), &schema, &batches)
+            .await
+            .expect("write");
+        let bytes = store
+            .get(&path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes");
+        let reader = SerializedFileReader::new(bytes.clone()).expect("parquet");
+        let columns = reader.metadata().row_group(0).columns();
+        assert_eq!(columns[1].column_type(), parquet::basic::Type::INT64);
+        assert_eq!(columns[2].column_type(), parquet::basic::Type::DOUBLE);
+        assert!(encodings(bytes, 1).contains(&Encoding::BYTE_STREAM_SPLIT));
+
+        let back = read_segment(&store, &meta, None).await.expect("read");
+        let back = arrow::compute::concat_batches(&schema, &back).expect("concat");
+        let written = arrow::compute::concat_batches(&schema, &batches).expect("concat");
+        assert_eq!(back, written);
+        let loss = read_segment(&store, &meta, Some(&[1])).await.expect("read");
+        assert_eq!(loss[0].schema().field(0).data_type(), &DataType::Float64);
+        let rows = loss[0].num_rows();
+        assert_eq!(loss[0].column(0), &written.column(1).slice(0, rows));
     }
 
     #[tokio::test]
