@@ -328,9 +328,10 @@ def compare(queries, engines):
     return problems
 
 
-def time_query(engine, q, repeats):
-    """Median milliseconds of `repeats` runs after one warm-up."""
-    engine.execute(q)
+def time_query(engine, q, repeats, warmups=1):
+    """Median milliseconds of `repeats` runs after `warmups` untimed ones."""
+    for _ in range(warmups):
+        engine.execute(q)
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
