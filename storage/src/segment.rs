@@ -266,6 +266,17 @@ mod tests {
 
     use super::*;
 
+    /// The whole file at `path`.
+    async fn file_bytes(store: &Arc<dyn ObjectStore>, path: &ObjPath) -> bytes::Bytes {
+        store
+            .get(path)
+            .await
+            .expect("get")
+            .bytes()
+            .await
+            .expect("bytes")
+    }
+
     /// The encodings of column `i` in the file's first row group.
     fn encodings(bytes: bytes::Bytes, i: usize) -> Vec<Encoding> {
         let reader = SerializedFileReader::new(bytes).expect("parquet");
@@ -310,13 +321,7 @@ mod tests {
         .await
         .expect("write");
         assert_eq!(meta.rows, n as u64);
-        let bytes = store
-            .get(&path)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
+        let bytes = file_bytes(&store, &path).await;
         let stamp = encodings(bytes.clone(), 1);
         assert!(stamp.contains(&Encoding::DELTA_BYTE_ARRAY), "{stamp:?}");
         assert!(!stamp.contains(&Encoding::RLE_DICTIONARY), "{stamp:?}");
@@ -361,13 +366,7 @@ mod tests {
         let meta = write_segment(&store, &path, SourceId(3), &schema, &batches)
             .await
             .expect("write");
-        let bytes = store
-            .get(&path)
-            .await
-            .expect("get")
-            .bytes()
-            .await
-            .expect("bytes");
+        let bytes = file_bytes(&store, &path).await;
         let reader = SerializedFileReader::new(bytes.clone()).expect("parquet");
         let columns = reader.metadata().row_group(0).columns();
         assert_eq!(columns[1].column_type(), parquet::basic::Type::INT64);
