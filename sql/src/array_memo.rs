@@ -98,6 +98,22 @@ impl<V: Clone> ArrayMemo<V> {
         Some(e.value.clone())
     }
 
+    /// Whether `array` was seen before (a miss of [`Self::insert`] or of
+    /// this call); the sighting is recorded. For results too costly to
+    /// compute for an array that may never come back.
+    pub fn seen_before(&self, array: &ArrayRef) -> bool {
+        let k = key(array);
+        let mut memo = self.inner.lock();
+        if memo.seen.contains(&k) {
+            return true;
+        }
+        memo.seen.push_back(k);
+        if memo.seen.len() > SEEN {
+            memo.seen.pop_front();
+        }
+        false
+    }
+
     /// Keep `value` for `array` if the array was seen before; `value_bytes`
     /// is what the value holds in memory. Nothing is kept when the two
     /// exceed the whole budget.

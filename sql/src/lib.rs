@@ -52,6 +52,7 @@ mod scaled_columns;
 pub mod sequence;
 pub mod session;
 pub mod table;
+pub mod text_index;
 pub mod txn;
 pub mod types;
 pub mod zone_map;

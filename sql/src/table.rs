@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt64Array,
+    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::compute::{and, cast, filter_record_batch};
+use datafusion::arrow::compute::{and, cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -54,6 +54,7 @@ use crate::error::SqlError;
 use crate::live_source::LiveSource;
 use crate::scaled_columns::ScaledColumns;
 use crate::session::SessionShared;
+use crate::text_index;
 use crate::txn::{PENDING_SOURCE, WriteSet};
 use crate::zone_map::{self, Bound};
 
@@ -105,6 +106,8 @@ impl ProvTable {
     /// whose min/max is kept). A scan runs this over every cached batch of
     /// the table, so a batch already in the current schema (compared once
     /// per schema object, not per batch) is neither copied nor adapted.
+    /// An equality bound on a text column keeps only the rows its index
+    /// finds ([`text_index`]).
     fn push_live(
         &self,
         out: &mut Vec<RecordBatch>,
@@ -139,10 +142,22 @@ impl ProvTable {
             if !zone_map::may_match(b, bounds) {
                 continue;
             }
+            let rows = text_index::eq_rows(b, bounds);
             let b = proj.project(b)?;
-            out.push(match provdb_storage::dv::live_mask(dv, first, n) {
-                Some(mask) => filter_record_batch(&b, &mask)?,
-                None => b,
+            let live = provdb_storage::dv::live_mask(dv, first, n);
+            out.push(match (rows, live) {
+                (None, Some(mask)) => filter_record_batch(&b, &mask)?,
+                (None, None) => b,
+                (Some(rows), live) => {
+                    let rows: Vec<u32> = rows
+                        .into_iter()
+                        .filter(|&r| live.as_ref().is_none_or(|m| m.value(r as usize)))
+                        .collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
+                    take_record_batch(&b, &UInt32Array::from(rows))?
+                }
             });
         }
         Ok(())

@@ -37,6 +37,13 @@ pub struct Bound {
     value: ScalarValue,
 }
 
+impl Bound {
+    /// Column index, operator, value.
+    pub fn parts(&self) -> (usize, Operator, &ScalarValue) {
+        (self.column, self.op, &self.value)
+    }
+}
+
 /// The bounds in the current state of `filter` (a dynamic filter is
 /// snapshotted first). Empty when the filter has none.
 pub fn bounds(filter: &Arc<dyn PhysicalExpr>) -> Vec<Bound> {
