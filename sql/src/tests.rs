@@ -22,6 +22,15 @@ async fn open_with_cache(dir: &std::path::Path, cache: usize) -> std::sync::Arc<
     .unwrap()
 }
 
+/// The pretty-printed rows of each of `queries`, run in turn.
+async fn run_all(s: &mut Session, queries: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for q in queries {
+        out.push(run(s, q).await.unwrap());
+    }
+    out
+}
+
 /// A session on a new database in a temporary directory (keep the
 /// directory alive as long as the session).
 async fn fresh_session() -> (tempfile::TempDir, Session) {
@@ -319,10 +328,7 @@ async fn segment_cache_and_parquet_scans_agree() {
             .await
             .unwrap();
         db.storage().checkpoint().await.unwrap();
-        let mut got = Vec::new();
-        for q in queries {
-            got.push(run(&mut s, q).await.unwrap());
-        }
+        let mut got = run_all(&mut s, &queries).await;
         // an open transaction sees its own deletes over cached segments
         run(&mut s, "BEGIN").await.unwrap();
         run(&mut s, "DELETE FROM t WHERE id < 5000").await.unwrap();
@@ -414,10 +420,7 @@ async fn scaled_float_columns_read_back_the_same_doubles() {
         )
         .await
         .unwrap();
-        let mut before = Vec::new();
-        for q in queries {
-            before.push(run(&mut s, q).await.unwrap());
-        }
+        let before = run_all(&mut s, &queries).await;
         db.storage().checkpoint().await.unwrap();
         let types = segment_column_types(dir.path());
         assert!(
@@ -428,20 +431,14 @@ async fn scaled_float_columns_read_back_the_same_doubles() {
             types.contains(&("f".to_string(), DataType::Float64)),
             "{types:?}"
         );
-        let mut after = Vec::new();
-        for q in queries {
-            after.push(run(&mut s, q).await.unwrap());
-        }
+        let after = run_all(&mut s, &queries).await;
         assert_eq!(before, after, "cache {cache}");
         db.close().await.unwrap();
         drop(s);
         drop(db);
         let db = open_with_cache(dir.path(), cache).await;
         let mut s = db.session();
-        let mut restarted = Vec::new();
-        for q in queries {
-            restarted.push(run(&mut s, q).await.unwrap());
-        }
+        let restarted = run_all(&mut s, &queries).await;
         assert_eq!(before, restarted, "cache {cache}, restarted");
         answers.push(before);
     }
