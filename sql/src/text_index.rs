@@ -30,6 +30,10 @@ pub const INDEX_MIN_ROWS: usize = 1024;
 /// Most bytes the indexes and the arrays they pin hold.
 pub const INDEX_BYTES: usize = 64 << 20;
 
+/// What an index holds per row, about (a position, a share of a hash
+/// table entry and of its vector).
+const BYTES_PER_ROW: usize = 48;
+
 static INDEXES: ArrayMemo<Arc<TextIndex>> = ArrayMemo::new(INDEX_BYTES);
 
 /// Row positions of a text array by value hash.
@@ -48,7 +52,7 @@ impl TextIndex {
                 rows.entry(hasher.hash_one(v)).or_default().push(i as u32);
             }
         }
-        let bytes = rows.capacity() * 40 + text.len() * 4;
+        let bytes = text.len() * BYTES_PER_ROW;
         Some((TextIndex { hasher, rows }, bytes))
     }
 
@@ -76,7 +80,10 @@ fn index_of(array: &ArrayRef) -> Option<Arc<TextIndex>> {
     if let Some(index) = INDEXES.get(array) {
         return Some(index);
     }
-    if !INDEXES.seen_before(array) {
+    // An array whose index could not be kept would be indexed again at
+    // every query: a quarter of the budget at most.
+    let estimate = array.get_array_memory_size() + array.len() * BYTES_PER_ROW;
+    if estimate > INDEX_BYTES / 4 || !INDEXES.seen_before(array) {
         return None;
     }
     let (index, bytes) = TextIndex::build(array)?;
