@@ -54,6 +54,18 @@ fn key(array: &ArrayRef) -> usize {
 }
 
 impl<V> Memo<V> {
+    /// Whether `k` is among the recent misses; if not, it becomes one.
+    fn sighted(&mut self, k: usize) -> bool {
+        if self.seen.contains(&k) {
+            return true;
+        }
+        self.seen.push_back(k);
+        if self.seen.len() > SEEN {
+            self.seen.pop_front();
+        }
+        false
+    }
+
     /// Drop entries until `bytes` more fit in `budget`: the oldest queued
     /// first, but one used since it was queued goes to the back instead.
     fn make_room(&mut self, bytes: usize, budget: usize) {
@@ -102,16 +114,7 @@ impl<V: Clone> ArrayMemo<V> {
     /// this call); the sighting is recorded. For results too costly to
     /// compute for an array that may never come back.
     pub fn seen_before(&self, array: &ArrayRef) -> bool {
-        let k = key(array);
-        let mut memo = self.inner.lock();
-        if memo.seen.contains(&k) {
-            return true;
-        }
-        memo.seen.push_back(k);
-        if memo.seen.len() > SEEN {
-            memo.seen.pop_front();
-        }
-        false
+        self.inner.lock().sighted(key(array))
     }
 
     /// Keep `value` for `array` if the array was seen before; `value_bytes`
@@ -124,11 +127,7 @@ impl<V: Clone> ArrayMemo<V> {
         }
         let k = key(array);
         let mut memo = self.inner.lock();
-        if !memo.seen.contains(&k) {
-            memo.seen.push_back(k);
-            if memo.seen.len() > SEEN {
-                memo.seen.pop_front();
-            }
+        if !memo.sighted(k) {
             return;
         }
         memo.make_room(bytes, self.budget);
