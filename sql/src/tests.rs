@@ -358,33 +358,24 @@ async fn segment_cache_and_parquet_scans_agree() {
     assert_eq!(answers[0], answers[1]);
 }
 
-/// The types of a segment file's columns, by name.
+/// The types of the columns of every segment file under `dir` (a data
+/// directory: `segments/tables/<table>/<segment>.parquet`), by name.
 fn segment_column_types(dir: &std::path::Path) -> Vec<(String, DataType)> {
     use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let tables = std::fs::read_dir(dir.join("segments").join("tables")).unwrap();
+    let files = tables.flat_map(|t| std::fs::read_dir(t.unwrap().path()).unwrap());
     let mut types = Vec::new();
-    for entry in walk(dir) {
-        if entry.extension().is_some_and(|x| x == "parquet") {
-            let file = std::fs::File::open(&entry).unwrap();
-            let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    for file in files {
+        let path = file.unwrap().path();
+        if path.extension().is_some_and(|x| x == "parquet") {
+            let reader = std::fs::File::open(&path).unwrap();
+            let builder = ParquetRecordBatchReaderBuilder::try_new(reader).unwrap();
             for f in builder.schema().fields() {
                 types.push((f.name().clone(), f.data_type().clone()));
             }
         }
     }
     types
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Doubles of short decimals are stored as scaled integers in segments;
