@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::Operator;
@@ -39,39 +39,17 @@ impl PhysicalExprAdapterFactory for ScaledColumns {
         logical_file_schema: SchemaRef,
         physical_file_schema: SchemaRef,
     ) -> Result<Arc<dyn PhysicalExprAdapter>> {
-        let scales: Vec<Option<u8>> = physical_file_schema
-            .fields()
-            .iter()
-            .map(|f| scaled::field_scale(f))
-            .collect();
-        if scales.iter().all(Option::is_none) {
+        let Some(decoder) = scaled::Decoder::for_schema(&physical_file_schema) else {
             return Ok(Arc::new(DefaultPhysicalExprAdapter::new(
                 logical_file_schema,
                 physical_file_schema,
             )));
-        }
+        };
         // The default adapter sees the scaled columns as the doubles they
         // are rewritten to, so it adds no cast of its own.
-        let decoded: Vec<Field> = physical_file_schema
-            .fields()
-            .iter()
-            .zip(&scales)
-            .map(|(field, scale)| match scale {
-                Some(_) => logical_file_schema
-                    .field_with_name(field.name())
-                    .cloned()
-                    .unwrap_or_else(|_| {
-                        Field::new(field.name(), DataType::Float64, field.is_nullable())
-                    }),
-                None => field.as_ref().clone(),
-            })
-            .collect();
-        let decoded = Arc::new(Schema::new_with_metadata(
-            decoded,
-            physical_file_schema.metadata().clone(),
-        ));
+        let decoded = Arc::clone(decoder.schema());
         Ok(Arc::new(ScaledAdapter {
-            scales,
+            scales: decoder.scales().to_vec(),
             physical: physical_file_schema,
             rest: DefaultPhysicalExprAdapter::new(logical_file_schema, decoded),
         }))

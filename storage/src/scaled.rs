@@ -151,26 +151,34 @@ impl FileColumns {
         if self.scales.iter().all(Option::is_none) {
             return Ok(batch.clone());
         }
-        let columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .zip(&self.scales)
-            .map(
-                |(column, scale)| match (scale, column.as_primitive_opt::<Float64Type>()) {
-                    (Some(k), Some(floats)) => {
-                        let p = power(*k);
-                        let ints = floats.unary::<_, Int64Type>(|v| (v * p).round() as i64);
-                        Arc::new(ints) as ArrayRef
-                    }
-                    _ => Arc::clone(column),
-                },
-            )
-            .collect();
-        Ok(RecordBatch::try_new(
-            Arc::clone(&self.file_schema),
-            columns,
-        )?)
+        convert_scaled(batch, &self.scales, &self.file_schema, |column, p| {
+            let floats = column.as_primitive_opt::<Float64Type>()?;
+            Some(Arc::new(
+                floats.unary::<_, Int64Type>(|v| (v * p).round() as i64),
+            ))
+        })
     }
+}
+
+/// `batch` as `schema`, each scaled column (a scale in `scales`) replaced
+/// by `convert(column, 10^k)`; kept as it is when that gives `None`.
+fn convert_scaled(
+    batch: &RecordBatch,
+    scales: &[Option<u8>],
+    schema: &SchemaRef,
+    convert: impl Fn(&ArrayRef, f64) -> Option<ArrayRef>,
+) -> Result<RecordBatch> {
+    let columns: Vec<ArrayRef> = batch
+        .columns()
+        .iter()
+        .zip(scales)
+        .map(|(column, scale)| {
+            scale
+                .and_then(|k| convert(column, power(k)))
+                .unwrap_or_else(|| Arc::clone(column))
+        })
+        .collect();
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
 }
 
 /// The scale of a file field, when it is a scaled column.
@@ -225,24 +233,23 @@ impl Decoder {
         Some(Decoder { scales, schema })
     }
 
+    /// The schema of decoded batches: the file's, scaled columns as doubles.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The scale of each column of the file schema, if scaled.
+    pub fn scales(&self) -> &[Option<u8>] {
+        &self.scales
+    }
+
     /// `batch` (with the file schema this decoder was made for) with its
     /// scaled columns as doubles; every output shares one schema object.
     pub fn decode(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let columns: Vec<ArrayRef> = batch
-            .columns()
-            .iter()
-            .zip(&self.scales)
-            .map(
-                |(column, scale)| match (scale, column.as_primitive_opt::<Int64Type>()) {
-                    (Some(k), Some(ints)) => {
-                        let p = power(*k);
-                        Arc::new(ints.unary::<_, Float64Type>(|i| i as f64 / p)) as ArrayRef
-                    }
-                    _ => Arc::clone(column),
-                },
-            )
-            .collect();
-        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+        convert_scaled(batch, &self.scales, &self.schema, |column, p| {
+            let ints = column.as_primitive_opt::<Int64Type>()?;
+            Some(Arc::new(ints.unary::<_, Float64Type>(|i| i as f64 / p)))
+        })
     }
 }
 
