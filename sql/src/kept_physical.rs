@@ -29,7 +29,12 @@
 //!   filter survives the reset is not kept. Renewing costs about a tenth of
 //!   a millisecond, more than the filter saves on small tables: only
 //!   statements over many rows get these filters
-//!   ([`crate::planning_state::Mode::KeptFiltered`]).
+//!   ([`crate::planning_state::Mode::KeptFiltered`]), and only when one of
+//!   their hash joins is not keyed;
+//! - a hash join whose probe-side key is a column of a deferred scan hands
+//!   its build side's keys to that scan, which gathers its rows only when
+//!   first polled ([`crate::key_join`]), so a join of one model's row with
+//!   a fifty-thousand-row table reads one row of it.
 //!
 //! The first two executions of a statement are planned the general way (a
 //! statement run once pays nothing for this; the first, which warms caches,
@@ -72,6 +77,7 @@ use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, reset
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation, PushedDown,
 };
+use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::metrics::Count;
 use datafusion::physical_plan::statistics::{StatisticsArgs, StatisticsContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -79,13 +85,15 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
     PlanProperties, execute_stream,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use parking_lot::{Mutex, RwLock};
 use provdb_storage::TableId;
 
+use crate::key_join::{self, KeyFilter, KeySlot};
 use crate::live_source::{BatchFilter, filter_stream};
 use crate::planning_state::Mode;
 use crate::prepared::{KeptPlan, bind_expr, map_placeholders, param_index};
+use crate::table::{ProvTable, ScanPlan};
 
 /// The physical plan a prepared query keeps, from its second execution on.
 pub(crate) struct KeptPhysical {
@@ -144,10 +152,17 @@ struct Ready {
     params: Arc<ParamSlot>,
     /// [`crate::planning_state::PlanningStates::epoch`] it was planned at.
     epoch: u64,
-    /// The mode it was planned in: with hash-join filters to renew or not.
+    /// The mode it was planned in.
     mode: Mode,
+    /// Whether its hash joins' run-time filters are renewed at each run:
+    /// in [`Mode::KeptFiltered`], unless every hash join hands its keys to
+    /// its probe scan instead ([`crate::key_join`]).
+    rewire: bool,
     /// One clone per execution still streaming.
     running: Arc<()>,
+    /// The key slots of the hash joins whose probe scans are keyed.
+    #[cfg(test)]
+    keyed: Vec<Arc<KeySlot>>,
 }
 
 impl fmt::Debug for KeptPhysical {
@@ -221,6 +236,17 @@ impl KeptPhysical {
         }
     }
 
+    /// For each hash join of the kept plan whose probe scan is keyed by
+    /// its build side's keys ([`crate::key_join`]), how many executions'
+    /// scans got keys; empty when no plan is kept.
+    #[cfg(test)]
+    pub(crate) fn keyed_joins(&self) -> Vec<u64> {
+        match &*self.slot.lock() {
+            Slot::Ready(r) => r.keyed.iter().map(|k| k.narrowed()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The stored tables the plan reads.
     pub(crate) fn tables(&self) -> &[TableId] {
         &self.tables
@@ -242,9 +268,9 @@ impl KeptPhysical {
     ) -> Result<Option<SendableRecordBatchStream>> {
         let reuse = self.take_ready(values, run.epoch, run.mode);
         let (plan, running) = match reuse {
-            Some((plan, running)) => {
+            Some(((plan, running), rewire)) => {
                 let mut plan = reset_plan_states(plan)?;
-                if run.mode == Mode::KeptFiltered {
+                if rewire {
                     plan = rewire_dynamic_filters(plan, run.state)?;
                 }
                 prime(&plan, run.state).await?;
@@ -329,14 +355,21 @@ impl KeptPhysical {
     }
 
     /// The kept plan and its running token, with `values` in its slot,
-    /// when it is ready for `epoch` and no other execution streams from it.
-    fn take_ready(&self, values: &[ScalarValue], epoch: u64, mode: Mode) -> Option<Planned> {
+    /// when it is ready for `epoch` and no other execution streams from it,
+    /// and whether its hash joins' run-time filters are to be renewed.
+    fn take_ready(
+        &self,
+        values: &[ScalarValue],
+        epoch: u64,
+        mode: Mode,
+    ) -> Option<(Planned, bool)> {
         match &*self.slot.lock() {
             Slot::Ready(r)
                 if r.epoch == epoch && r.mode == mode && Arc::strong_count(&r.running) == 1 =>
             {
                 *r.params.0.write() = values.to_vec();
-                Some((Arc::clone(&r.plan), Arc::clone(&r.running)))
+                let planned = (Arc::clone(&r.plan), Arc::clone(&r.running));
+                Some((planned, r.rewire))
             }
             _ => None,
         }
@@ -369,16 +402,25 @@ impl KeptPhysical {
                 .query_planner()
                 .create_physical_plan(&logical, run.state)
                 .await
-                .and_then(|physical| Ok((reset_plan_states(Arc::clone(&physical))?, physical))),
+                .and_then(|physical| {
+                    let kept = key_join::key_joins(reset_plan_states(Arc::clone(&physical))?)?;
+                    Ok((kept, physical))
+                }),
             None => plan_err!("not kept"),
         };
         let planned = planned.and_then(|(kept_plan, physical)| {
-            if outlived_reset(&physical, &kept_plan)? {
+            if outlived_reset(&physical, &kept_plan.plan)? {
                 return plan_err!("a run-time filter outlived the plan's reset");
             }
             Ok((kept_plan, physical))
         });
-        let (kept_plan, physical) = match planned {
+        let (
+            key_join::KeyedPlan {
+                plan: kept_plan,
+                slots: keyed,
+            },
+            physical,
+        ) = match planned {
             Ok(p) => p,
             Err(e) => {
                 // Planned the general way from now on; that path reports
@@ -388,13 +430,24 @@ impl KeptPhysical {
                 return Ok(None);
             }
         };
+        let joins = hash_joins(&kept_plan)?;
+        let rewire = run.mode == Mode::KeptFiltered && keyed.len() < joins;
+        tracing::debug!(
+            joins,
+            keyed_joins = keyed.len(),
+            rewire,
+            "physical plan kept"
+        );
         let running = Arc::new(());
         *self.slot.lock() = Slot::Ready(Ready {
             plan: kept_plan,
             params,
             epoch: run.epoch,
             mode: run.mode,
+            rewire,
             running: Arc::clone(&running),
+            #[cfg(test)]
+            keyed,
         });
         Ok(Some((physical, running)))
     }
@@ -409,6 +462,16 @@ fn rewire_dynamic_filters(
     state: &SessionState,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     FilterPushdown::new_post_optimization().optimize(plan, state.config_options())
+}
+
+/// How many hash joins `plan` has.
+fn hash_joins(plan: &Arc<dyn ExecutionPlan>) -> Result<usize> {
+    let mut n = 0;
+    plan.apply(|node| {
+        n += usize::from(node.downcast_ref::<HashJoinExec>().is_some());
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(n)
 }
 
 /// The identities of the run-time filters `plan`'s nodes hold.
@@ -596,6 +659,8 @@ impl TableProvider for DeferredTable {
             params: Arc::clone(&self.params),
             stats: Arc::new(Statistics::new_unknown(&schema)),
             dynamic: Vec::new(),
+            keyed: None,
+            planned: OnceLock::new(),
             props: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema),
                 Partitioning::UnknownPartitioning(1),
@@ -629,6 +694,19 @@ pub(crate) struct DeferredScan {
     dynamic: Vec<Arc<dyn PhysicalExpr>>,
     /// The scan for the current execution.
     built: OnceLock<Arc<dyn ExecutionPlan>>,
+    /// The probe side of a hash join whose build-side keys narrow this
+    /// scan ([`crate::key_join`]): gathered when first polled.
+    keyed: Option<Keyed>,
+    /// A keyed scan's snapshot and filters for the current execution.
+    planned: OnceLock<Arc<ScanPlan>>,
+}
+
+/// Where a keyed scan's keys come from and which column they are of.
+#[derive(Clone)]
+struct Keyed {
+    /// Column index in the table's schema.
+    column: usize,
+    slot: Arc<KeySlot>,
 }
 
 impl DeferredScan {
@@ -644,12 +722,45 @@ impl DeferredScan {
             stats: Arc::clone(&self.stats),
             dynamic,
             built: OnceLock::new(),
+            keyed: self.keyed.clone(),
+            planned: OnceLock::new(),
         }
     }
 
-    /// Build this execution's scan, unless built already.
+    /// This scan keyed by the build-side keys `slot` receives for its
+    /// output `column`, when it reads a stored table (not a view or a
+    /// function) and that column's type can be keyed.
+    pub(crate) fn keyed(&self, column: usize, slot: &Arc<KeySlot>) -> Option<DeferredScan> {
+        let table = self.provider.downcast_ref::<ProvTable>()?;
+        let column = match &self.projection {
+            Some(p) => *p.get(column)?,
+            None => column,
+        };
+        let field = table.schema().fields().get(column).cloned()?;
+        if !key_join::keyable(field.data_type()) || self.keyed.is_some() {
+            return None;
+        }
+        Some(DeferredScan {
+            keyed: Some(Keyed {
+                column,
+                slot: Arc::clone(slot),
+            }),
+            ..self.unbuilt(self.dynamic.clone())
+        })
+    }
+
+    /// Build this execution's scan, unless built already (a keyed scan:
+    /// take its snapshot and filters, to gather it when first polled).
     async fn build(&self, state: &SessionState) -> Result<()> {
-        if self.built.get().is_none() {
+        if let (Some(table), None) = (self.keyed_table(), self.built.get()) {
+            if self.planned.get().is_none() {
+                let values = self.params.0.read().clone();
+                let filters = self.bound_filters(&values)?;
+                let plan =
+                    table.plan_scan(state, self.projection.as_ref(), &filters, self.limit)?;
+                let _ = self.planned.set(Arc::new(plan));
+            }
+        } else if self.built.get().is_none() {
             let plan = self.build_plan(state).await?;
             // Executions are primed one node at a time: nothing else sets it.
             let _ = self.built.set(plan);
@@ -657,13 +768,22 @@ impl DeferredScan {
         Ok(())
     }
 
+    fn keyed_table(&self) -> Option<&ProvTable> {
+        self.keyed.as_ref()?;
+        self.provider.downcast_ref::<ProvTable>()
+    }
+
+    /// The filters with the execution's `$n` values written in.
+    fn bound_filters(&self, values: &[ScalarValue]) -> Result<Vec<Expr>> {
+        self.filters
+            .iter()
+            .map(|f| bind_expr(f.clone(), values))
+            .collect()
+    }
+
     async fn build_plan(&self, state: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
         let values = self.params.0.read().clone();
-        let filters = self
-            .filters
-            .iter()
-            .map(|f| bind_expr(f.clone(), &values))
-            .collect::<Result<Vec<_>>>()?;
+        let filters = self.bound_filters(&values)?;
         let plan = self
             .provider
             .scan(state, self.projection.as_ref(), &filters, self.limit)
@@ -676,19 +796,53 @@ impl DeferredScan {
     }
 }
 
+impl DeferredScan {
+    /// The keyed scan's stream: gathered, with the build side's keys, when
+    /// first polled (the join polls its probe side after its build side).
+    fn gather_keyed(
+        &self,
+        planned: Arc<ScanPlan>,
+        ctx: Arc<TaskContext>,
+    ) -> SendableRecordBatchStream {
+        let provider = Arc::clone(&self.provider);
+        let keyed = self.keyed.clone();
+        let gathered = async move {
+            let (Some(table), Some(keyed)) = (provider.downcast_ref::<ProvTable>(), keyed) else {
+                return internal_err!("a keyed scan over something else than a table");
+            };
+            let keys = match keyed.slot.keys() {
+                Some(values) => KeyFilter::new(&table.schema(), keyed.column, values)?,
+                None => None,
+            };
+            let mut plan = table.gather(&planned, keys.as_ref()).await?;
+            if plan.output_partitioning().partition_count() != 1 {
+                plan = Arc::new(CoalescePartitionsExec::new(plan));
+            }
+            plan.execute(0, ctx)
+        };
+        let stream = futures::stream::once(gathered).try_flatten();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema(), stream))
+    }
+}
+
 impl fmt::Debug for DeferredScan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeferredScan")
             .field("projection", &self.projection)
             .field("filters", &self.filters)
             .field("limit", &self.limit)
+            .field("keyed", &self.keyed.as_ref().map(|k| k.column))
             .finish_non_exhaustive()
     }
 }
 
 impl DisplayAs for DeferredScan {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "DeferredScan: built={}", self.built.get().is_some())
+        write!(f, "DeferredScan: built={}", self.built.get().is_some())?;
+        if let Some(k) = &self.keyed {
+            write!(f, ", keyed_by_column={}", k.column)?;
+        }
+        Ok(())
     }
 }
 
@@ -763,8 +917,10 @@ impl ExecutionPlan for DeferredScan {
                 .filter_map(|(f, t)| t.then_some(f)),
         );
         let built = self.built.get().cloned();
+        let planned = self.planned.get().cloned();
         let node = DeferredScan {
             built: built.map(OnceLock::from).unwrap_or_default(),
+            planned: planned.map(OnceLock::from).unwrap_or_default(),
             ..self.unbuilt(dynamic)
         };
         Ok(result.with_updated_node(Arc::new(node)))
@@ -783,10 +939,11 @@ impl ExecutionPlan for DeferredScan {
         partition: usize,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let Some(plan) = self.built.get() else {
-            return internal_err!("a kept plan's scan ran before it was built");
+        let stream = match (self.built.get(), self.planned.get()) {
+            (Some(plan), _) => plan.execute(partition, ctx)?,
+            (None, Some(planned)) => self.gather_keyed(Arc::clone(planned), ctx),
+            (None, None) => return internal_err!("a kept plan's scan ran before it was built"),
         };
-        let stream = plan.execute(partition, ctx)?;
         if self.dynamic.is_empty() {
             return Ok(stream);
         }

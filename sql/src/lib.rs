@@ -10,6 +10,7 @@
 //! - [`session`] — per-connection state, statement dispatch, transactions.
 //! - [`prepared`] — prepared statements and the optimised plans they keep.
 //! - `kept_physical` — the physical plans small prepared queries keep.
+//! - `key_join` — hash joins of kept plans narrowing their probe scans.
 //! - [`parallelism`] — one partition for statements over few rows.
 //! - [`eager_aggregate`] — aggregate the big side of a join before joining.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
@@ -39,6 +40,7 @@ pub mod error;
 pub mod functions;
 pub mod information_schema;
 mod kept_physical;
+mod key_join;
 pub mod lineage;
 pub mod live_source;
 pub mod memo_cast;

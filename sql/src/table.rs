@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array, UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
+    UInt64Array,
 };
 use datafusion::arrow::compute::{and, cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -33,8 +34,9 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -51,6 +53,7 @@ use provdb_storage::{
 use roaring::RoaringBitmap;
 
 use crate::error::SqlError;
+use crate::key_join::KeyFilter;
 use crate::live_source::LiveSource;
 use crate::scaled_columns::ScaledColumns;
 use crate::session::SessionShared;
@@ -79,18 +82,24 @@ impl ProvTable {
 
     /// Committed rows still live in memory buffers plus the open
     /// transaction's inserts, with deleted rows removed (and committed
-    /// batches `bounds` rule out left out).
+    /// rows `narrowing` rules out left out).
     fn memory_batches(
         &self,
         snap: &TableSnapshot,
         txn: &WriteSet,
-        bounds: &[Bound],
+        narrowing: &Narrowing,
         proj: &Projector,
     ) -> Result<Vec<RecordBatch>> {
         let mut out = Vec::new();
         for m in &snap.memtables {
             let extra = txn.deletes.get(&(self.id(), m.id)).map(|(p, _)| p);
-            self.push_live(&mut out, &m.batches, &merged_dv(&m.dv, extra), bounds, proj)?;
+            self.push_live(
+                &mut out,
+                &m.batches,
+                &merged_dv(&m.dv, extra),
+                narrowing,
+                proj,
+            )?;
         }
         for b in pending_rows(txn, self.id())? {
             out.push(proj.project(&b)?);
@@ -101,19 +110,20 @@ impl ProvTable {
 
     /// Append the rows of `batches` (one source, in position order) not in
     /// `dv`, in the table's current schema projected by `proj`, leaving out
-    /// the batches whose min/max rule out a bound of `bounds` (checked
+    /// the batches whose min/max rule out a bound of `narrowing` (checked
     /// before deleted rows are removed: the batch's arrays are the ones
     /// whose min/max is kept). A scan runs this over every cached batch of
     /// the table, so a batch already in the current schema (compared once
     /// per schema object, not per batch) is neither copied nor adapted.
     /// An equality bound on a text column keeps only the rows its index
-    /// finds ([`text_index`]).
+    /// finds ([`text_index`]); otherwise a join's keys, if any, filter the
+    /// rows.
     fn push_live(
         &self,
         out: &mut Vec<RecordBatch>,
         batches: &[RecordBatch],
         dv: &RoaringBitmap,
-        bounds: &[Bound],
+        narrowing: &Narrowing<'_>,
         proj: &Projector,
     ) -> Result<()> {
         let schema = self.def.schema_ref();
@@ -139,12 +149,24 @@ impl ProvTable {
                     .map_err(|e| DataFusionError::External(Box::new(e)))?;
                 &adapted
             };
-            if !zone_map::may_match(b, bounds) {
+            if !zone_map::may_match(b, &narrowing.bounds) {
                 continue;
             }
-            let rows = text_index::eq_rows(b, bounds);
+            let rows = text_index::eq_rows(b, &narrowing.bounds);
+            let mut live = provdb_storage::dv::live_mask(dv, first, n);
+            if let (None, Some(keys)) = (&rows, narrowing.keys) {
+                let matching = keys.evaluate(b)?.into_array(n)?;
+                let matching = matching.as_boolean();
+                let matching = match matching.nulls() {
+                    Some(_) => datafusion::arrow::compute::prep_null_mask_filter(matching),
+                    None => matching.clone(),
+                };
+                live = Some(match live {
+                    Some(l) => and(&l, &matching)?,
+                    None => matching,
+                });
+            }
             let b = proj.project(b)?;
-            let live = provdb_storage::dv::live_mask(dv, first, n);
             out.push(match (rows, live) {
                 (None, Some(mask)) => filter_record_batch(&b, &mask)?,
                 (None, None) => b,
@@ -169,7 +191,7 @@ impl ProvTable {
         &self,
         snap: &TableSnapshot,
         txn: &WriteSet,
-        bounds: &[Bound],
+        narrowing: &Narrowing<'_>,
         proj: &Projector,
     ) -> Result<(Vec<RecordBatch>, Vec<SegmentSnapshot>)> {
         if !self.storage.segment_cache_enabled() {
@@ -188,7 +210,7 @@ impl ProvTable {
                 &mut rows,
                 &batches,
                 &merged_dv(&seg.dv, extra),
-                bounds,
+                narrowing,
                 proj,
             )?;
         }
@@ -210,7 +232,7 @@ impl ProvTable {
 
     fn parquet_scan(
         &self,
-        state: &dyn Session,
+        runtime: &RuntimeEnv,
         segments: &[SegmentSnapshot],
         txn: &WriteSet,
         projection: Option<&Vec<usize>>,
@@ -220,7 +242,7 @@ impl ProvTable {
         if segments.is_empty() {
             return Ok(None);
         }
-        let mut source = self.parquet_source(state.runtime_env())?;
+        let mut source = self.parquet_source(runtime)?;
         if let Some(p) = predicate {
             source = source.with_predicate(Arc::clone(p));
         }
@@ -251,6 +273,157 @@ impl ProvTable {
     }
 }
 
+/// What a scan reads, fixed when the statement's plan is built: the
+/// statement's snapshot and transaction, the filters in physical form. A
+/// kept plan's probe-side scan is gathered from it later, once the keys of
+/// the join's build side are known ([`crate::key_join`]).
+pub(crate) struct ScanPlan {
+    snap: TableSnapshot,
+    txn: WriteSet,
+    runtime: Arc<RuntimeEnv>,
+    partitions: usize,
+    projection: Option<Vec<usize>>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    limit: Option<usize>,
+}
+
+impl ProvTable {
+    /// The statement's snapshot of this table and its transaction's writes.
+    fn scan_input(&self) -> Result<(TableSnapshot, WriteSet)> {
+        let snap = self
+            .session
+            .snapshot(&self.storage, self.id())
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let txn = self.session.txn.lock().clone();
+        Ok((snap, txn))
+    }
+
+    /// A scan to gather later (see [`ProvTable::gather`]).
+    pub(crate) fn plan_scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<ScanPlan> {
+        let input = self.scan_input()?;
+        Ok(self.scan_plan(state, input, projection, filters, limit))
+    }
+
+    fn scan_plan(
+        &self,
+        state: &dyn Session,
+        (snap, txn): (TableSnapshot, WriteSet),
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> ScanPlan {
+        ScanPlan {
+            snap,
+            txn,
+            runtime: Arc::clone(state.runtime_env()),
+            partitions: state.config().target_partitions(),
+            projection: projection.cloned(),
+            // The filters as one predicate (none when one cannot be planned
+            // alone, a subquery say).
+            predicate: self.physical_filter(state, filters.to_vec()).ok().flatten(),
+            limit,
+        }
+    }
+
+    /// The scan `plan` describes: Parquet segments the cache does not hold
+    /// plus the in-memory batches (cached segments, buffers, the
+    /// transaction's inserts). With `keys` (a join's build-side keys on
+    /// one column), a scan that may leave out the rows without one of
+    /// them: found through the key index when the column is the primary
+    /// key and there is one key, otherwise the batches whose min/max rule
+    /// every key out are left out and the other rows are filtered.
+    pub(crate) async fn gather(
+        &self,
+        plan: &ScanPlan,
+        keys: Option<&KeyFilter>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let projection = plan.projection.as_ref();
+        if let Some(found) = keys
+            .map(|k| self.lookup_keys(plan, k))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(found);
+        }
+        let predicate = match (&plan.predicate, keys) {
+            (Some(p), Some(k)) => Some(conjoin(p, &k.predicate)),
+            (p, k) => p.clone().or_else(|| k.map(|k| Arc::clone(&k.predicate))),
+        };
+        // Min/max bounds for in-memory batches, row-group pruning for
+        // Parquet segments. A limit is pushed down only without filters,
+        // but do not rely on it.
+        let narrowing = Narrowing {
+            bounds: match (&predicate, plan.limit) {
+                (Some(p), None) => zone_map::bounds(p),
+                _ => Vec::new(),
+            },
+            keys: keys.map(|k| &k.rows),
+        };
+        // In-memory batches are projected as they are gathered (one schema
+        // for all), not by the memory source per batch and per run.
+        let proj = Projector::new(self.def.schema_ref(), projection)?;
+        let (snap, txn) = (&plan.snap, &plan.txn);
+        let (mut mem, files) = self.cached_segments(snap, txn, &narrowing, &proj).await?;
+        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let parquet = self.parquet_scan(
+            &plan.runtime,
+            &files,
+            txn,
+            projection,
+            predicate.as_ref(),
+            plan.limit,
+        )?;
+        inputs.extend(parquet);
+        mem.extend(self.memory_batches(snap, txn, &narrowing, &proj)?);
+        if !mem.is_empty() || inputs.is_empty() {
+            let parts = partitions(mem, plan.partitions);
+            let src = MemorySourceConfig::try_new(&parts, Arc::clone(&proj.schema), None)?
+                .with_limit(plan.limit);
+            inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
+        }
+        if inputs.len() == 1 {
+            return Ok(inputs.remove(0));
+        }
+        UnionExec::try_new(inputs)
+    }
+
+    /// One key on the one-column primary key: the row through the key
+    /// index. `None`: scan.
+    fn lookup_keys(
+        &self,
+        plan: &ScanPlan,
+        keys: &KeyFilter,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let ([value], Some(pk)) = (keys.values.as_slice(), self.single_key_field()) else {
+            return Ok(None);
+        };
+        if self.def.schema.index_of(pk.name()).ok() != Some(keys.column) {
+            return Ok(None);
+        }
+        let (snap, txn) = (&plan.snap, &plan.txn);
+        self.key_scan(&plan.runtime, snap, txn, value, plan.projection.as_ref())
+    }
+}
+
+/// What an in-memory scan leaves out besides deleted rows.
+struct Narrowing<'a> {
+    /// Batches whose min/max rule a bound out are left out.
+    bounds: Vec<Bound>,
+    /// Rows of the kept batches must pass this (a join's keys), unless an
+    /// index found them already.
+    keys: Option<&'a Arc<dyn PhysicalExpr>>,
+}
+
+fn conjoin(a: &Arc<dyn PhysicalExpr>, b: &Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
+    Arc::new(BinaryExpr::new(Arc::clone(a), Operator::And, Arc::clone(b)))
+}
+
 impl ProvTable {
     /// `pk = literal` on a single-column primary key: read only that row,
     /// found through the storage key index, instead of scanning. Returns
@@ -270,8 +443,21 @@ impl ProvTable {
         let Some(value) = filters.iter().find_map(|f| pk_literal(f, pk.name())) else {
             return Ok(None);
         };
+        self.key_scan(runtime, snap, txn, &value, projection)
+    }
+
+    /// A plan reading the row whose primary key is `value`
+    /// ([`Self::lookup_key`]); `None` when the key index cannot answer.
+    fn key_scan(
+        &self,
+        runtime: &RuntimeEnv,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        value: &ScalarValue,
+        projection: Option<&Vec<usize>>,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         Ok(
-            match self.lookup_key(runtime, snap, txn, &value, projection)? {
+            match self.lookup_key(runtime, snap, txn, value, projection)? {
                 KeyLookup::Rows(rows) => {
                     let src =
                         MemorySourceConfig::try_new(&[rows], self.schema(), projection.cloned())?;
@@ -611,45 +797,13 @@ impl TableProvider for ProvTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let snap = self
-            .session
-            .snapshot(&self.storage, self.id())
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        let txn = self.session.txn.lock().clone();
+        let (snap, txn) = self.scan_input()?;
         let runtime = state.runtime_env();
         if let Some(plan) = self.point_lookup(runtime, &snap, &txn, projection, filters)? {
             return Ok(plan);
         }
-        let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        // The filters as one predicate (none when one cannot be planned
-        // alone, a subquery say): row-group pruning for Parquet segments,
-        // min/max bounds for in-memory batches. A limit is pushed down only
-        // without filters, but do not rely on it.
-        let predicate = self.physical_filter(state, filters.to_vec()).ok().flatten();
-        let bounds = match (&predicate, limit) {
-            (Some(p), None) => zone_map::bounds(p),
-            _ => Vec::new(),
-        };
-        // In-memory batches are projected as they are gathered (one schema
-        // for all), not by the memory source per batch and per run.
-        let proj = Projector::new(self.def.schema_ref(), projection)?;
-        let (mut mem, files) = self.cached_segments(&snap, &txn, &bounds, &proj).await?;
-        let parquet =
-            self.parquet_scan(state, &files, &txn, projection, predicate.as_ref(), limit)?;
-        if let Some(p) = parquet {
-            inputs.push(p);
-        }
-        mem.extend(self.memory_batches(&snap, &txn, &bounds, &proj)?);
-        if !mem.is_empty() || inputs.is_empty() {
-            let parts = partitions(mem, state.config().target_partitions());
-            let src = MemorySourceConfig::try_new(&parts, Arc::clone(&proj.schema), None)?
-                .with_limit(limit);
-            inputs.push(DataSourceExec::from_data_source(LiveSource::new(src)));
-        }
-        if inputs.len() == 1 {
-            return Ok(inputs.remove(0));
-        }
-        UnionExec::try_new(inputs)
+        let plan = self.scan_plan(state, (snap, txn), projection, filters, limit);
+        self.gather(&plan, None).await
     }
 
     async fn insert_into(

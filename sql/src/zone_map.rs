@@ -130,7 +130,8 @@ pub fn min_max(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
     value
 }
 
-fn compute(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
+/// [`min_max`] computed afresh, not kept.
+pub(crate) fn compute(array: &ArrayRef) -> Option<(ScalarValue, ScalarValue)> {
     if array.null_count() == array.len() {
         return None;
     }
