@@ -11,7 +11,9 @@
 //!
 //! A kept plan is therefore rewritten once ([`key_joins`]): for a hash
 //! join that collects its build side and whose probe-side key is a column
-//! of a table scan, a [`KeyTap`] over the build side records the build
+//! of a table scan (passed through filters, sorts and projections, or a
+//! grouping column of an aggregate: the eager aggregation of
+//! [`crate::eager_aggregate`] counts a run's epochs before the join), a [`KeyTap`] over the build side records the build
 //! side's distinct keys (at most [`MAX_KEYS`]) into a [`KeySlot`], and the
 //! scan, which the hash join asks for its first batch only after the build
 //! side is complete, is gathered then with those keys
@@ -41,10 +43,13 @@ use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskCo
 use datafusion::logical_expr::Operator;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal, in_list};
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -356,8 +361,8 @@ fn recompute() -> ReplaceChildrenOptions {
 
 /// `plan` (a probe side) with the scan that output `column` comes from
 /// keyed to `slot`, when only nodes that pass rows through unchanged (a
-/// filter, a sort, a projection of columns, a cooperative yield point) lie
-/// between.
+/// filter, a sort, a projection of columns, a repartition, a cooperative
+/// yield point) or group by that column lie between.
 fn keyed_probe(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -373,8 +378,20 @@ fn keyed_probe(
         }
     } else if plan.downcast_ref::<SortExec>().is_some()
         || plan.downcast_ref::<CooperativeExec>().is_some()
+        || plan.downcast_ref::<RepartitionExec>().is_some()
+        || plan.downcast_ref::<CoalescePartitionsExec>().is_some()
     {
         Some(column)
+    } else if let Some(aggregate) = plan.downcast_ref::<AggregateExec>() {
+        // Rows left out by a grouping column leave out whole groups: the
+        // other groups aggregate the same rows.
+        let groups = aggregate.group_expr();
+        groups
+            .is_single()
+            .then(|| groups.expr().get(column))
+            .flatten()
+            .and_then(|(e, _)| e.downcast_ref::<Column>())
+            .map(Column::index)
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         projection
             .expr()

@@ -1276,11 +1276,17 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
          WHERE t.run = $1 ORDER BY t.id, e.e",
         "SELECT t.id FROM task t WHERE t.status = $1 \
          AND NOT EXISTS (SELECT 1 FROM epoch e WHERE e.task = t.id) ORDER BY t.id",
+        // the epochs counted per task before the join (eager aggregation):
+        // keys pass the grouping
+        "SELECT t.run, count(e.e) AS n, max(r.host) AS h FROM task t \
+         JOIN run r ON r.tag = t.run LEFT JOIN epoch e ON e.task = t.id \
+         WHERE t.status = $1 GROUP BY t.run ORDER BY t.run",
     ];
     let values = [
         ["/m/7", "/m/2999", "/m/none", "/m/absent"],
         ["RUNNING", "FAILED", "DONE", "NONE"],
         ["r1000", "r3001", "r2", "r2999"],
+        ["RUNNING", "FAILED", "DONE", "NONE"],
         ["RUNNING", "FAILED", "DONE", "NONE"],
     ];
     let mut prepared = Vec::new();
