@@ -19,8 +19,8 @@
 //! side is complete, is gathered then with those keys
 //! ([`crate::table::ProvTable::gather`]): one key on the primary key is
 //! read through the key index; otherwise batches whose min/max rule every
-//! key out are left out, an equality on a text column is answered by its
-//! index ([`crate::text_index`]), and the other rows are filtered. The join
+//! key out are left out, one key on a text or integer column is found in
+//! its index ([`crate::eq_index`]), and the other rows are filtered. The join
 //! still matches what the scan yields, so a scan that keeps more rows
 //! (too many keys, keys it cannot use) only costs time.
 //!

@@ -52,12 +52,12 @@ use provdb_storage::{
 };
 use roaring::RoaringBitmap;
 
+use crate::eq_index;
 use crate::error::SqlError;
 use crate::key_join::KeyFilter;
 use crate::live_source::LiveSource;
 use crate::scaled_columns::ScaledColumns;
 use crate::session::SessionShared;
-use crate::text_index;
 use crate::txn::{PENDING_SOURCE, WriteSet};
 use crate::zone_map::{self, Bound};
 
@@ -115,9 +115,9 @@ impl ProvTable {
     /// whose min/max is kept). A scan runs this over every cached batch of
     /// the table, so a batch already in the current schema (compared once
     /// per schema object, not per batch) is neither copied nor adapted.
-    /// An equality bound on a text column keeps only the rows its index
-    /// finds ([`text_index`]); otherwise a join's keys, if any, filter the
-    /// rows.
+    /// An equality bound on a text or integer column keeps only the rows
+    /// its index finds ([`eq_index`]); otherwise a join's keys, if any,
+    /// filter the rows.
     fn push_live(
         &self,
         out: &mut Vec<RecordBatch>,
@@ -152,7 +152,7 @@ impl ProvTable {
             if !zone_map::may_match(b, &narrowing.bounds) {
                 continue;
             }
-            let rows = text_index::eq_rows(b, &narrowing.bounds);
+            let rows = eq_index::eq_rows(b, &narrowing.bounds);
             let mut live = provdb_storage::dv::live_mask(dv, first, n);
             if let (None, Some(keys)) = (&rows, narrowing.keys) {
                 let matching = keys.evaluate(b)?.into_array(n)?;

@@ -1237,8 +1237,9 @@ async fn prepared_subquery_starts_are_planned_once() {
 
 /// The hash joins of a kept plan hand their build side's keys to the probe
 /// scan (crate::key_join): one key on a primary key through the key index,
-/// a text key through its index, several integer keys by min/max and a
-/// membership filter, too many keys not at all. Each execution answers as
+/// a text or integer key through its column's index, several keys by
+/// min/max and a membership filter, too many by their range, through an
+/// aggregate grouping by the key. Each execution answers as
 /// the same statement with literals does, through new rows, deletes, NULL
 /// keys, outer and anti joins, and an open transaction's writes.
 #[tokio::test]

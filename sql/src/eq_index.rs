@@ -1,0 +1,244 @@
+//! Equality lookups on text and integer columns of cached batches, through
+//! an index kept per array.
+//!
+//! DLProv's point questions name one model by its `model_dir`:
+//! `otrainedmodel.model_dir = $1` compared ten thousand strings of one
+//! length and a long common prefix at every execution (a sixth of the
+//! server's time for Q7), and a join handing one task id to its probe scan
+//! ([`crate::key_join`]) compared every task id of the batches its range
+//! kept. The batches a scan reads from the segment cache and the table
+//! buffers are immutable and come back query after query, so a hash index
+//! of each such array (value hash -> row positions) is built once, the
+//! second time the array is seen ([`crate::array_memo`]), and an equality
+//! then costs one hash and the comparisons of the rows that share it. The
+//! scan yields only those rows; the filter or join above it still checks
+//! them (the scan's filters are inexact).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Operator;
+
+use crate::array_memo::ArrayMemo;
+use crate::zone_map::Bound;
+
+/// Arrays shorter than this are compared row by row.
+pub const INDEX_MIN_ROWS: usize = 1024;
+
+/// Most bytes the indexes and the arrays they pin hold.
+pub const INDEX_BYTES: usize = 64 << 20;
+
+/// What an index holds per row, about (a position, a share of a hash
+/// table entry and of its vector).
+const BYTES_PER_ROW: usize = 48;
+
+static INDEXES: ArrayMemo<Arc<EqIndex>> = ArrayMemo::new(INDEX_BYTES);
+
+/// A value the index can look up: text, or an integer of 32 or 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Key<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+impl<'a> Key<'a> {
+    fn of_scalar(value: &'a ScalarValue) -> Option<Self> {
+        match value {
+            ScalarValue::Utf8(Some(s)) => Some(Key::Text(s)),
+            ScalarValue::Int32(Some(v)) => Some(Key::Int(i64::from(*v))),
+            ScalarValue::Int64(Some(v)) => Some(Key::Int(*v)),
+            _ => None,
+        }
+    }
+
+    /// The key at row `i` of `array` (valid rows of an indexable array).
+    fn at(array: &'a ArrayRef, i: usize) -> Option<Self> {
+        if !array.is_valid(i) {
+            return None;
+        }
+        match array.data_type() {
+            DataType::Utf8 => Some(Key::Text(array.as_string::<i32>().value(i))),
+            DataType::Int32 => Some(Key::Int(i64::from(
+                array.as_primitive::<Int32Type>().value(i),
+            ))),
+            DataType::Int64 => Some(Key::Int(array.as_primitive::<Int64Type>().value(i))),
+            _ => None,
+        }
+    }
+
+    fn hash(&self, hasher: &RandomState) -> u64 {
+        match self {
+            Key::Text(s) => hasher.hash_one(s),
+            Key::Int(v) => hasher.hash_one(v),
+        }
+    }
+}
+
+fn indexable(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::Int32 | DataType::Int64)
+}
+
+/// Row positions of an array by value hash.
+pub struct EqIndex {
+    hasher: RandomState,
+    rows: HashMap<u64, Vec<u32>>,
+}
+
+impl EqIndex {
+    fn build(array: &ArrayRef) -> Option<(Self, usize)> {
+        if !indexable(array.data_type()) {
+            return None;
+        }
+        let hasher = RandomState::new();
+        let mut rows: HashMap<u64, Vec<u32>> = HashMap::new();
+        for i in 0..array.len() {
+            if let Some(key) = Key::at(array, i) {
+                rows.entry(key.hash(&hasher)).or_default().push(i as u32);
+            }
+        }
+        let bytes = array.len() * BYTES_PER_ROW;
+        Some((EqIndex { hasher, rows }, bytes))
+    }
+
+    /// Positions, ascending, of the rows of `array` (the array this index
+    /// was built from) equal to `key`.
+    fn lookup(&self, array: &ArrayRef, key: Key<'_>) -> Vec<u32> {
+        let Some(candidates) = self.rows.get(&key.hash(&self.hasher)) else {
+            return Vec::new();
+        };
+        candidates
+            .iter()
+            .copied()
+            .filter(|&i| Key::at(array, i as usize) == Some(key))
+            .collect()
+    }
+}
+
+/// The kept index of `array`: looked up, or built when the array has been
+/// seen before; `None` the first time (most arrays a query makes are never
+/// seen again).
+fn index_of(array: &ArrayRef) -> Option<Arc<EqIndex>> {
+    if let Some(index) = INDEXES.get(array) {
+        return Some(index);
+    }
+    // An array whose index could not be kept would be indexed again at
+    // every query: a quarter of the budget at most.
+    let estimate = array.get_array_memory_size() + array.len() * BYTES_PER_ROW;
+    if estimate > INDEX_BYTES / 4 || !INDEXES.seen_before(array) {
+        return None;
+    }
+    let (index, bytes) = EqIndex::build(array)?;
+    let index = Arc::new(index);
+    INDEXES.insert(array, Arc::clone(&index), bytes);
+    Some(index)
+}
+
+/// The positions of the rows of `batch` that an equality of `bounds` on a
+/// text or integer column selects, found through that column's index;
+/// `None` when no such equality can be answered so (every row is then a
+/// candidate).
+pub fn eq_rows(batch: &RecordBatch, bounds: &[Bound]) -> Option<Vec<u32>> {
+    bounds.iter().find_map(|b| {
+        let (column, Operator::Eq, value) = b.parts() else {
+            return None;
+        };
+        let key = Key::of_scalar(value)?;
+        let array = batch.columns().get(column)?;
+        let matches_type = match key {
+            Key::Text(_) => array.data_type() == &DataType::Utf8,
+            Key::Int(_) => matches!(array.data_type(), DataType::Int32 | DataType::Int64),
+        };
+        if array.len() < INDEX_MIN_ROWS || !matches_type {
+            return None;
+        }
+        Some(index_of(array)?.lookup(array, key))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::StringArray;
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::PhysicalExpr;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+
+    use super::*;
+    use crate::zone_map;
+
+    fn eq_bound(column: usize, value: &str) -> Vec<Bound> {
+        eq_value(column, ScalarValue::Utf8(Some(value.to_string())))
+    }
+
+    fn eq_value(column: usize, value: ScalarValue) -> Vec<Bound> {
+        let expr: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(
+            Arc::new(Column::new("c", column)),
+            Operator::Eq,
+            Arc::new(Literal::new(value)),
+        ));
+        zone_map::bounds(&expr)
+    }
+
+    #[test]
+    fn equality_on_a_text_array_seen_twice_is_answered_by_its_index() {
+        let values: Vec<Option<String>> = (0..5000)
+            .map(|i| (i % 11 != 0).then(|| format!("models/run-{:05}", i % 700)))
+            .collect();
+        let schema = Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, true)]));
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(values))]).expect("batch");
+        let bounds = eq_bound(0, "models/run-00042");
+        assert_eq!(eq_rows(&batch, &bounds), None, "first sight: no index yet");
+        let rows = eq_rows(&batch, &bounds).expect("second sight: indexed");
+        let expected: Vec<u32> = (0..5000u32)
+            .filter(|i| i % 700 == 42 && i % 11 != 0)
+            .collect();
+        assert_eq!(rows, expected);
+        assert_eq!(
+            eq_rows(&batch, &eq_bound(0, "models/run-99999")),
+            Some(Vec::new())
+        );
+        let small = batch.slice(0, 100);
+        assert_eq!(
+            eq_rows(&small, &bounds),
+            None,
+            "short arrays are not indexed"
+        );
+    }
+
+    #[test]
+    fn equality_on_an_integer_array_seen_twice_is_answered_by_its_index() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int32, true),
+            Field::new("b", DataType::Int64, false),
+        ]));
+        let a: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from_iter(
+            (0..4000).map(|i| (i % 13 != 0).then_some(i / 10)),
+        ));
+        let b: ArrayRef = Arc::new(datafusion::arrow::array::Int64Array::from_iter_values(
+            (0..4000).map(|i| i64::from(i) % 500 - 250),
+        ));
+        let batch = RecordBatch::try_new(schema, vec![a, b]).expect("batch");
+        let on_a = eq_value(0, ScalarValue::Int32(Some(7)));
+        assert_eq!(eq_rows(&batch, &on_a), None, "first sight: no index yet");
+        let expected: Vec<u32> = (70..80u32).filter(|i| i % 13 != 0).collect();
+        assert_eq!(eq_rows(&batch, &on_a), Some(expected));
+        let on_b = eq_value(1, ScalarValue::Int64(Some(-3)));
+        assert_eq!(eq_rows(&batch, &on_b), None);
+        let expected: Vec<u32> = (0..4000u32).filter(|i| i % 500 == 247).collect();
+        assert_eq!(eq_rows(&batch, &on_b), Some(expected));
+        // a 64-bit value past 32 bits matches nothing in a 32-bit column
+        let far = eq_value(0, ScalarValue::Int64(Some(1 << 40)));
+        assert_eq!(eq_rows(&batch, &far), Some(Vec::new()));
+        // a text value on an integer column is not looked up
+        assert_eq!(
+            eq_rows(&batch, &eq_value(1, ScalarValue::Utf8(Some("7".into())))),
+            None
+        );
+    }
+}
