@@ -41,8 +41,8 @@ use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::Operator;
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal, in_list};
+use datafusion::physical_expr::{PhysicalExpr, conjunction};
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
@@ -115,19 +115,11 @@ impl KeySlot {
             // Too many: keep their range from now on (this batch's rest
             // is taken in below).
             k.overflow = true;
-            let values = std::mem::take(&mut k.values);
-            k.range = values.into_iter().fold(None, |range, v| {
-                Some(match range {
-                    Some((lo, hi)) => (smaller(lo, v.clone()), larger(hi, v)),
-                    None => (v.clone(), v),
-                })
-            });
+            let values: Vec<ScalarValue> = std::mem::take(&mut k.values).into_iter().collect();
+            k.range = min_max(&values).map(|(lo, hi)| (lo.clone(), hi.clone()));
         }
         if let Some((lo, hi)) = crate::zone_map::compute(keys) {
-            k.range = Some(match k.range.take() {
-                Some((l, h)) => (smaller(l, lo), larger(h, hi)),
-                None => (lo, hi),
-            });
+            k.range = Some(widen(k.range.take(), lo, hi));
         }
         Ok(())
     }
@@ -169,20 +161,26 @@ impl KeySlot {
     }
 }
 
-fn smaller(a: ScalarValue, b: ScalarValue) -> ScalarValue {
-    if b.partial_cmp(&a).is_some_and(|o| o.is_lt()) {
-        b
+/// `range` widened to take in `lo..=hi`.
+fn widen(
+    range: Option<(ScalarValue, ScalarValue)>,
+    lo: ScalarValue,
+    hi: ScalarValue,
+) -> (ScalarValue, ScalarValue) {
+    let Some((l, h)) = range else {
+        return (lo, hi);
+    };
+    let lo = if lo.partial_cmp(&l).is_some_and(|o| o.is_lt()) {
+        lo
     } else {
-        a
-    }
-}
-
-fn larger(a: ScalarValue, b: ScalarValue) -> ScalarValue {
-    if b.partial_cmp(&a).is_some_and(|o| o.is_gt()) {
-        b
+        l
+    };
+    let hi = if hi.partial_cmp(&h).is_some_and(|o| o.is_gt()) {
+        hi
     } else {
-        a
-    }
+        h
+    };
+    (lo, hi)
 }
 
 /// The keys a probe scan may keep: rows of `column` (of the table's
@@ -219,10 +217,11 @@ impl KeyFilter {
         let compare = |op: Operator, v: &ScalarValue| -> Arc<dyn PhysicalExpr> {
             Arc::new(BinaryExpr::new(Arc::clone(&col), op, lit(v)))
         };
+        let between = |lo: &ScalarValue, hi: &ScalarValue| {
+            conjunction([compare(Operator::GtEq, lo), compare(Operator::LtEq, hi)])
+        };
         if let (Some(()), [lo, hi]) = (range, values.as_slice()) {
-            let ge = compare(Operator::GtEq, lo);
-            let le = compare(Operator::LtEq, hi);
-            let range: Arc<dyn PhysicalExpr> = Arc::new(BinaryExpr::new(ge, Operator::And, le));
+            let range = between(lo, hi);
             return Ok(Some(KeyFilter {
                 column,
                 values: Vec::new(),
@@ -242,20 +241,8 @@ impl KeyFilter {
                     &false,
                     schema,
                 )?;
-                let range = min_max(many).map(|(lo, hi)| {
-                    let ge = compare(Operator::GtEq, lo);
-                    let le = compare(Operator::LtEq, hi);
-                    let range: Arc<dyn PhysicalExpr> =
-                        Arc::new(BinaryExpr::new(ge, Operator::And, le));
-                    range
-                });
-                let predicate = match range {
-                    Some(range) => {
-                        Arc::new(BinaryExpr::new(range, Operator::And, Arc::clone(&rows)))
-                            as Arc<dyn PhysicalExpr>
-                    }
-                    None => Arc::clone(&rows),
-                };
+                let range = min_max(many).map(|(lo, hi)| between(lo, hi));
+                let predicate = conjunction(range.into_iter().chain([Arc::clone(&rows)]));
                 (predicate, rows)
             }
         };

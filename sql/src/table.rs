@@ -34,10 +34,9 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-use datafusion::physical_expr::expressions::BinaryExpr;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, conjunction_opt};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
@@ -155,15 +154,13 @@ impl ProvTable {
             let rows = eq_index::eq_rows(b, &narrowing.bounds);
             let mut live = provdb_storage::dv::live_mask(dv, first, n);
             if let (None, Some(keys)) = (&rows, narrowing.keys) {
+                // A NULL key matches nothing: `and` keeps the NULL, the
+                // filter drops it.
                 let matching = keys.evaluate(b)?.into_array(n)?;
                 let matching = matching.as_boolean();
-                let matching = match matching.nulls() {
-                    Some(_) => datafusion::arrow::compute::prep_null_mask_filter(matching),
-                    None => matching.clone(),
-                };
                 live = Some(match live {
-                    Some(l) => and(&l, &matching)?,
-                    None => matching,
+                    Some(l) => and(&l, matching)?,
+                    None => matching.clone(),
                 });
             }
             let b = proj.project(b)?;
@@ -307,10 +304,11 @@ impl ProvTable {
         limit: Option<usize>,
     ) -> Result<ScanPlan> {
         let input = self.scan_input()?;
-        Ok(self.scan_plan(state, input, projection, filters, limit))
+        Ok(self.plan_scan_of(state, input, projection, filters, limit))
     }
 
-    fn scan_plan(
+    /// [`ProvTable::plan_scan`] of a snapshot already taken.
+    fn plan_scan_of(
         &self,
         state: &dyn Session,
         (snap, txn): (TableSnapshot, WriteSet),
@@ -351,10 +349,12 @@ impl ProvTable {
         {
             return Ok(found);
         }
-        let predicate = match (&plan.predicate, keys) {
-            (Some(p), Some(k)) => Some(conjoin(p, &k.predicate)),
-            (p, k) => p.clone().or_else(|| k.map(|k| Arc::clone(&k.predicate))),
-        };
+        let predicate = conjunction_opt(
+            plan.predicate
+                .iter()
+                .chain(keys.map(|k| &k.predicate))
+                .cloned(),
+        );
         // Min/max bounds for in-memory batches, row-group pruning for
         // Parquet segments. A limit is pushed down only without filters,
         // but do not rely on it.
@@ -418,10 +418,6 @@ struct Narrowing<'a> {
     /// Rows of the kept batches must pass this (a join's keys), unless an
     /// index found them already.
     keys: Option<&'a Arc<dyn PhysicalExpr>>,
-}
-
-fn conjoin(a: &Arc<dyn PhysicalExpr>, b: &Arc<dyn PhysicalExpr>) -> Arc<dyn PhysicalExpr> {
-    Arc::new(BinaryExpr::new(Arc::clone(a), Operator::And, Arc::clone(b)))
 }
 
 impl ProvTable {
@@ -802,7 +798,7 @@ impl TableProvider for ProvTable {
         if let Some(plan) = self.point_lookup(runtime, &snap, &txn, projection, filters)? {
             return Ok(plan);
         }
-        let plan = self.scan_plan(state, (snap, txn), projection, filters, limit);
+        let plan = self.plan_scan_of(state, (snap, txn), projection, filters, limit);
         self.gather(&plan, None).await
     }
 
