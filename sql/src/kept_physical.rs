@@ -729,7 +729,7 @@ impl DeferredScan {
 
     /// This scan keyed by the build-side keys `slot` receives for its
     /// output `column`, when it reads a stored table (not a view or a
-    /// function) and that column's type can be keyed.
+    /// function) without a limit and that column's type can be keyed.
     pub(crate) fn keyed(&self, column: usize, slot: &Arc<KeySlot>) -> Option<DeferredScan> {
         let table = self.provider.downcast_ref::<ProvTable>()?;
         let column = match &self.projection {
@@ -737,7 +737,8 @@ impl DeferredScan {
             None => column,
         };
         let field = table.schema().fields().get(column).cloned()?;
-        if !key_join::keyable(field.data_type()) || self.keyed.is_some() {
+        // A limited scan would take other rows than the ones it keeps.
+        if !key_join::keyable(field.data_type()) || self.keyed.is_some() || self.limit.is_some() {
             return None;
         }
         Some(DeferredScan {

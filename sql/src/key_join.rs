@@ -349,7 +349,7 @@ fn recompute() -> ReplaceChildrenOptions {
 /// `plan` (a probe side) with the scan that output `column` comes from
 /// keyed to `slot`, when only nodes that pass rows through unchanged (a
 /// filter, a sort, a projection of columns, a repartition, a cooperative
-/// yield point) or group by that column lie between.
+/// yield point) or group by that column lie between, none with a limit.
 fn keyed_probe(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -357,6 +357,10 @@ fn keyed_probe(
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if let Some(scan) = plan.downcast_ref::<DeferredScan>() {
         return Ok(scan.keyed(column, slot).map(|s| Arc::new(s) as _));
+    }
+    // Rows cut by a limit: narrowing the input first would let others in.
+    if plan.fetch().is_some() {
+        return Ok(None);
     }
     let below = if let Some(filter) = plan.downcast_ref::<FilterExec>() {
         match filter.projection() {
@@ -373,8 +377,7 @@ fn keyed_probe(
         // Rows left out by a grouping column leave out whole groups: the
         // other groups aggregate the same rows.
         let groups = aggregate.group_expr();
-        groups
-            .is_single()
+        (groups.is_single() && aggregate.limit_options().is_none())
             .then(|| groups.expr().get(column))
             .flatten()
             .and_then(|(e, _)| e.downcast_ref::<Column>())
