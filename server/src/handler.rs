@@ -846,7 +846,7 @@ impl CopyHandler for ConnectionHandler {
         let mut st = self.lock().await;
         let st = &mut *st;
         let failed = match st.copy.as_mut() {
-            Some(ActiveCopy::Open(copy)) => copy.push(&data.data).err(),
+            Some(ActiveCopy::Open(copy)) => copy.feed(&data.data).await.err(),
             Some(ActiveCopy::Failed(_)) => None,
             None => return Err(protocol_error("08P01", "CopyData received outside of COPY")),
         };

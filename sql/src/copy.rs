@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::util::display::FormatOptions;
 use provdb_storage::TableId;
 
+use crate::copy_stage::CopyStaging;
 use crate::error::{SqlError, SqlResult};
 
 /// Rows converted to one Arrow batch at a time.
@@ -58,6 +59,8 @@ pub struct CopyIn {
     pub(crate) schema: SchemaRef,
     pub(crate) state: CopyState,
     pub(crate) target: CopyTarget,
+    /// Whether the rows stream to staged segments (see [`crate::copy_stage`]).
+    pub(crate) staging: CopyStaging,
 }
 
 /// Where the parsed rows go.
@@ -92,6 +95,7 @@ impl CopyIn {
             schema,
             state: CopyState::default(),
             target,
+            staging: CopyStaging::Off,
         }
     }
 

@@ -9,9 +9,10 @@ use datafusion::sql::sqlparser::ast::{
 };
 
 use crate::copy::{CopyFormat, CopyIn, CopyTarget};
+use crate::copy_stage::CopyStaging;
 use crate::ddl::ident;
 use crate::error::{SqlError, SqlResult};
-use crate::session::Session;
+use crate::session::{Session, TxnStatus};
 
 pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
     let Statement::Copy {
@@ -69,12 +70,29 @@ pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
         }
         (Arc::new(Schema::new(fields)), Some(names))
     };
+    // Staged segments need every column (defaults are applied by the
+    // INSERT a column list goes through), a table without a primary key
+    // (its key index is kept from logged rows) and no transaction block
+    // (whose own reads must see its rows before the commit).
+    let staging = if cols.is_none()
+        && def.primary_key.is_empty()
+        && session.transaction_status() == TxnStatus::Idle
+    {
+        CopyStaging::Ready {
+            storage: session.db.shared.storage.clone(),
+            def: def.clone(),
+        }
+    } else {
+        CopyStaging::Off
+    };
     let target = CopyTarget {
         table: def.id,
         qualified_name: def.qualified_name(),
         columns: cols,
     };
-    Ok(CopyIn::new(format, copy_schema, target))
+    let mut copy = CopyIn::new(format, copy_schema, target);
+    copy.staging = staging;
+    Ok(copy)
 }
 
 fn copy_format(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> SqlResult<CopyFormat> {

@@ -23,7 +23,8 @@
 //! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
 //! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.
 //! - [`sequence`] — sequences and `nextval`.
-//! - [`copy`] / [`copy_stmt`] — `COPY ... FROM STDIN`.
+//! - [`copy`] / [`copy_stmt`] — `COPY ... FROM STDIN`; `copy_stage` streams a
+//!   large one to staged Parquet segments while it is parsed.
 //! - [`types`] — SQL types to Arrow types.
 //! - [`functions`] — PostgreSQL functions clients expect.
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
@@ -31,6 +32,7 @@
 pub mod array_memo;
 pub mod catalog;
 pub mod copy;
+mod copy_stage;
 pub mod copy_stmt;
 pub mod database;
 pub mod ddl;

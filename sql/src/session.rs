@@ -29,6 +29,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::catalog::{SessionCatalog, ViewDef};
 use crate::copy::CopyIn;
+use crate::copy_stage::CopyStaging;
 use crate::database::Database;
 use crate::direct::{Bound, Direct, Outcome};
 use crate::error::{SqlError, SqlResult, from_datafusion, from_storage};
@@ -779,6 +780,15 @@ impl Session {
 
     async fn copy_stage(&mut self, copy: &mut CopyIn) -> SqlResult<()> {
         let batches = copy.finish()?;
+        if let CopyStaging::On(mut stager) = std::mem::take(&mut copy.staging) {
+            for b in batches {
+                stager.send(b).await?;
+            }
+            let (ops, staged) = stager.finish().await?;
+            let committed = self.db.shared.storage.commit(ops).await;
+            staged.keep();
+            return committed.map(|_| ()).map_err(from_storage);
+        }
         let def = self
             .db
             .shared

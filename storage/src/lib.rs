@@ -44,7 +44,7 @@ pub use observer::CommitObserver;
 pub use pk::RowAddr;
 pub use read::{RowMask, SourceRows};
 pub use record::WalOp;
-pub use staged::StagedSegment;
+pub use staged::{StagedRows, StagedSegment};
 pub use storage::{
     KeyedRow, MemSnapshot, SegmentSnapshot, Storage, StorageOptions, StorageStats, TableSnapshot,
     slice_row,

@@ -141,6 +141,20 @@ impl FileColumns {
         }
     }
 
+    /// Whether every value of `batch` (with the table's schema) fits the
+    /// scale its column is stored at, as [`FileColumns::encode`] needs.
+    pub fn holds(&self, batch: &RecordBatch) -> bool {
+        self.scales
+            .iter()
+            .zip(batch.columns())
+            .all(|(scale, column)| match scale {
+                None => true,
+                Some(k) => column
+                    .as_primitive_opt::<Float64Type>()
+                    .is_some_and(|floats| floats.iter().flatten().all(|v| fits(v, power(*k)))),
+            })
+    }
+
     /// The schema the file is written with.
     pub fn file_schema(&self) -> &SchemaRef {
         &self.file_schema

@@ -153,6 +153,19 @@ impl SegmentWriter {
         self
     }
 
+    /// Before the first write: store the columns as `batch`'s values allow
+    /// (later batches must then [fit](SegmentWriter::holds) the choice).
+    pub fn choose_columns(&mut self, schema: &SchemaRef, batch: &RecordBatch) {
+        if self.inner.is_none() {
+            self.columns = FileColumns::choose(schema, std::slice::from_ref(batch));
+        }
+    }
+
+    /// Whether `batch` can be written: its floats fit the scales chosen.
+    pub fn holds(&self, batch: &RecordBatch) -> bool {
+        self.columns.holds(batch)
+    }
+
     /// A Parquet writer with encodings chosen for `sample` (as stored).
     fn open(&self, sample: Option<&RecordBatch>) -> Result<AsyncArrowWriter<BufWriter>> {
         let out = BufWriter::new(Arc::clone(&self.store), self.path.clone());

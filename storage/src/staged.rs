@@ -11,6 +11,12 @@
 //! crash (named by no manifest and no replayed commit) is deleted when
 //! storage next opens.
 //!
+//! A staged segment stores its float columns as scaled integers when the
+//! values of its first batch allow it ([`crate::scaled`]); a later batch
+//! whose values do not fit goes to the next segment. [`StagedRows`] keeps
+//! that bookkeeping, and a size limit per segment, for writers that stage
+//! any number of rows (COPY, the import of metric points).
+//!
 //! Only tables without a primary key take staged segments: the key index
 //! is kept from the rows a commit carries, which an attach does not.
 
@@ -69,9 +75,28 @@ impl Storage {
 
 impl StagedSegment {
     /// Append rows, checked against the table's columns as an insert is.
+    /// The first batch chooses how floats are stored; a later one must
+    /// [fit](StagedSegment::holds) that choice.
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         check_batch(&self.def, batch)?;
-        self.writer_mut()?.write(batch).await
+        let schema = self.def.schema_ref();
+        let first = self.rows() == 0;
+        let writer = self.writer_mut()?;
+        if first {
+            writer.choose_columns(&schema, batch);
+        } else if !writer.holds(batch) {
+            return Err(StorageError::Invalid(format!(
+                "rows do not fit the staged segment of {}: a float needs more decimals",
+                self.def.qualified_name()
+            )));
+        }
+        writer.write(batch).await
+    }
+
+    /// Whether `batch` can be appended: before the first write any batch
+    /// can; after it, its floats must fit the scales the first one chose.
+    pub fn holds(&self, batch: &RecordBatch) -> bool {
+        self.rows() == 0 || self.writer.as_ref().is_some_and(|w| w.holds(batch))
     }
 
     /// Rows written so far.
@@ -124,4 +149,102 @@ impl Drop for StagedSegment {
 
 fn finished() -> StorageError {
     StorageError::Invalid("the staged segment is finished already".into())
+}
+
+/// Rows per staged segment: 16 Parquet row groups.
+pub const SEGMENT_ROWS: u64 = 1 << 20;
+
+/// Rows of one table staged for one commit, in as many segments as they
+/// take: a segment is finished once it holds `segment_rows` rows, and a
+/// batch that does not fit the open segment's float scales starts the next
+/// one. [`StagedRows::finish`] gives the ops that attach them all; after
+/// the commit was tried, [`StagedRows::keep`] leaves the files to it, and
+/// dropping `self` before deletes them.
+pub struct StagedRows {
+    storage: Storage,
+    table: TableId,
+    segment_rows: u64,
+    open: Option<StagedSegment>,
+    finished: Vec<StagedSegment>,
+    ops: Vec<WalOp>,
+    rows: u64,
+}
+
+impl StagedRows {
+    /// Stage rows of `table` (which must have no primary key).
+    pub fn new(storage: &Storage, table: TableId, segment_rows: u64) -> Result<Self> {
+        // Refuse a keyed table now rather than at the first write.
+        let def = storage
+            .table(table)
+            .ok_or_else(|| StorageError::NoSuchTable(table.to_string()))?;
+        if !def.primary_key.is_empty() {
+            return Err(StorageError::Invalid(format!(
+                "rows of {} cannot be staged: it has a primary key",
+                def.qualified_name()
+            )));
+        }
+        Ok(StagedRows {
+            storage: storage.clone(),
+            table,
+            segment_rows: segment_rows.max(1),
+            open: None,
+            finished: Vec::new(),
+            ops: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Append `batch` to the open segment, or to a new one.
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.open.as_ref().is_some_and(|s| !s.holds(batch)) {
+            self.finish_open().await?;
+        }
+        let open = match &mut self.open {
+            Some(open) => open,
+            None => self.open.insert(self.storage.stage_segment(self.table)?),
+        };
+        open.write(batch).await?;
+        self.rows += batch.num_rows() as u64;
+        if open.rows() >= self.segment_rows {
+            self.finish_open().await?;
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Whether a segment is open (its rows not yet finished): a writer
+    /// with a few rows left may rather log them than start a segment.
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Finish the open segment and return the attach ops of all of them,
+    /// in the order written.
+    pub async fn finish(&mut self) -> Result<Vec<WalOp>> {
+        self.finish_open().await?;
+        Ok(std::mem::take(&mut self.ops))
+    }
+
+    /// Leave every file to the commit of the attach ops, once it was tried
+    /// (see [`StagedSegment::keep`]).
+    pub fn keep(self) {
+        self.finished.into_iter().for_each(StagedSegment::keep);
+    }
+
+    async fn finish_open(&mut self) -> Result<()> {
+        if let Some(mut open) = self.open.take() {
+            let op = open.finish().await;
+            // Finished or not, the file is deleted if `self` is dropped.
+            self.finished.push(open);
+            self.ops.push(op?);
+        }
+        Ok(())
+    }
 }

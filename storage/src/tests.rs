@@ -500,6 +500,112 @@ async fn staged_segments_never_committed_leave_nothing() {
     assert!(err.to_string().contains("primary key"), "{err}");
 }
 
+/// `(id, v)` rows for a table of an id and a float.
+fn float_rows(start: i64, values: &[f64]) -> RecordBatch {
+    let ids: Vec<i64> = (start..start + values.len() as i64).collect();
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("v", DataType::Float64, true),
+        ])),
+        vec![
+            Arc::new(Int64Array::from(ids)),
+            Arc::new(arrow::array::Float64Array::from(values.to_vec())),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn staged_rows_start_a_segment_when_full_or_when_a_float_needs_more_decimals() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::open(opts(dir.path())).await.unwrap();
+    let (t, source) = s.allocate_table_ids();
+    let def = TableDef {
+        id: t,
+        namespace: "public".into(),
+        name: "m".into(),
+        schema: float_rows(0, &[]).schema(),
+        primary_key: vec![],
+        properties: serde_json::Value::Null,
+    };
+    s.commit(vec![WalOp::CreateTable { def, source }])
+        .await
+        .unwrap();
+    let batches = [
+        float_rows(0, &[0.5, 0.25, 1.125]),
+        // Fits the three decimals chosen; the segment is then full (4).
+        float_rows(3, &[0.75, 1.5]),
+        float_rows(5, &[0.1, 0.2]),
+        // Nine decimals do not fit the one chosen: a third segment.
+        float_rows(7, &[0.123456789, 3.0]),
+    ];
+    let mut staged = crate::StagedRows::new(&s, t, 4).unwrap();
+    for b in &batches {
+        staged.write(b).await.unwrap();
+    }
+    assert_eq!(staged.rows(), 9);
+    let ops = staged.finish().await.unwrap();
+    assert_eq!(ops.len(), 3);
+    assert!(
+        s.snapshot(t).unwrap().segments.is_empty(),
+        "nothing before the commit"
+    );
+    s.commit(ops).await.unwrap();
+    staged.keep();
+    let snap = s.snapshot(t).unwrap();
+    let mut got = Vec::new();
+    let mut scales = Vec::new();
+    for seg in &snap.segments {
+        let file = std::fs::read(dir.path().join("segments").join(&seg.file.meta.path)).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            bytes::Bytes::from(file),
+        )
+        .unwrap();
+        scales.push(crate::scaled::field_scale(reader.schema().field(1)));
+        for b in crate::segment::read_segment(&s.inner.store, &seg.file.meta, None)
+            .await
+            .unwrap()
+        {
+            let v = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>();
+            got.extend(v.unwrap().values().iter().map(|x| x.to_bits()));
+        }
+    }
+    let rows: Vec<u64> = snap.segments.iter().map(|g| g.file.meta.rows).collect();
+    assert_eq!(rows, [5, 2, 2]);
+    assert_eq!(scales, [Some(3), Some(1), Some(9)]);
+    let want: Vec<u64> = batches
+        .iter()
+        .flat_map(|b| {
+            let v = b
+                .column(1)
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>();
+            v.unwrap()
+                .values()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got, want, "the doubles read back are the doubles written");
+    // Dropped before a commit, every file of the staged rows goes.
+    let mut dropped = crate::StagedRows::new(&s, t, 2).unwrap();
+    for b in &batches {
+        dropped.write(b).await.unwrap();
+    }
+    drop(dropped);
+    crate::maintenance::collect_garbage(&s).await.unwrap();
+    assert_eq!(table_files(dir.path()).len(), 3);
+    // A keyed table is refused up front.
+    let keyed = create(&s, "k", true).await;
+    let err = crate::StagedRows::new(&s, keyed, 4).err().unwrap();
+    assert!(err.to_string().contains("primary key"), "{err}");
+}
+
 #[tokio::test]
 async fn an_attach_is_refused_once_its_table_is_dropped() {
     let dir = tempfile::tempdir().unwrap();

@@ -20,7 +20,7 @@ use arrow::array::{
     ArrayRef, Float64Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::DataType;
-use provdb_storage::{SourceId, StagedSegment, Storage, TableDef, WalOp};
+use provdb_storage::{SourceId, StagedRows, Storage, TableDef, WalOp};
 use roaring::RoaringBitmap;
 use serde::{Deserialize, Serialize};
 use tokio::sync::OwnedMutexGuard;
@@ -158,7 +158,9 @@ pub async fn import_document(
             .await?;
     }
     let committed = storage.commit(std::mem::take(&mut w.ops)).await;
-    w.finished.drain(..).for_each(StagedSegment::keep);
+    if let Some(staged) = w.staged.take() {
+        staged.keep();
+    }
     committed.map_err(|e| EngineError::from(e).context("storing the imported document"))?;
     Ok(report)
 }
@@ -465,12 +467,11 @@ fn check_dangling(doc: &Resolved, lineage: &Lineage, allow: bool) -> Result<()> 
 struct Writer {
     ops: Vec<WalOp>,
     locks: HashMap<provdb_storage::TableId, OwnedMutexGuard<()>>,
-    /// The Parquet segment metric points are streamed to once a document
-    /// has more than a chunk of them (see [`METRIC_CHUNK_ROWS`]).
-    staged: Option<StagedSegment>,
-    /// Staged segments whose attach op is in `ops`: their files are deleted
-    /// if the writer is dropped before the commit is tried.
-    finished: Vec<StagedSegment>,
+    /// The Parquet segments metric points are streamed to once a document
+    /// has more than a chunk of them (see [`METRIC_CHUNK_ROWS`]); their
+    /// files are deleted if the writer is dropped before the commit is
+    /// tried.
+    staged: Option<StagedRows>,
 }
 
 impl Writer {
@@ -710,32 +711,27 @@ impl Writer {
         points: &mut MetricColumns,
         last: bool,
     ) -> Result<()> {
-        if points.len == 0 && self.staged.is_none() {
-            return Ok(());
-        }
-        let def = self.table(storage, ML_SCHEMA, "metric").await?;
         if points.len > 0 {
+            let def = self.table(storage, ML_SCHEMA, "metric").await?;
             let batch = std::mem::take(points).finish(&def)?;
-            if last && self.staged.is_none() {
+            if last && !self.staged.as_ref().is_some_and(StagedRows::is_open) {
                 self.ops.push(WalOp::Insert {
                     table: def.id,
                     batch,
                 });
-                return Ok(());
+            } else {
+                let staged = match &mut self.staged {
+                    Some(staged) => staged,
+                    None => {
+                        self.staged
+                            .insert(StagedRows::new(storage, def.id, STAGED_SEGMENT_ROWS)?)
+                    }
+                };
+                staged.write(&batch).await?;
             }
-            let staged = match &mut self.staged {
-                Some(staged) => staged,
-                None => self.staged.insert(storage.stage_segment(def.id)?),
-            };
-            staged.write(&batch).await?;
         }
-        let full = self
-            .staged
-            .as_ref()
-            .is_some_and(|s| s.rows() >= STAGED_SEGMENT_ROWS);
-        if let Some(mut staged) = self.staged.take_if(|_| last || full) {
-            self.ops.push(staged.finish().await?);
-            self.finished.push(staged);
+        if last && let Some(staged) = &mut self.staged {
+            self.ops.extend(staged.finish().await?);
         }
         Ok(())
     }
@@ -745,12 +741,12 @@ impl Writer {
 /// write to a staged segment otherwise.
 pub(crate) const METRIC_CHUNK_ROWS: usize = 65_536;
 
-/// Rows per staged segment of metric points: 16 Parquet row groups (two in
-/// unit tests, so that they see segments finished before the commit).
+/// Rows per staged segment of metric points: two chunks in unit tests, so
+/// that they see segments finished before the commit.
 pub(crate) const STAGED_SEGMENT_ROWS: u64 = if cfg!(test) {
     2 * METRIC_CHUNK_ROWS as u64
 } else {
-    1 << 20
+    provdb_storage::staged::SEGMENT_ROWS
 };
 
 fn attrs_cell(attrs: &Attrs) -> Cell {

@@ -338,3 +338,90 @@ async fn client_vanishing_mid_copy_stores_nothing_and_others_are_served() {
         .expect("copy still works");
     assert_eq!(count(&other, "vanish").await, 1);
 }
+
+/// Files under the server's local segment store.
+fn segment_files(server: &Server) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                walk(&e.path(), out);
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&server.data_dir.join("segments").join("tables"), &mut out);
+    out
+}
+
+/// A COPY past one batch (65,536 rows) into a table without a primary key
+/// streams its rows to a staged Parquet segment while it is parsed. A
+/// client that vanishes after the stager started leaves no rows and, once
+/// the server restarts, no file; an acknowledged staged COPY survives a
+/// kill -9.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_copies_vanish_whole_or_survive_a_kill() {
+    let mut server = Server::start();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE big (id BIGINT, v DOUBLE PRECISION, tag TEXT)")
+        .await
+        .unwrap();
+    const N: u64 = 200_000;
+    let mut data = Vec::new();
+    for i in 0..N {
+        data.extend_from_slice(format!("{i}\t{}.{:02}\tt{}\n", i / 100, i % 100, i % 5).as_bytes());
+    }
+    let mut raw = RawConn::connect(server.port).await.expect("raw connect");
+    raw.query("COPY big FROM STDIN").await.unwrap();
+    assert_eq!(raw.read_msg().await.unwrap().tag, b'G');
+    for part in data.chunks(256 << 10) {
+        raw.send(b'd', part).await.unwrap();
+    }
+    // Let the server parse what it was sent, then vanish without CopyDone.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop(raw);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(count(&c, "big").await, 0, "half a COPY became visible");
+    server.restart();
+    assert!(
+        segment_files(&server).is_empty(),
+        "{:?}",
+        segment_files(&server)
+    );
+    let c = server.client().await;
+    assert_eq!(count(&c, "big").await, 0);
+    // The whole COPY, acknowledged, then kill -9.
+    let n = within(
+        120,
+        "staged COPY",
+        copy_bytes(&c, "COPY big FROM STDIN", &data, 128 << 10),
+    )
+    .await
+    .expect("COPY");
+    assert_eq!(n, N);
+    assert!(
+        !segment_files(&server).is_empty(),
+        "the rows were staged to a segment"
+    );
+    server.restart();
+    let c = server.client().await;
+    let row = c
+        .query_one(
+            "SELECT count(*), sum(id), sum(v), count(DISTINCT tag) FROM big",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), N as i64);
+    assert_eq!(row.get::<_, i64>(1), (N * (N - 1) / 2) as i64);
+    let want: f64 = (0..N)
+        .map(|i| {
+            format!("{}.{:02}", i / 100, i % 100)
+                .parse::<f64>()
+                .unwrap()
+        })
+        .sum();
+    assert!((row.get::<_, f64>(2) - want).abs() <= want * 1e-9, "sum(v)");
+    assert_eq!(row.get::<_, i64>(3), 5);
+}
