@@ -3,15 +3,15 @@
 //! A COPY holds its parsed rows until CopyDone, and its commit logs them
 //! all: a million rows are a hundred megabytes in memory, then as many in
 //! the write-ahead log, then once more when the buffer is flushed to a
-//! segment. A COPY that may stage ([`CopyStaging::Ready`]: a table without
-//! a primary key, every column copied, outside a transaction block) and
-//! has parsed a full batch instead hands its batches to a [`Stager`]: a
-//! thread that writes them to staged segments ([`StagedRows`]) on the
-//! other core while the connection parses the next ones. The commit logs only
-//! the segments' attach ops, so the rows become visible all at once, as
-//! any committed rows do, and are already in Parquet. A COPY that fails or
-//! whose client goes away drops its stager, and the staged files are
-//! deleted.
+//! segment. A COPY that may stage ([`CopyStaging::Ready`]: into a table
+//! that takes staged segments, every column copied, outside a transaction
+//! block) and has parsed a full batch instead hands its batches to a
+//! [`Stager`]: a thread that writes them to staged segments
+//! ([`StagedRows`]) on the other core while the connection parses the
+//! next ones. The commit logs only the segments' attach ops, so the rows
+//! become visible all at once, as any committed rows do, and are already
+//! in Parquet. A COPY that fails or whose client goes away drops its
+//! stager, and the staged files are deleted.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

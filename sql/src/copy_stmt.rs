@@ -72,14 +72,17 @@ pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
     };
     // Staged segments need every column (defaults are applied by the
     // INSERT a column list goes through), a table without a primary key
-    // (its key index is kept from logged rows) and no transaction block
-    // (whose own reads must see its rows before the commit).
+    // whose rows the lineage index does not read (both are kept from the
+    // rows a commit logs) and no transaction block (whose own reads must
+    // see its rows before the commit).
+    let storage = &session.db.shared.storage;
     let staging = if cols.is_none()
         && def.primary_key.is_empty()
+        && !storage.rows_observed(def.id)
         && session.transaction_status() == TxnStatus::Idle
     {
         CopyStaging::Ready {
-            storage: session.db.shared.storage.clone(),
+            storage: storage.clone(),
             def: def.clone(),
         }
     } else {

@@ -766,7 +766,7 @@ impl Session {
     /// atomically (or add them to the open transaction). Returns `COPY n`.
     pub async fn copy_finish(&mut self, mut copy: Box<CopyIn>) -> SqlResult<CommandTag> {
         self.shared.new_statement();
-        let result = self.copy_stage(&mut copy).await;
+        let result = self.store_copy(&mut copy).await;
         let rows = copy.state.rows;
         self.finish_statement(
             result.map(|_| QueryOutput::Command(CommandTag::with_rows("COPY", rows))),
@@ -778,7 +778,10 @@ impl Session {
         })
     }
 
-    async fn copy_stage(&mut self, copy: &mut CopyIn) -> SqlResult<()> {
+    /// A staged COPY's rest goes to its stager and its segments are
+    /// attached by a commit of their own (see [`crate::copy_stage`]); other
+    /// COPYs stage their rows in the statement's write set.
+    async fn store_copy(&mut self, copy: &mut CopyIn) -> SqlResult<()> {
         let batches = copy.finish()?;
         if let CopyStaging::On(mut stager) = std::mem::take(&mut copy.staging) {
             for b in batches {

@@ -321,7 +321,8 @@ fn stored_rows(s: &Session, name: &str) -> (usize, Vec<u64>) {
 /// A COPY past one batch into a table without a primary key, outside a
 /// transaction block, streams its rows to staged Parquet segments that its
 /// commit attaches (a new segment where the floats need more decimals);
-/// inside a block, with a column list, or failing, it does not leave any.
+/// inside a block, with a column list, into a table the lineage index
+/// reads, or failing, it does not leave any.
 #[tokio::test]
 async fn large_copies_stream_to_staged_segments() {
     let (dir, mut s) = fresh_session().await;
@@ -401,6 +402,19 @@ async fn large_copies_stream_to_staged_segments() {
     .await
     .unwrap();
     assert_eq!(stored_rows(&s, "m"), (70_000, vec![65_536, 84_464]));
+    // The lineage index reads the rows of DLProv's task table (as it does
+    // those of the prov tables and of a dataflow's dataset tables): an
+    // attach would hide them from it, so they are logged.
+    run(
+        &mut s,
+        "CREATE TABLE task (id BIGINT, v DOUBLE PRECISION, df_exec TEXT)",
+    )
+    .await
+    .unwrap();
+    copy_in(&mut s, "COPY task FROM STDIN (FORMAT csv)", &csv(0, 70_000))
+        .await
+        .unwrap();
+    assert_eq!(stored_rows(&s, "task"), (70_000, vec![]));
     // A bad value after the stager started: the COPY fails whole, and its
     // staged file is deleted.
     let mut bad = csv(400_000, 500_000);

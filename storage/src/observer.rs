@@ -14,10 +14,18 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::record::WalOp;
+use crate::table::TableId;
 
 /// Sees every commit after it is durable.
 pub trait CommitObserver: Send + Sync {
     fn on_commit(&self, lsn: u64, ops: &[WalOp]);
+
+    /// Whether the observer reads the rows commits insert into `table`.
+    /// Such rows are never staged ([`crate::staged`]): an attach op carries
+    /// a file's description, not its rows. Called outside commits.
+    fn reads_rows_of(&self, _table: TableId) -> bool {
+        true
+    }
 }
 
 /// The observer slot shared by the storage handle and the writer thread.

@@ -17,8 +17,10 @@
 //! that bookkeeping, and a size limit per segment, for writers that stage
 //! any number of rows (COPY, the import of metric points).
 //!
-//! Only tables without a primary key take staged segments: the key index
-//! is kept from the rows a commit carries, which an attach does not.
+//! Only tables without a primary key, whose rows the commit observer (the
+//! lineage index) does not read, take staged segments: the key index and
+//! the observer are kept from the rows a commit carries, which an attach
+//! does not.
 
 use arrow::array::RecordBatch;
 use object_store::path::Path as ObjPath;
@@ -47,14 +49,12 @@ pub struct StagedSegment {
 impl Storage {
     /// Start a staged segment of `table`, which must have no primary key.
     pub fn stage_segment(&self, table: TableId) -> Result<StagedSegment> {
+        let observed = self.rows_observed(table);
         let (def, id) = {
             let mut st = self.inner.state.write();
             let t = st.table(table)?;
-            if t.pk.is_some() {
-                return Err(StorageError::Invalid(format!(
-                    "rows of {} cannot be staged: it has a primary key",
-                    t.def.qualified_name()
-                )));
+            if let Some(why) = unstageable(&t.def, observed) {
+                return Err(why);
             }
             let def = t.def.clone();
             (def, st.alloc_source())
@@ -147,6 +147,23 @@ impl Drop for StagedSegment {
     }
 }
 
+/// Why rows of `def` cannot be staged, if they cannot: the key index and
+/// the commit observer (when `observed`) are kept from the rows a commit
+/// carries, which an attach op does not.
+fn unstageable(def: &TableDef, observed: bool) -> Option<StorageError> {
+    let why = if !def.primary_key.is_empty() {
+        "it has a primary key"
+    } else if observed {
+        "the lineage index reads its rows"
+    } else {
+        return None;
+    };
+    Some(StorageError::Invalid(format!(
+        "rows of {} cannot be staged: {why}",
+        def.qualified_name()
+    )))
+}
+
 fn finished() -> StorageError {
     StorageError::Invalid("the staged segment is finished already".into())
 }
@@ -173,15 +190,12 @@ pub struct StagedRows {
 impl StagedRows {
     /// Stage rows of `table` (which must have no primary key).
     pub fn new(storage: &Storage, table: TableId, segment_rows: u64) -> Result<Self> {
-        // Refuse a keyed table now rather than at the first write.
+        // Refuse a table that takes none now rather than at the first write.
         let def = storage
             .table(table)
             .ok_or_else(|| StorageError::NoSuchTable(table.to_string()))?;
-        if !def.primary_key.is_empty() {
-            return Err(StorageError::Invalid(format!(
-                "rows of {} cannot be staged: it has a primary key",
-                def.qualified_name()
-            )));
+        if let Some(why) = unstageable(&def, storage.rows_observed(table)) {
+            return Err(why);
         }
         Ok(StagedRows {
             storage: storage.clone(),

@@ -331,6 +331,16 @@ impl Storage {
         *self.inner.observer.write() = observer;
     }
 
+    /// Whether the commit observer reads the rows inserted into `table`
+    /// (which then cannot be staged).
+    pub fn rows_observed(&self, table: TableId) -> bool {
+        self.inner
+            .observer
+            .read()
+            .as_ref()
+            .is_some_and(|o| o.reads_rows_of(table))
+    }
+
     pub fn options(&self) -> &StorageOptions {
         &self.inner.opts
     }

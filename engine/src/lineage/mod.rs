@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use provdb_storage::{CommitObserver, Storage, WalOp};
+use provdb_storage::{CommitObserver, Storage, TableId, WalOp};
 use tracing::{debug, info};
 
 use crate::dlprov::state::DataflowRecord;
@@ -68,6 +68,14 @@ impl CommitObserver for Shared {
         m.apply(&mut g, ops);
         self.last_change_ms
             .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// The tables whose rows are nodes or edges (DLProv's task, execution
+    /// and dataset tables, the prov tables).
+    fn reads_rows_of(&self, table: TableId) -> bool {
+        let mut m = self.maintainer.lock();
+        let mut g = self.graph.write();
+        m.roles.role(&mut g, table).is_some()
     }
 }
 
