@@ -47,7 +47,8 @@ pub struct StagedSegment {
 }
 
 impl Storage {
-    /// Start a staged segment of `table`, which must have no primary key.
+    /// Start a staged segment of `table`, which must take them (no primary
+    /// key; rows the commit observer does not read).
     pub fn stage_segment(&self, table: TableId) -> Result<StagedSegment> {
         let observed = self.rows_observed(table);
         let (def, id) = {
@@ -154,7 +155,7 @@ fn unstageable(def: &TableDef, observed: bool) -> Option<StorageError> {
     let why = if !def.primary_key.is_empty() {
         "it has a primary key"
     } else if observed {
-        "the lineage index reads its rows"
+        "the commit observer (the lineage index) reads its rows"
     } else {
         return None;
     };
@@ -188,7 +189,8 @@ pub struct StagedRows {
 }
 
 impl StagedRows {
-    /// Stage rows of `table` (which must have no primary key).
+    /// Stage rows of `table` (which must take staged segments, as
+    /// [`Storage::stage_segment`] says).
     pub fn new(storage: &Storage, table: TableId, segment_rows: u64) -> Result<Self> {
         // Refuse a table that takes none now rather than at the first write.
         let def = storage
