@@ -43,8 +43,13 @@ pub fn power(k: u8) -> f64 {
 /// [`FileColumns::encode`] and [`Decoder::decode`] compute it (through an
 /// `i64`, which has no negative zero).
 fn fits(v: f64, p: f64) -> bool {
+    scaled_int(v, p).is_some()
+}
+
+/// `v` as the integer `(v * 10^k).round()`, when it round-trips ([`fits`]).
+fn scaled_int(v: f64, p: f64) -> Option<i64> {
     let i = (v * p).round();
-    i.abs() <= MAX_INT && ((i as i64) as f64 / p).to_bits() == v.to_bits()
+    (i.abs() <= MAX_INT && ((i as i64) as f64 / p).to_bits() == v.to_bits()).then_some(i as i64)
 }
 
 /// The smallest scale at which every non-null value of `arrays` round-trips,
@@ -141,18 +146,33 @@ impl FileColumns {
         }
     }
 
-    /// Whether every value of `batch` (with the table's schema) fits the
-    /// scale its column is stored at, as [`FileColumns::encode`] needs.
-    pub fn holds(&self, batch: &RecordBatch) -> bool {
-        self.scales
-            .iter()
-            .zip(batch.columns())
-            .all(|(scale, column)| match scale {
-                None => true,
-                Some(k) => column
-                    .as_primitive_opt::<Float64Type>()
-                    .is_some_and(|floats| floats.iter().flatten().all(|v| fits(v, power(*k)))),
-            })
+    /// `batch` (with the table's schema) as the file stores it, or `None`
+    /// when a value of a scaled column does not fit its scale (checked as
+    /// it is scaled, in the same pass). For columns chosen from other rows.
+    pub fn encode_fitting(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
+        if self.scales.iter().all(Option::is_none) {
+            return Ok(Some(batch.clone()));
+        }
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.scales.len());
+        for (column, scale) in batch.columns().iter().zip(&self.scales) {
+            let Some(k) = scale else {
+                columns.push(Arc::clone(column));
+                continue;
+            };
+            let p = power(*k);
+            let ints = column.as_primitive_opt::<Float64Type>().and_then(|f| {
+                f.try_unary::<_, Int64Type, ()>(|v| scaled_int(v, p).ok_or(()))
+                    .ok()
+            });
+            match ints {
+                Some(ints) => columns.push(Arc::new(ints)),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(RecordBatch::try_new(
+            Arc::clone(&self.file_schema),
+            columns,
+        )?))
     }
 
     /// The schema the file is written with.
@@ -303,6 +323,29 @@ mod tests {
         }
         assert_eq!(common_scale(&[&floats(&[None, None])]), None);
         assert_eq!(common_scale(&[]), None);
+    }
+
+    #[test]
+    fn encoding_columns_chosen_from_other_rows_checks_every_value() {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Float64, true)]));
+        let batch = |values: &[Option<f64>]| {
+            RecordBatch::try_new(Arc::clone(&schema), vec![Arc::new(floats(values))]).unwrap()
+        };
+        let chosen = FileColumns::choose(&schema, &[batch(&[Some(0.25), Some(1.5)])]);
+        // Fits two decimals, NULLs included: the same as `encode`.
+        let fits = batch(&[Some(0.75), None, Some(-3.0)]);
+        let encoded = chosen.encode_fitting(&fits).unwrap().expect("fits");
+        assert_eq!(encoded, chosen.encode(&fits).unwrap());
+        assert_eq!(encoded.column(0).null_count(), 1);
+        // Three decimals, or none at all, do not.
+        for bad in [0.125, std::f64::consts::PI, -0.0] {
+            let b = batch(&[Some(0.5), Some(bad)]);
+            assert!(chosen.encode_fitting(&b).unwrap().is_none(), "{bad}");
+        }
+        // Plain columns take anything.
+        let plain = FileColumns::plain(&schema);
+        let any = batch(&[Some(std::f64::consts::PI)]);
+        assert_eq!(plain.encode_fitting(&any).unwrap(), Some(any));
     }
 
     #[test]

@@ -154,16 +154,11 @@ impl SegmentWriter {
     }
 
     /// Before the first write: store the columns as `batch`'s values allow
-    /// (later batches must then [fit](SegmentWriter::holds) the choice).
+    /// (later batches go through [`SegmentWriter::write_fitting`]).
     pub fn choose_columns(&mut self, schema: &SchemaRef, batch: &RecordBatch) {
         if self.inner.is_none() {
             self.columns = FileColumns::choose(schema, std::slice::from_ref(batch));
         }
-    }
-
-    /// Whether `batch` can be written: its floats fit the scales chosen.
-    pub fn holds(&self, batch: &RecordBatch) -> bool {
-        self.columns.holds(batch)
     }
 
     /// A Parquet writer with encodings chosen for `sample` (as stored).
@@ -179,13 +174,27 @@ impl SegmentWriter {
     }
 
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.rows += batch.num_rows() as u64;
         let stored = self.columns.encode(batch)?;
+        self.write_stored(batch.num_rows(), &stored).await
+    }
+
+    /// Write `batch` if its floats fit the scales chosen for the file;
+    /// `false` (and nothing written) if they do not.
+    pub async fn write_fitting(&mut self, batch: &RecordBatch) -> Result<bool> {
+        let Some(stored) = self.columns.encode_fitting(batch)? else {
+            return Ok(false);
+        };
+        self.write_stored(batch.num_rows(), &stored).await?;
+        Ok(true)
+    }
+
+    async fn write_stored(&mut self, rows: usize, stored: &RecordBatch) -> Result<()> {
+        self.rows += rows as u64;
         let inner = match &mut self.inner {
             Some(inner) => inner,
-            None => self.inner.insert(self.open(Some(&stored))?),
+            None => self.inner.insert(self.open(Some(stored))?),
         };
-        inner.write(&stored).await?;
+        inner.write(stored).await?;
         Ok(())
     }
 

@@ -76,28 +76,17 @@ impl Storage {
 
 impl StagedSegment {
     /// Append rows, checked against the table's columns as an insert is.
-    /// The first batch chooses how floats are stored; a later one must
-    /// [fit](StagedSegment::holds) that choice.
-    pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    /// The first batch chooses how floats are stored; a later one whose
+    /// floats do not fit that choice is not written (`false`).
+    pub async fn write(&mut self, batch: &RecordBatch) -> Result<bool> {
         check_batch(&self.def, batch)?;
         let schema = self.def.schema_ref();
         let first = self.rows() == 0;
         let writer = self.writer_mut()?;
         if first {
             writer.choose_columns(&schema, batch);
-        } else if !writer.holds(batch) {
-            return Err(StorageError::Invalid(format!(
-                "rows do not fit the staged segment of {}: a float needs more decimals",
-                self.def.qualified_name()
-            )));
         }
-        writer.write(batch).await
-    }
-
-    /// Whether `batch` can be appended: before the first write any batch
-    /// can; after it, its floats must fit the scales the first one chose.
-    pub fn holds(&self, batch: &RecordBatch) -> bool {
-        self.rows() == 0 || self.writer.as_ref().is_some_and(|w| w.holds(batch))
+        writer.write_fitting(batch).await
     }
 
     /// Rows written so far.
@@ -215,16 +204,26 @@ impl StagedRows {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        if self.open.as_ref().is_some_and(|s| !s.holds(batch)) {
-            self.finish_open().await?;
-        }
-        let open = match &mut self.open {
-            Some(open) => open,
-            None => self.open.insert(self.storage.stage_segment(self.table)?),
+        let written = match &mut self.open {
+            Some(open) => open.write(batch).await?,
+            None => false,
         };
-        open.write(batch).await?;
+        if !written {
+            self.finish_open().await?;
+            let open = self.open.insert(self.storage.stage_segment(self.table)?);
+            // A segment's first batch chooses its scales: it always fits.
+            if !open.write(batch).await? {
+                return Err(StorageError::Invalid(
+                    "a staged segment refused its first batch".into(),
+                ));
+            }
+        }
         self.rows += batch.num_rows() as u64;
-        if open.rows() >= self.segment_rows {
+        if self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.rows() >= self.segment_rows)
+        {
             self.finish_open().await?;
         }
         Ok(())
