@@ -452,6 +452,57 @@ async fn large_copies_stream_to_staged_segments() {
     assert_eq!(files, 2, "only the two attached segments remain in {dir:?}");
 }
 
+/// A staged COPY whose table gains a column before its commit: its
+/// segments, written with the columns of the COPY's start, read the new
+/// column as NULL, like any segment flushed before an ALTER.
+#[tokio::test]
+async fn a_staged_copy_survives_a_column_added_before_its_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(dir.path()).await;
+    let mut s = db.session();
+    let mut other = db.session();
+    run(&mut s, "CREATE TABLE w (id BIGINT, v DOUBLE PRECISION)")
+        .await
+        .unwrap();
+    let (mut outs, err) = s.execute("COPY w FROM STDIN (FORMAT csv)").await;
+    assert!(err.is_none(), "{err:?}");
+    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else {
+        panic!("expected COPY IN")
+    };
+    let mut data = Vec::new();
+    for i in 0..100_000u64 {
+        data.extend_from_slice(format!("{i},{}.5\n", i % 100).as_bytes());
+    }
+    for chunk in data.chunks(64 << 10) {
+        c.feed(chunk).await.unwrap();
+    }
+    run(&mut other, "ALTER TABLE w ADD COLUMN extra INT")
+        .await
+        .unwrap();
+    assert_eq!(s.copy_finish(c).await.unwrap().rows, Some(100_000));
+    assert_eq!(stored_rows(&s, "w").0, 0, "the COPY was staged");
+    assert_eq!(
+        run(
+            &mut other,
+            "SELECT count(*) AS n, count(extra) AS e, sum(id) AS s FROM w"
+        )
+        .await
+        .unwrap(),
+        run(&mut other, "SELECT 100000 AS n, 0 AS e, 4999950000 AS s")
+            .await
+            .unwrap()
+    );
+    run(&mut other, "INSERT INTO w VALUES (-1, 0.5, 7)")
+        .await
+        .unwrap();
+    assert!(
+        run(&mut other, "SELECT count(extra) AS e FROM w")
+            .await
+            .unwrap()
+            .contains("| 1 |")
+    );
+}
+
 /// Scans over flushed segments give the same rows whether the segments come
 /// from the segment cache (decoded batches in memory) or from Parquet:
 /// deletion vectors, an uncommitted delete, a column added after the flush,
