@@ -376,7 +376,7 @@ fn parse_text(
     loop {
         let e = memchr::memchr(delim, &line[s..]).map_or(line.len(), |p| s + p);
         let raw = &line[s..e];
-        fields.push(if raw == null {
+        fields.push(if is_null(raw, null) {
             Field::Null
         } else if raw.contains(&b'\\') {
             Field::Owned(unescape_text(raw)?)
@@ -543,6 +543,14 @@ fn strip_cr(buf: &[u8], start: usize, end: usize, quoted_text: &mut Option<Vec<u
 }
 
 /// A CSV field: NULL when unquoted and spelled as the NULL string.
+/// Whether an unquoted field is the NULL string. Slice equality calls the
+/// C library's `memcmp` whenever the lengths match, even for two empty
+/// slices: with CSV's empty NULL string, once per empty field, which was
+/// 15% of the server's samples in a COPY of DLProv's `task` table.
+fn is_null(raw: &[u8], null: &[u8]) -> bool {
+    raw.len() == null.len() && (null.is_empty() || raw == null)
+}
+
 fn csv_field(
     buf: &[u8],
     start: usize,
@@ -554,7 +562,7 @@ fn csv_field(
         Some(text) => Ok(Field::Owned(
             String::from_utf8(text).map_err(|_| invalid_utf8())?,
         )),
-        None if &buf[start..end] == null => Ok(Field::Null),
+        None if is_null(&buf[start..end], null) => Ok(Field::Null),
         None => Ok(Field::Span(start, end)),
     }
 }
@@ -615,6 +623,28 @@ mod tests {
         assert_eq!(s.value(0), "x,\"y\"\nz");
         assert!(s.is_null(1));
         assert_eq!(s.value(2), "");
+    }
+
+    #[test]
+    fn a_null_string_of_its_own_matches_whole_fields_only() {
+        let mut c = copy(CopyFormat::Csv {
+            delimiter: b',',
+            quote: b'"',
+            escape: b'"',
+            null: "NA".into(),
+            header: false,
+        });
+        c.push(b"1,NA\n2,\n3,NAN\n4,\"NA\"\n5,N\n").unwrap();
+        let b = c.finish().unwrap();
+        let s = text_column(&b[0]);
+        let got: Vec<Option<&str>> = s.iter().collect();
+        assert_eq!(got, [None, Some(""), Some("NAN"), Some("NA"), Some("N")]);
+        // Text format: `\N` by default; a longer or shorter field is text.
+        let mut t = copy(CopyFormat::text());
+        t.push(b"1\t\\N\n2\t\\NN\n3\t\n").unwrap();
+        let b = t.finish().unwrap();
+        let got: Vec<Option<&str>> = text_column(&b[0]).iter().collect();
+        assert_eq!(got, [None, Some("NN"), Some("")]);
     }
 
     #[test]
