@@ -255,13 +255,9 @@ async fn copy_and_prepared() {
     )
     .await
     .unwrap();
-    let (mut outs, err) = s
-        .execute("COPY m FROM STDIN WITH (FORMAT csv, HEADER)")
-        .await;
-    assert!(err.is_none());
-    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else {
-        panic!("expected COPY IN")
-    };
+    let mut c = start_copy(&mut s, "COPY m FROM STDIN WITH (FORMAT csv, HEADER)")
+        .await
+        .unwrap();
     c.push(b"step,v,tag\n1,0.5,a\n2,0.25,").unwrap();
     c.push(b"\"b,c\"\n").unwrap();
     let tag = s.copy_finish(c).await.unwrap();
@@ -282,16 +278,22 @@ async fn copy_and_prepared() {
     assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
 }
 
-/// Start `sql` (a COPY FROM STDIN) and feed it `data` as a server would,
-/// in 64 KiB CopyData messages; then CopyDone.
-async fn copy_in(s: &mut Session, sql: &str, data: &[u8]) -> Result<u64, crate::SqlError> {
+/// Start `sql`, a COPY FROM STDIN.
+async fn start_copy(s: &mut Session, sql: &str) -> Result<Box<crate::CopyIn>, crate::SqlError> {
     let (mut outs, err) = s.execute(sql).await;
     if let Some(e) = err {
         return Err(e);
     }
-    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else {
-        panic!("expected COPY IN for {sql}")
-    };
+    match outs.pop() {
+        Some(QueryOutput::CopyIn(c)) => Ok(c),
+        _ => panic!("expected COPY IN for {sql}"),
+    }
+}
+
+/// Start `sql` (a COPY FROM STDIN) and feed it `data` as a server would,
+/// in 64 KiB CopyData messages; then CopyDone.
+async fn copy_in(s: &mut Session, sql: &str, data: &[u8]) -> Result<u64, crate::SqlError> {
+    let mut c = start_copy(s, sql).await?;
     for chunk in data.chunks(64 << 10) {
         if let Err(e) = c.feed(chunk).await {
             s.copy_abort(c);
@@ -464,11 +466,9 @@ async fn a_staged_copy_survives_a_column_added_before_its_commit() {
     run(&mut s, "CREATE TABLE w (id BIGINT, v DOUBLE PRECISION)")
         .await
         .unwrap();
-    let (mut outs, err) = s.execute("COPY w FROM STDIN (FORMAT csv)").await;
-    assert!(err.is_none(), "{err:?}");
-    let Some(QueryOutput::CopyIn(mut c)) = outs.pop() else {
-        panic!("expected COPY IN")
-    };
+    let mut c = start_copy(&mut s, "COPY w FROM STDIN (FORMAT csv)")
+        .await
+        .unwrap();
     let mut data = Vec::new();
     for i in 0..100_000u64 {
         data.extend_from_slice(format!("{i},{}.5\n", i % 100).as_bytes());
