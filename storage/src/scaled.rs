@@ -23,7 +23,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, AsArray, Float64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
 
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 
 /// Field metadata key holding a scaled column's decimal scale.
 pub const SCALE_KEY: &str = "provdb.decimal_scale";
@@ -150,29 +150,13 @@ impl FileColumns {
     /// when a value of a scaled column does not fit its scale (checked as
     /// it is scaled, in the same pass). For columns chosen from other rows.
     pub fn encode_fitting(&self, batch: &RecordBatch) -> Result<Option<RecordBatch>> {
-        if self.scales.iter().all(Option::is_none) {
-            return Ok(Some(batch.clone()));
-        }
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.scales.len());
-        for (column, scale) in batch.columns().iter().zip(&self.scales) {
-            let Some(k) = scale else {
-                columns.push(Arc::clone(column));
-                continue;
-            };
-            let p = power(*k);
-            let ints = column.as_primitive_opt::<Float64Type>().and_then(|f| {
-                f.try_unary::<_, Int64Type, ()>(|v| scaled_int(v, p).ok_or(()))
-                    .ok()
-            });
-            match ints {
-                Some(ints) => columns.push(Arc::new(ints)),
-                None => return Ok(None),
-            }
-        }
-        Ok(Some(RecordBatch::try_new(
-            Arc::clone(&self.file_schema),
-            columns,
-        )?))
+        convert_scaled(batch, &self.scales, &self.file_schema, |column, p| {
+            let floats = column.as_primitive_opt::<Float64Type>()?;
+            let ints = floats
+                .try_unary::<_, Int64Type, ()>(|v| scaled_int(v, p).ok_or(()))
+                .ok()?;
+            Some(Arc::new(ints))
+        })
     }
 
     /// The schema the file is written with.
@@ -180,39 +164,37 @@ impl FileColumns {
         &self.file_schema
     }
 
-    /// `batch` (with the table's schema) as the file stores it.
+    /// `batch` (with the table's schema) as the file stores it: columns
+    /// chosen from its own rows, which therefore fit.
     pub fn encode(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        if self.scales.iter().all(Option::is_none) {
-            return Ok(batch.clone());
-        }
-        convert_scaled(batch, &self.scales, &self.file_schema, |column, p| {
-            let floats = column.as_primitive_opt::<Float64Type>()?;
-            Some(Arc::new(
-                floats.unary::<_, Int64Type>(|v| (v * p).round() as i64),
-            ))
+        self.encode_fitting(batch)?.ok_or_else(|| {
+            StorageError::Invalid("a float does not fit the scale chosen for its column".into())
         })
     }
 }
 
 /// `batch` as `schema`, each scaled column (a scale in `scales`) replaced
-/// by `convert(column, 10^k)`; kept as it is when that gives `None`.
+/// by `convert(column, 10^k)`; `None` when that gives `None` for one.
 fn convert_scaled(
     batch: &RecordBatch,
     scales: &[Option<u8>],
     schema: &SchemaRef,
     convert: impl Fn(&ArrayRef, f64) -> Option<ArrayRef>,
-) -> Result<RecordBatch> {
-    let columns: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .zip(scales)
-        .map(|(column, scale)| {
-            scale
-                .and_then(|k| convert(column, power(k)))
-                .unwrap_or_else(|| Arc::clone(column))
-        })
-        .collect();
-    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+) -> Result<Option<RecordBatch>> {
+    if scales.iter().all(Option::is_none) {
+        return Ok(Some(batch.clone()));
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(scales.len());
+    for (column, scale) in batch.columns().iter().zip(scales) {
+        match scale {
+            None => columns.push(Arc::clone(column)),
+            Some(k) => match convert(column, power(*k)) {
+                Some(converted) => columns.push(converted),
+                None => return Ok(None),
+            },
+        }
+    }
+    Ok(Some(RecordBatch::try_new(Arc::clone(schema), columns)?))
 }
 
 /// The scale of a file field, when it is a scaled column.
@@ -280,10 +262,12 @@ impl Decoder {
     /// `batch` (with the file schema this decoder was made for) with its
     /// scaled columns as doubles; every output shares one schema object.
     pub fn decode(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        convert_scaled(batch, &self.scales, &self.schema, |column, p| {
+        let decoded = convert_scaled(batch, &self.scales, &self.schema, |column, p| {
             let ints = column.as_primitive_opt::<Int64Type>()?;
             Some(Arc::new(ints.unary::<_, Float64Type>(|i| i as f64 / p)))
-        })
+        })?;
+        decoded
+            .ok_or_else(|| StorageError::Invalid("a scaled column is not stored as Int64".into()))
     }
 }
 
