@@ -35,7 +35,8 @@ pub(crate) enum CopyStaging {
     /// It may not: the rows are committed as an insert.
     #[default]
     Off,
-    /// It may, once it has parsed a full batch.
+    /// It may, once it has parsed a full batch, unless the lineage index
+    /// reads the table's rows.
     Ready { storage: Storage, def: TableDef },
     /// It does.
     On(Stager),
@@ -69,7 +70,13 @@ impl CopyIn {
             return Ok(());
         }
         if let CopyStaging::Ready { storage, def } = &self.staging {
-            self.staging = CopyStaging::On(Stager::start(storage, def.clone())?);
+            // The lineage index derives its graph from the rows a commit
+            // logs: the rows of a table it reads are not staged.
+            self.staging = if storage.rows_observed(def.id) {
+                CopyStaging::Off
+            } else {
+                CopyStaging::On(Stager::start(storage, def.clone())?)
+            };
         }
         if let CopyStaging::On(stager) = &mut self.staging {
             for batch in std::mem::take(&mut self.state.batches) {
@@ -120,12 +127,12 @@ impl Stager {
     /// and return the ops that attach them all, with the files (to
     /// [`StagedRows::keep`] once their commit was tried).
     pub(crate) async fn finish(mut self) -> SqlResult<(Vec<WalOp>, StagedRows)> {
-        self.tx = None;
         let mut rows = self.join().await?;
         let ops = rows.finish().await.map_err(from_storage)?;
         Ok((ops, rows))
     }
 
+    /// Close the queue and wait for the thread's result.
     async fn join(&mut self) -> SqlResult<StagedRows> {
         self.tx = None;
         let task = self

@@ -72,17 +72,16 @@ pub(crate) fn start(session: &Session, stmt: &Statement) -> SqlResult<CopyIn> {
     };
     // Staged segments need every column (defaults are applied by the
     // INSERT a column list goes through), a table without a primary key
-    // whose rows the lineage index does not read (both are kept from the
-    // rows a commit logs) and no transaction block (whose own reads must
-    // see its rows before the commit).
-    let storage = &session.db.shared.storage;
+    // (its key index is kept from the rows a commit logs) and no
+    // transaction block (whose own reads must see its rows before the
+    // commit). Whether the lineage index reads the table's rows is asked
+    // only if the COPY grows large enough to stage.
     let staging = if cols.is_none()
         && def.primary_key.is_empty()
-        && !storage.rows_observed(def.id)
         && session.transaction_status() == TxnStatus::Idle
     {
         CopyStaging::Ready {
-            storage: storage.clone(),
+            storage: session.db.shared.storage.clone(),
             def: def.clone(),
         }
     } else {
