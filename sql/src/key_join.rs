@@ -9,20 +9,21 @@
 //! made (renewing them costs more than they save on tables this size),
 //! that was a quarter of the server's time on DLProv's Q8.
 //!
-//! A kept plan is therefore rewritten once ([`key_joins`]): for a hash
-//! join that collects its build side and whose probe-side key is a column
-//! of a table scan (passed through filters, sorts and projections, or a
-//! grouping column of an aggregate: the eager aggregation of
-//! [`crate::eager_aggregate`] counts a run's epochs before the join), a [`KeyTap`] over the build side records the build
-//! side's distinct keys (at most [`MAX_KEYS`]) into a [`KeySlot`], and the
-//! scan, which the hash join asks for its first batch only after the build
-//! side is complete, is gathered then with those keys
-//! ([`crate::table::ProvTable::gather`]): one key on the primary key is
-//! read through the key index; otherwise batches whose min/max rule every
-//! key out are left out, one key on a text or integer column is found in
-//! its index ([`crate::eq_index`]), and the other rows are filtered. The join
-//! still matches what the scan yields, so a scan that keeps more rows
-//! (too many keys, keys it cannot use) only costs time.
+//! A kept plan is therefore rewritten once ([`key_joins`]): for a hash join
+//! that collects its build side and whose probe-side key is a column of a
+//! table scan (passed through filters, sorts and projections, or a grouping
+//! column of an aggregate: the eager aggregation of
+//! [`crate::eager_aggregate`] counts a run's epochs before the join), a
+//! [`KeyTap`] over the build side records the build side's distinct keys
+//! (at most [`MAX_KEYS`]) into a [`KeySlot`], and the scan, which the hash
+//! join asks for its first batch only after the build side is complete, is
+//! gathered then with those keys ([`crate::table::ProvTable::gather`]): one
+//! key on the primary key is read through the key index; otherwise batches
+//! whose min/max rule every key out are left out, one key on a text or
+//! integer column is found in its index ([`crate::eq_index`]), and the
+//! other rows are filtered. The join still matches what the scan yields, so
+//! a scan that keeps more rows (too many keys, keys it cannot use) only
+//! costs time.
 //!
 //! Only joins that never output a probe-side row without a build-side
 //! match are rewritten (inner, left, left semi/anti, right semi), and only
