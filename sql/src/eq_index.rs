@@ -5,7 +5,7 @@
 //! `otrainedmodel.model_dir = $1` compared ten thousand strings of one
 //! length and a long common prefix at every execution (a sixth of the
 //! server's time for Q7), and a join handing one task id to its probe scan
-//! ([`crate::key_join`]) compared every task id of the batches its range
+//! (`key_join`) compared every task id of the batches its range
 //! kept. The batches a scan reads from the segment cache and the table
 //! buffers are immutable and come back query after query, so a hash index
 //! of each such array (value hash -> row positions) is built once, the
