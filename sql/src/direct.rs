@@ -3,8 +3,8 @@
 //! For a one-row INSERT or a lookup by primary key, DataFusion's physical
 //! planning and the operators it builds cost more than the work itself
 //! (a prepared one-row INSERT spent about half its server CPU there). At
-//! Parse, a kept plan ([`crate::prepared::KeptPlan`]) of one of two shapes
-//! is compiled into a [`Direct`] statement:
+//! Parse, a kept plan ([`crate::prepared::KeptPlan`]) of one of three
+//! shapes is compiled into a [`Direct`] statement:
 //! - `INSERT INTO t [(columns)] VALUES (one row)` whose values are `$n`
 //!   parameters or constants: the row is built from the bound values,
 //!   checked like the INSERT sink checks rows ([`crate::table::conform`])
@@ -12,7 +12,11 @@
 //! - `SELECT columns FROM t WHERE key = $n` on a table whose primary key
 //!   is that one column: the key index finds the row and the row is read
 //!   under the same lock ([`ProvTable::lookup_key_now`]; no snapshot of
-//!   the table is taken, the statement reads nothing else).
+//!   the table is taken, the statement reads nothing else);
+//! - other queries made of inner equi-joins, equality filters, column
+//!   projections and table scans, such that every table can be read with
+//!   the values of one of its columns known: a chain of index lookups
+//!   ([`crate::lookup_plan`], which says when it gives way).
 //!
 //! A direct statement gives way to the general path, so answers are always
 //! the general path's, when it cannot take a call alone: a bound value
@@ -35,32 +39,33 @@ use datafusion::physical_plan::execute_stream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::StreamExt;
 
+use crate::lookup_plan::LookupPlan;
 use crate::prepared::KeptPlan;
 use crate::table::{KeyLookup, ProvTable, conform_columns, key_operand};
 
 /// A prepared statement that runs without DataFusion planning.
 #[derive(Debug, Clone)]
-pub(crate) struct Direct {
-    /// The stored table, as the session resolved it at Parse.
-    table: Arc<ProvTable>,
-    kind: Kind,
-}
-
-#[derive(Debug, Clone)]
-enum Kind {
-    /// One value per table column, in table order.
-    Insert(Vec<Value>),
+pub(crate) enum Direct {
+    /// One value per table column, in table order. The stored table is the
+    /// one the session resolved at Parse.
+    Insert {
+        table: Arc<ProvTable>,
+        values: Vec<Value>,
+    },
     /// The key's value, and the table columns the result holds.
     Lookup {
+        table: Arc<ProvTable>,
         key: Value,
         columns: Arc<[usize]>,
         schema: SchemaRef,
     },
+    /// A query answered by index lookups ([`crate::lookup_plan`]).
+    Chain(Arc<LookupPlan>),
 }
 
 /// Where a value of the statement comes from.
 #[derive(Debug, Clone)]
-enum Value {
+pub(crate) enum Value {
     /// `$n` (index n-1).
     Param(usize),
     Const(ScalarValue),
@@ -79,6 +84,10 @@ pub(crate) enum Bound {
         columns: Arc<[usize]>,
         schema: SchemaRef,
     },
+    Chain {
+        plan: Arc<LookupPlan>,
+        params: Vec<ScalarValue>,
+    },
 }
 
 /// What running a bound direct statement gave.
@@ -94,7 +103,7 @@ pub(crate) enum Outcome {
 
 impl Value {
     /// The value of a plan expression made of parameters, literals and casts.
-    fn of(e: &Expr) -> Option<Value> {
+    pub(crate) fn of(e: &Expr) -> Option<Value> {
         match e {
             Expr::Alias(a) => Value::of(&a.expr),
             Expr::Literal(v, None) => Some(Value::Const(v.clone())),
@@ -107,7 +116,7 @@ impl Value {
         }
     }
 
-    fn eval(&self, params: &[ScalarValue]) -> Result<ScalarValue> {
+    pub(crate) fn eval(&self, params: &[ScalarValue]) -> Result<ScalarValue> {
         match self {
             Value::Param(i) => params.get(*i).cloned().ok_or_else(|| {
                 DataFusionError::Plan(format!("no value bound for parameter ${}", i + 1))
@@ -119,9 +128,9 @@ impl Value {
 }
 
 impl Direct {
-    /// The direct form of a kept plan, when it has one of the two shapes.
+    /// The direct form of a kept plan, when it has one of the shapes.
     pub(crate) fn compile(kept: &KeptPlan) -> Option<Direct> {
-        let (table, kind) = match kept.plan() {
+        match kept.plan() {
             LogicalPlan::Dml(dml) => {
                 if !matches!(dml.op, WriteOp::Insert(InsertOp::Append)) {
                     return None;
@@ -129,11 +138,12 @@ impl Direct {
                 let table = prov_table(&dml.target)?;
                 let width = table.def.schema.fields().len();
                 let values = insert_values(&dml.input, width)?;
-                (table, Kind::Insert(values))
+                Some(Direct::Insert { table, values })
             }
-            plan => lookup(plan)?,
-        };
-        Some(Direct { table, kind })
+            plan => {
+                lookup(plan).or_else(|| Some(Direct::Chain(Arc::new(LookupPlan::compile(plan)?))))
+            }
+        }
     }
 
     /// The statement with `params` (already converted to the kept plan's
@@ -145,16 +155,16 @@ impl Direct {
         params: &[ScalarValue],
         has_pending_inserts: impl Fn(provdb_storage::TableId) -> bool,
     ) -> Result<Option<Bound>> {
-        let table = Arc::clone(&self.table);
-        Ok(Some(match &self.kind {
-            Kind::Insert(values) => Bound::Insert {
-                table,
+        Ok(Some(match self {
+            Direct::Insert { table, values } => Bound::Insert {
+                table: Arc::clone(table),
                 values: values
                     .iter()
                     .map(|v| v.eval(params))
                     .collect::<Result<_>>()?,
             },
-            Kind::Lookup {
+            Direct::Lookup {
+                table,
                 key,
                 columns,
                 schema,
@@ -163,20 +173,24 @@ impl Direct {
                     return Ok(None);
                 }
                 Bound::Lookup {
-                    table,
+                    table: Arc::clone(table),
                     key: key.eval(params)?,
                     columns: Arc::clone(columns),
                     schema: Arc::clone(schema),
                 }
             }
+            Direct::Chain(plan) => Bound::Chain {
+                plan: Arc::clone(plan),
+                params: params.to_vec(),
+            },
         }))
     }
 }
 
 impl Bound {
     /// Run the statement: stage the INSERT's row in the statement's write
-    /// set, or find the looked-up row.
-    pub(crate) fn run(self, task: impl Fn() -> Arc<TaskContext>) -> Result<Outcome> {
+    /// set, or find the looked-up rows.
+    pub(crate) async fn run(self, task: impl Fn() -> Arc<TaskContext>) -> Result<Outcome> {
         match self {
             Bound::Insert { table, values } => {
                 let columns = values
@@ -196,6 +210,16 @@ impl Bound {
                 Some(stream) => Ok(Outcome::Rows(schema, stream)),
                 None => Ok(Outcome::Unanswered),
             },
+            Bound::Chain { plan, params } => {
+                let Some(batch) = plan.run(&params).await? else {
+                    return Ok(Outcome::Unanswered);
+                };
+                let schema = Arc::clone(plan.schema());
+                // no batch for no rows, as the general path
+                let rows = futures::stream::iter((batch.num_rows() > 0).then_some(Ok(batch)));
+                let stream = RecordBatchStreamAdapter::new(Arc::clone(&schema), rows);
+                Ok(Outcome::Rows(schema, Box::pin(stream)))
+            }
         }
     }
 }
@@ -249,7 +273,7 @@ fn lookup_rows(
 }
 
 /// The stored table behind a plan's table source, if it is one.
-fn prov_table(source: &Arc<dyn TableSource>) -> Option<Arc<ProvTable>> {
+pub(crate) fn prov_table(source: &Arc<dyn TableSource>) -> Option<Arc<ProvTable>> {
     let provider: Arc<dyn Any + Send + Sync> = source_as_provider(source).ok()?;
     provider.downcast::<ProvTable>().ok()
 }
@@ -291,7 +315,7 @@ fn insert_values(input: &LogicalPlan, width: usize) -> Option<Vec<Value>> {
 /// `[Projection of columns] -> Filter(key = $n) -> TableScan` on a stored
 /// table with a one-column key: the table, and the key value (holding a
 /// parameter) and result columns.
-fn lookup(plan: &LogicalPlan) -> Option<(Arc<ProvTable>, Kind)> {
+fn lookup(plan: &LogicalPlan) -> Option<Direct> {
     let (outputs, filter) = match plan {
         LogicalPlan::Projection(p) => (Some(&p.expr), p.input.as_ref()),
         other => (None, other),
@@ -328,12 +352,12 @@ fn lookup(plan: &LogicalPlan) -> Option<(Arc<ProvTable>, Kind)> {
             .collect::<Option<Vec<_>>>()?,
     };
     let schema = crate::output_names::output_schema(plan);
-    let kind = Kind::Lookup {
+    Some(Direct::Lookup {
+        table,
         key,
         columns: columns.into(),
         schema,
-    };
-    Some((table, kind))
+    })
 }
 
 /// The table columns a scan reads, in its output order.

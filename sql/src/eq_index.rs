@@ -70,6 +70,14 @@ impl<'a> Key<'a> {
         }
     }
 
+    /// Whether a key of this kind can be compared with `t`'s values.
+    fn fits(&self, t: &DataType) -> bool {
+        match self {
+            Key::Text(_) => t == &DataType::Utf8,
+            Key::Int(_) => matches!(t, DataType::Int32 | DataType::Int64),
+        }
+    }
+
     fn hash(&self, hasher: &RandomState) -> u64 {
         match self {
             Key::Text(s) => hasher.hash_one(s),
@@ -146,17 +154,30 @@ pub fn eq_rows(batch: &RecordBatch, bounds: &[Bound]) -> Option<Vec<u32>> {
         let (column, Operator::Eq, value) = b.parts() else {
             return None;
         };
-        let key = Key::of_scalar(value)?;
-        let array = batch.columns().get(column)?;
-        let matches_type = match key {
-            Key::Text(_) => array.data_type() == &DataType::Utf8,
-            Key::Int(_) => matches!(array.data_type(), DataType::Int32 | DataType::Int64),
-        };
-        if array.len() < INDEX_MIN_ROWS || !matches_type {
-            return None;
-        }
-        Some(index_of(array)?.lookup(array, key))
+        rows_in(batch, column, std::slice::from_ref(value))
     })
+}
+
+/// The positions, ascending, of the rows of `batch` whose `column` equals
+/// one of `values`, found through the column's index; `None` when the
+/// index cannot answer (a short or unindexed array, a value of another
+/// kind than the column's).
+pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Option<Vec<u32>> {
+    let array = batch.columns().get(column)?;
+    if array.len() < INDEX_MIN_ROWS {
+        return None;
+    }
+    let keys = values
+        .iter()
+        .map(|v| Key::of_scalar(v).filter(|k| k.fits(array.data_type())))
+        .collect::<Option<Vec<Key<'_>>>>()?;
+    let index = index_of(array)?;
+    let mut rows: Vec<u32> = keys.iter().flat_map(|&k| index.lookup(array, k)).collect();
+    if keys.len() > 1 {
+        rows.sort_unstable();
+        rows.dedup();
+    }
+    Some(rows)
 }
 
 #[cfg(test)]
@@ -213,6 +234,7 @@ mod tests {
 
     #[test]
     fn equality_on_an_integer_array_seen_twice_is_answered_by_its_index() {
+        use ScalarValue::Int32;
         let schema = Arc::new(Schema::new(vec![
             Field::new("a", DataType::Int32, true),
             Field::new("b", DataType::Int64, false),
@@ -235,6 +257,14 @@ mod tests {
         // a 64-bit value past 32 bits matches nothing in a 32-bit column
         let far = eq_value(0, ScalarValue::Int64(Some(1 << 40)));
         assert_eq!(eq_rows(&batch, &far), Some(Vec::new()));
+        // several values: their rows merged in position order; a value of
+        // another kind than the column's leaves the lookup to a scan
+        let several = [Int32(Some(8)), Int32(Some(7)), Int32(Some(8))];
+        let expected: Vec<u32> = (70..90u32).filter(|i| i % 13 != 0).collect();
+        assert_eq!(rows_in(&batch, 0, &several), Some(expected));
+        assert_eq!(rows_in(&batch, 0, &[]), Some(Vec::new()));
+        let mixed = [Int32(Some(7)), ScalarValue::Utf8(Some("7".into()))];
+        assert_eq!(rows_in(&batch, 0, &mixed), None);
         // a text value on an integer column is not looked up
         assert_eq!(
             eq_rows(&batch, &eq_value(1, ScalarValue::Utf8(Some("7".into())))),

@@ -46,6 +46,7 @@ mod kept_physical;
 mod key_join;
 pub mod lineage;
 pub mod live_source;
+mod lookup_plan;
 pub mod memo_cast;
 pub mod output_names;
 pub mod parallelism;

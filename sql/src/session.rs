@@ -276,7 +276,8 @@ pub struct Session {
     implicit: bool,
     /// DataFusion states reused from statement to statement.
     planning: PlanningStates,
-    /// Executions that ran without DataFusion ([`crate::direct`]).
+    /// Executions that ran without DataFusion ([`crate::direct`]), not
+    /// counting those that gave way to the general path.
     pub(crate) direct_runs: u64,
     /// Executions that ran a kept physical plan ([`crate::kept_physical`]).
     pub(crate) kept_runs: u64,
@@ -702,9 +703,12 @@ impl Session {
     /// Run a bound direct statement; a lookup the key index cannot answer
     /// for this snapshot runs the kept plan instead.
     async fn execute_direct(&mut self, work: DirectWork) -> SqlResult<QueryOutput> {
-        self.direct_runs += 1;
         let ctx = &self.ctx;
-        match work.bound.run(|| ctx.task_ctx()).map_err(from_datafusion)? {
+        let outcome = work.bound.run(|| ctx.task_ctx()).await;
+        if !matches!(outcome, Ok(Outcome::Unanswered)) {
+            self.direct_runs += 1;
+        }
+        match outcome.map_err(from_datafusion)? {
             Outcome::Inserted(rows) => {
                 Ok(QueryOutput::Command(CommandTag::with_rows("INSERT", rows)))
             }

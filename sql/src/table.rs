@@ -34,7 +34,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, conjunction_opt};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -151,7 +151,10 @@ impl ProvTable {
             if !zone_map::may_match(b, &narrowing.bounds) {
                 continue;
             }
-            let rows = eq_index::eq_rows(b, &narrowing.bounds);
+            let rows = eq_index::eq_rows(b, &narrowing.bounds).or_else(|| {
+                let (column, values) = narrowing.any_of?;
+                eq_index::rows_in(b, column, values)
+            });
             let mut live = provdb_storage::dv::live_mask(dv, first, n);
             if let (None, Some(keys)) = (&rows, narrowing.keys) {
                 // A NULL key matches nothing: `and` keeps the NULL, the
@@ -364,6 +367,7 @@ impl ProvTable {
                 _ => Vec::new(),
             },
             keys: keys.map(|k| &k.rows),
+            any_of: None,
         };
         // In-memory batches are projected as they are gathered (one schema
         // for all), not by the memory source per batch and per run.
@@ -411,6 +415,67 @@ impl ProvTable {
     }
 }
 
+impl ProvTable {
+    /// The live rows of `snap` and `txn` that may hold one of `keys` (none
+    /// NULL, of the column's type) in table column `column`, with the
+    /// table columns `projection`: the batches whose min/max rule every key
+    /// out are left out, and where the column's index can answer
+    /// ([`eq_index`]) only the rows it finds are kept. Candidates, to be
+    /// filtered exactly by the caller. `None` when the segment cache is off
+    /// (segments would have to be scanned from Parquet).
+    pub(crate) async fn rows_with_keys(
+        &self,
+        snap: &TableSnapshot,
+        txn: &WriteSet,
+        column: usize,
+        keys: &[ScalarValue],
+        projection: &[usize],
+    ) -> Result<Option<Vec<RecordBatch>>> {
+        if !self.storage.segment_cache_enabled() {
+            return Ok(None);
+        }
+        let narrowing = Narrowing {
+            bounds: key_bounds(column, keys),
+            keys: None,
+            any_of: Some((column, keys)),
+        };
+        let proj = Projector::new(self.def.schema_ref(), Some(&projection.to_vec()))?;
+        let (mut rows, files) = self.cached_segments(snap, txn, &narrowing, &proj).await?;
+        if !files.is_empty() {
+            return Ok(None);
+        }
+        rows.extend(self.memory_batches(snap, txn, &narrowing, &proj)?);
+        Ok(Some(rows))
+    }
+}
+
+/// The zone-map bounds of `column IN (keys)`: equal to the one key, or
+/// between the smallest and the largest.
+fn key_bounds(column: usize, keys: &[ScalarValue]) -> Vec<Bound> {
+    let mut range: Option<(&ScalarValue, &ScalarValue)> = None;
+    for k in keys {
+        range = match range {
+            None => Some((k, k)),
+            Some((lo, hi)) => match (k.partial_cmp(lo), k.partial_cmp(hi)) {
+                (Some(below), Some(above)) => Some((
+                    if below.is_lt() { k } else { lo },
+                    if above.is_gt() { k } else { hi },
+                )),
+                _ => return Vec::new(), // not comparable: no bound
+            },
+        };
+    }
+    let bounds = match range {
+        None => Vec::new(),
+        Some((lo, hi)) if lo == hi => vec![(Operator::Eq, lo)],
+        Some((lo, hi)) => vec![(Operator::GtEq, lo), (Operator::LtEq, hi)],
+    };
+    bounds
+        .into_iter()
+        .filter_map(|(op, v)| Bound::new(column, op, v.clone()))
+        .collect()
+}
+
 /// What an in-memory scan leaves out besides deleted rows.
 struct Narrowing<'a> {
     /// Batches whose min/max rule a bound out are left out.
@@ -418,6 +483,9 @@ struct Narrowing<'a> {
     /// Rows of the kept batches must pass this (a join's keys), unless an
     /// index found them already.
     keys: Option<&'a Arc<dyn PhysicalExpr>>,
+    /// A column and values: where the column's index can answer, only the
+    /// rows holding one of the values are kept.
+    any_of: Option<(usize, &'a [ScalarValue])>,
 }
 
 impl ProvTable {
@@ -1238,5 +1306,37 @@ impl DmlJob {
             });
         }
         conform(&self.def, &RecordBatch::try_new(schema, cols)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_bound_a_scan_by_their_range() {
+        let int = |v| ScalarValue::Int32(Some(v));
+        let parts = |bounds: Vec<Bound>| -> Vec<(usize, Operator, ScalarValue)> {
+            bounds
+                .iter()
+                .map(|b| {
+                    let (column, op, value) = b.parts();
+                    (column, op, value.clone())
+                })
+                .collect()
+        };
+        assert_eq!(parts(key_bounds(2, &[int(5)])), [(2, Operator::Eq, int(5))]);
+        assert_eq!(
+            parts(key_bounds(1, &[int(9), int(3), int(5)])),
+            [(1, Operator::GtEq, int(3)), (1, Operator::LtEq, int(9))]
+        );
+        assert!(key_bounds(0, &[]).is_empty());
+        let floats = [
+            ScalarValue::Float64(Some(1.0)),
+            ScalarValue::Float64(Some(2.0)),
+        ];
+        assert!(key_bounds(0, &floats).is_empty(), "floats bound nothing");
+        let mixed = [int(1), ScalarValue::Utf8(Some("a".into()))];
+        assert!(key_bounds(0, &mixed).is_empty(), "not comparable");
     }
 }

@@ -1490,7 +1490,8 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
     .unwrap();
     let queries = [
         // model -> task by primary key -> run by text tag -> host by key
-        "SELECT h.name, t.status FROM model m JOIN task t ON t.id = m.task \
+        // (an expression in the result: not a lookup chain)
+        "SELECT upper(h.name) AS name, t.status FROM model m JOIN task t ON t.id = m.task \
          JOIN run r ON r.tag = t.run JOIN host h ON h.id = r.host WHERE m.dir = $1",
         // a status's tasks (a few, or too many) -> their epochs
         "SELECT count(*) AS n, sum(e.e) AS s FROM task t JOIN epoch e ON e.task = t.id \
@@ -1509,6 +1510,15 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
         "SELECT t.id, s.e FROM task t JOIN \
          (SELECT task, e FROM epoch ORDER BY task DESC, e LIMIT 2000) s ON s.task = t.id \
          WHERE t.status = $1 ORDER BY t.id, s.e",
+        // lookup chains (crate::lookup_plan), not keyed hash joins
+        "SELECT h.name, t.status FROM model m JOIN task t ON t.id = m.task \
+         JOIN run r ON r.tag = t.run JOIN host h ON h.id = r.host \
+         WHERE m.dir = $1 AND t.status = 'DONE'",
+        "SELECT e.e, t.id AS task FROM epoch e JOIN task t ON t.id = e.task \
+         WHERE t.run = $1 ORDER BY e.e DESC, task LIMIT 2",
+        // 'DONE' finds more tasks than a chain looks up: the general path
+        "SELECT t.id, e.e FROM task t JOIN epoch e ON e.task = t.id \
+         WHERE t.status = $1 AND e.e = 1 ORDER BY t.id",
     ];
     let values = [
         ["/m/7", "/m/2999", "/m/none", "/m/absent"],
@@ -1516,6 +1526,9 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
         ["r1000", "r3001", "r2", "r2999"],
         ["RUNNING", "FAILED", "DONE", "NONE"],
         ["RUNNING", "FAILED", "DONE", "NONE"],
+        ["RUNNING", "FAILED", "DONE", "NONE"],
+        ["/m/7", "/m/2999", "/m/none", "/m/absent"],
+        ["r1000", "r3001", "r2", "r2999"],
         ["RUNNING", "FAILED", "DONE", "NONE"],
     ];
     let mut prepared = Vec::new();
@@ -1525,13 +1538,21 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
     // Two rounds: the first two executions are planned, the third runs
     // the plan just made; keyed scans run from the fourth.
     let check = async |s: &mut Session| {
-        for ((sql, values), p) in queries.iter().zip(values).zip(&prepared) {
+        for (i, ((sql, values), p)) in queries.iter().zip(values).zip(&prepared).enumerate() {
+            let chain = matches!(p.direct, Some(crate::direct::Direct::Chain(_)));
+            assert_eq!(chain, i >= 6, "{sql}: a lookup chain or not");
             for round in 0..2 {
                 for v in values {
+                    let before = s.direct_runs;
                     let got = run_prepared(s, p, vec![Utf8(Some(v.into()))]).await;
+                    let direct = s.direct_runs > before;
                     let expected = run(s, &sql.replace("$1", &format!("'{v}'"))).await.unwrap();
                     assert_eq!(got, expected, "{sql} with {v}, round {round}");
+                    assert_eq!(direct, chain && v != "DONE", "{sql} with {v}");
                 }
+            }
+            if chain {
+                continue;
             }
             let keyed = p
                 .physical
@@ -1544,6 +1565,9 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
             );
         }
     };
+    check(&mut s).await;
+    // flushed to segments: read through the segment cache
+    s.db.storage().checkpoint().await.unwrap();
     check(&mut s).await;
     run(
         &mut s,
@@ -1565,4 +1589,34 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
     check(&mut s).await;
     run(&mut s, "ROLLBACK").await.unwrap();
     check(&mut s).await;
+    // a NULL value: the general path answers (no rows)
+    let chain = &prepared[6];
+    let before = s.direct_runs;
+    let got = run_prepared(&mut s, chain, vec![Utf8(None)]).await;
+    assert_eq!((got.as_str(), s.direct_runs), ("++\n++", before));
+}
+
+/// Without the segment cache a chain would have to read segments from
+/// Parquet: prepared queries keep their physical plans instead.
+#[tokio::test]
+async fn no_lookup_chains_without_the_segment_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    for (cache, chained) in [(0usize, false), (64 << 20, true)] {
+        let db = open_with_cache(dir.path(), cache).await;
+        let mut s = db.session();
+        run(
+            &mut s,
+            "CREATE TABLE IF NOT EXISTS a (id INT, b INT); \
+             CREATE TABLE IF NOT EXISTS b (id INT, name TEXT)",
+        )
+        .await
+        .unwrap();
+        let sql = "SELECT b.name FROM a JOIN b ON b.id = a.b WHERE a.id = $1";
+        let p = s.prepare(sql, &[]).await.unwrap();
+        let chain = matches!(p.direct, Some(crate::direct::Direct::Chain(_)));
+        assert_eq!(chain, chained, "cache {cache}");
+        assert_eq!(p.physical.is_some(), !chained, "cache {cache}");
+        drop(s);
+        db.close().await.unwrap();
+    }
 }

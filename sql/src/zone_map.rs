@@ -38,6 +38,22 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// `column <op> value`; `None` for an operator other than a comparison,
+    /// a NULL value or a floating-point one (Arrow compares floats in total
+    /// order, -0.0 < 0.0 and NaN largest, scalars as IEEE values: a bound
+    /// could drop a match).
+    pub fn new(column: usize, op: Operator, value: ScalarValue) -> Option<Bound> {
+        if !matches!(
+            op,
+            Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+        ) || value.is_null()
+            || value.data_type().is_floating()
+        {
+            return None;
+        }
+        Some(Bound { column, op, value })
+    }
+
     /// Column index, operator, value.
     pub fn parts(&self) -> (usize, Operator, &ScalarValue) {
         (self.column, self.op, &self.value)
@@ -70,21 +86,7 @@ fn bound(term: &dyn PhysicalExpr) -> Option<Bound> {
             (c, binary.op().swap()?, l)
         }
     };
-    if !matches!(
-        op,
-        Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
-    ) || literal.value().is_null()
-        || literal.value().data_type().is_floating()
-    {
-        // Floats: Arrow compares them in total order (-0.0 < 0.0, NaN
-        // largest), scalars as IEEE values; a bound could drop a match.
-        return None;
-    }
-    Some(Bound {
-        column: column.index(),
-        op,
-        value: literal.value().clone(),
-    })
+    Bound::new(column.index(), op, literal.value().clone())
 }
 
 /// False when `bounds` prove no row of `batch` passes the filter.
