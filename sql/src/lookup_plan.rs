@@ -11,7 +11,8 @@
 //! At Parse a kept plan made only of inner equi-joins, equality filters
 //! against `$n` or constants, column projections, aliases and table scans
 //! (with, on top, an `ORDER BY` of output columns, a constant `LIMIT` and a
-//! projection of columns) is compiled into a [`LookupPlan`]: a tree that
+//! projection, of columns or of expressions without parameters or
+//! subqueries) is compiled into a [`LookupPlan`]: a tree that
 //! says, for each join, which side is read first, so that every table is
 //! read with the values of one of its columns known. An execution snapshots
 //! the tables, reads the first side of each join through its filter's
@@ -43,10 +44,14 @@ use datafusion::arrow::compute::{
     SortColumn, SortOptions, and, concat, filter, lexsort_to_indices, or, take,
 };
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue};
+use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
+use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use provdb_storage::{TableId, TableSnapshot};
@@ -71,11 +76,25 @@ pub(crate) struct LookupPlan {
     /// A constant `OFFSET` / `LIMIT` after the sort.
     skip: usize,
     fetch: Option<usize>,
-    /// Root columns the result holds (a projection above the sort).
-    outputs: Option<Vec<usize>>,
+    /// Columns computed from the root's before the sort.
+    computed: Outputs,
+    /// The result's columns, from those after the sort and limit.
+    outputs: Outputs,
     schema: SchemaRef,
     /// Every table read, each once.
     tables: Vec<Arc<ProvTable>>,
+}
+
+/// The result's columns, made from the root's.
+#[derive(Debug)]
+enum Outputs {
+    /// The root's columns.
+    All,
+    /// Some of them (a projection of columns above the sort).
+    Columns(Vec<usize>),
+    /// Expressions over them (no parameters or subqueries), and the root's
+    /// schema, which the expressions read.
+    Computed(Vec<Arc<dyn PhysicalExpr>>, SchemaRef),
 }
 
 /// One step of the tree; its output is a list of columns.
@@ -130,17 +149,25 @@ impl LookupPlan {
     pub(crate) fn compile(plan: &LogicalPlan) -> Option<LookupPlan> {
         let schema = crate::output_names::output_schema(plan);
         let mut node = plan;
-        let mut outputs = None;
-        if let LogicalPlan::Projection(p) = node
-            && matches!(
-                p.input.as_ref(),
-                LogicalPlan::Sort(_) | LogicalPlan::Limit(_)
-            )
-        {
-            outputs = Some(column_indices(&p.expr, p.input.as_ref())?);
-            node = p.input.as_ref();
+        let mut outputs = Outputs::All;
+        if let LogicalPlan::Projection(p) = node {
+            let input = p.input.as_ref();
+            let above_sort = matches!(input, LogicalPlan::Sort(_) | LogicalPlan::Limit(_));
+            match column_indices(&p.expr, input) {
+                Some(columns) if above_sort => {
+                    outputs = Outputs::Columns(columns);
+                    node = input;
+                }
+                Some(_) => {} // a projection inside the tree
+                None => {
+                    let exprs = computed_exprs(&p.expr, input)?;
+                    outputs = Outputs::Computed(exprs, Arc::new(input.schema().as_arrow().clone()));
+                    node = input;
+                }
+            }
         }
         let (mut skip, mut fetch) = (0, None);
+        let mut computed = Outputs::All;
         if let LogicalPlan::Limit(limit) = node {
             let SkipType::Literal(s) = limit.get_skip_type().ok()? else {
                 return None;
@@ -166,11 +193,20 @@ impl LookupPlan {
             sort_fetch = sort.fetch;
             node = sort.input.as_ref();
         }
+        if let LogicalPlan::Projection(p) = node
+            && column_indices(&p.expr, p.input.as_ref()).is_none()
+        {
+            let input = p.input.as_ref();
+            let exprs = computed_exprs(&p.expr, input)?;
+            computed = Outputs::Computed(exprs, Arc::new(input.schema().as_arrow().clone()));
+            node = input;
+        }
         let root = Node::compile(node, &[])?;
         let mut tables = Vec::new();
         root.collect_tables(&mut tables);
         Some(LookupPlan {
             root,
+            computed,
             order,
             sort_fetch,
             skip,
@@ -211,8 +247,12 @@ impl LookupPlan {
         self.finish(rel).map(Some)
     }
 
-    /// Sort, limit and project the root's rows into the result.
-    fn finish(&self, mut rel: Rel) -> Result<RecordBatch> {
+    /// Compute, sort, limit and project the root's rows into the result.
+    fn finish(&self, rel: Rel) -> Result<RecordBatch> {
+        let mut rel = Rel {
+            columns: self.computed.apply(rel.columns, rel.rows)?,
+            rows: rel.rows,
+        };
         if !self.order.is_empty() {
             let keys: Vec<SortColumn> = self
                 .order
@@ -229,20 +269,33 @@ impl LookupPlan {
         let len = self
             .fetch
             .map_or(rel.rows - start, |f| f.min(rel.rows - start));
-        let columns: Vec<ArrayRef> = match &self.outputs {
-            Some(outputs) => outputs
-                .iter()
-                .map(|&i| Arc::clone(&rel.columns[i]))
-                .collect(),
-            None => rel.columns,
-        };
-        let columns = columns.iter().map(|c| c.slice(start, len)).collect();
+        let rows = rel.columns.iter().map(|c| c.slice(start, len)).collect();
+        let columns = self.outputs.apply(rows, len)?;
         let options = RecordBatchOptions::new().with_row_count(Some(len));
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
             columns,
             &options,
         )?)
+    }
+}
+
+impl Outputs {
+    /// These columns made from `columns` (`rows` long).
+    fn apply(&self, columns: Vec<ArrayRef>, rows: usize) -> Result<Vec<ArrayRef>> {
+        Ok(match self {
+            Outputs::All => columns,
+            Outputs::Columns(picked) => picked.iter().map(|&i| Arc::clone(&columns[i])).collect(),
+            Outputs::Computed(exprs, schema) => {
+                let options = RecordBatchOptions::new().with_row_count(Some(rows));
+                let input =
+                    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
+                exprs
+                    .iter()
+                    .map(|e| e.evaluate(&input)?.into_array(rows))
+                    .collect::<Result<_>>()?
+            }
+        })
     }
 }
 
@@ -629,6 +682,41 @@ fn exact_key(t: &DataType) -> bool {
                 | DataType::Date64
                 | DataType::Timestamp(_, _)
         )
+}
+
+/// The physical form of a projection's expressions over `input`, when
+/// none holds a parameter or a subquery.
+fn computed_exprs(exprs: &[Expr], input: &LogicalPlan) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+    let props = ExecutionProps::new();
+    exprs
+        .iter()
+        .map(|e| {
+            let unsupported = e
+                .exists(|x| {
+                    Ok(matches!(
+                        x,
+                        Expr::Placeholder(_)
+                            | Expr::ScalarSubquery(_)
+                            | Expr::Exists(_)
+                            | Expr::InSubquery(_)
+                            | Expr::OuterReferenceColumn(..)
+                            | Expr::AggregateFunction(_)
+                            | Expr::WindowFunction(_)
+                    ))
+                })
+                .unwrap_or(true);
+            if unsupported {
+                return None;
+            }
+            create_physical_expr(
+                e,
+                input.schema(),
+                &props,
+                &PhysicalPlanningContext::default(),
+            )
+            .ok()
+        })
+        .collect()
 }
 
 /// The input column each expression of a projection of columns reads.
