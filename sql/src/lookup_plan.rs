@@ -56,6 +56,10 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use provdb_storage::{TableId, TableSnapshot};
 
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::source_as_provider;
+use datafusion::physical_plan::ExecutionPlan;
+
 use crate::direct::{Value, prov_table};
 use crate::table::ProvTable;
 use crate::txn::WriteSet;
@@ -81,7 +85,7 @@ pub(crate) struct LookupPlan {
     /// The result's columns, from those after the sort and limit.
     outputs: Outputs,
     schema: SchemaRef,
-    /// Every table read, each once.
+    /// Every stored table read, each once.
     tables: Vec<Arc<ProvTable>>,
 }
 
@@ -104,6 +108,11 @@ enum Node {
     Scan {
         table: Arc<ProvTable>,
         columns: Vec<usize>,
+    },
+    /// The rows of a lineage call, read whole.
+    Walk {
+        provider: Arc<dyn TableProvider>,
+        projection: Option<Vec<usize>>,
     },
     /// The input's rows whose column equals a value, per term.
     Filter {
@@ -225,21 +234,22 @@ impl LookupPlan {
     /// Run with `params` (converted to the plan's types): the result, or
     /// `None` when the general path must answer (module doc).
     pub(crate) async fn run(&self, params: &[ScalarValue]) -> Result<Option<RecordBatch>> {
-        let Some(first) = self.tables.first() else {
-            return Ok(None);
-        };
-        let (session, storage) = (&first.session, &first.storage);
-        let ids: Vec<TableId> = self.tables.iter().map(|t| t.def.id).collect();
-        let external = |e| datafusion::common::DataFusionError::External(Box::new(e));
-        session.snapshot_tables(storage, &ids).map_err(external)?;
-        let mut snapshots = HashMap::with_capacity(ids.len());
-        for id in ids {
-            snapshots.insert(id, session.snapshot(storage, id).map_err(external)?);
+        let mut snapshots = HashMap::with_capacity(self.tables.len());
+        let mut txn = WriteSet::default();
+        if let Some(first) = self.tables.first() {
+            let (session, storage) = (&first.session, &first.storage);
+            let ids: Vec<TableId> = self.tables.iter().map(|t| t.def.id).collect();
+            let external = |e| datafusion::common::DataFusionError::External(Box::new(e));
+            session.snapshot_tables(storage, &ids).map_err(external)?;
+            for id in ids {
+                snapshots.insert(id, session.snapshot(storage, id).map_err(external)?);
+            }
+            txn = session.txn.lock().clone();
         }
         let reading = Reading {
             params,
             snapshots,
-            txn: session.txn.lock().clone(),
+            txn,
         };
         let Some(rel) = self.root.eval(&reading, Vec::new()).await? else {
             return Ok(None);
@@ -306,9 +316,20 @@ impl Node {
     fn compile(plan: &LogicalPlan, constrained: &[usize]) -> Option<Node> {
         match plan {
             LogicalPlan::TableScan(scan) => {
-                // The provider takes filters inexactly: a Filter above the
+                // The providers take filters inexactly: a Filter above the
                 // scan holds every one of them.
-                if scan.fetch.is_some() || constrained.is_empty() {
+                if scan.fetch.is_some() {
+                    return None;
+                }
+                let provider = source_as_provider(&scan.source).ok()?;
+                if crate::lineage::udtf::is_walk(provider.as_ref()) {
+                    let projection = scan.projection.clone();
+                    return Some(Node::Walk {
+                        provider,
+                        projection,
+                    });
+                }
+                if constrained.is_empty() {
                     return None;
                 }
                 let table = prov_table(&scan.source)?;
@@ -399,6 +420,7 @@ impl Node {
                     out.push(Arc::clone(table));
                 }
             }
+            Node::Walk { .. } => {}
             Node::Filter { input, .. } | Node::Project { input, .. } => input.collect_tables(out),
             Node::Join { left, right, .. } => {
                 left.collect_tables(out);
@@ -417,6 +439,10 @@ impl Node {
         async move {
             match self {
                 Node::Scan { table, columns } => scan(table, columns, reading, &known).await,
+                Node::Walk {
+                    provider,
+                    projection,
+                } => walk(provider.as_ref(), projection.as_ref(), &known),
                 Node::Filter { input, terms } => {
                     let mut known = known;
                     for (column, value) in terms {
@@ -488,21 +514,15 @@ async fn scan(
     let Some((lookup, keys)) = known.iter().min_by_key(|(_, keys)| keys.len()) else {
         return Ok(None);
     };
-    let empty = || Rel {
-        columns: columns
-            .iter()
-            .map(|&i| new_empty_array(table.def.schema.field(i).data_type()))
-            .collect(),
-        rows: 0,
-    };
+    let types: Vec<&DataType> = columns
+        .iter()
+        .map(|&i| table.def.schema.field(i).data_type())
+        .collect();
     if keys.is_empty() {
-        return Ok(Some(empty()));
+        return Ok(Some(Rel::concat(&[], &types)?));
     }
-    for (c, values) in known {
-        let column_type = table.def.schema.field(columns[*c]).data_type();
-        if values.iter().any(|v| &v.data_type() != column_type) {
-            return Ok(None);
-        }
+    if !typed_as(known, &types) {
+        return Ok(None);
     }
     let Some(snap) = reading.snapshots.get(&table.def.id) else {
         return Ok(None);
@@ -517,36 +537,33 @@ async fn scan(
     if rows > MAX_ROWS.saturating_mul(4) {
         return Ok(None);
     }
-    let rel = match batches.as_slice() {
-        [] => return Ok(Some(empty())),
-        [one] => Rel {
-            columns: one.columns().to_vec(),
-            rows: one.num_rows(),
-        },
-        many => Rel {
-            columns: (0..columns.len())
-                .map(|i| {
-                    let parts: Vec<&dyn Array> =
-                        many.iter().map(|b| b.column(i).as_ref()).collect();
-                    concat(&parts)
-                })
-                .collect::<std::result::Result<_, _>>()?,
-            rows,
-        },
-    };
-    let mut mask: Option<BooleanArray> = None;
-    for (c, values) in known {
-        let m = holding(&rel.columns[*c], values)?;
-        mask = Some(match mask {
-            Some(prev) => and(&prev, &m)?,
-            None => m,
-        });
+    Rel::concat(&batches, &types)?.keep(known)
+}
+
+/// The rows of a lineage call holding the values `known` gives (the walk
+/// is read whole: its arguments say where it starts).
+fn walk(
+    provider: &dyn TableProvider,
+    projection: Option<&Vec<usize>>,
+    known: &[Constraint],
+) -> Result<Option<Rel>> {
+    let exec = crate::lineage::udtf::walk_exec(provider, projection)?;
+    let schema = exec.schema();
+    let types: Vec<&DataType> = schema.fields().iter().map(|f| f.data_type()).collect();
+    if !typed_as(known, &types) {
+        return Ok(None);
     }
-    let rel = match mask {
-        Some(m) => rel.filter(&m)?,
-        None => rel,
+    let Some(batches) = exec.collect_rows(MAX_ROWS.saturating_mul(4))? else {
+        return Ok(None);
     };
-    Ok((rel.rows <= MAX_ROWS).then_some(rel))
+    Rel::concat(&batches, &types)?.keep(known)
+}
+
+/// Whether every value `known` gives is of its column's type.
+fn typed_as(known: &[Constraint], types: &[&DataType]) -> bool {
+    known
+        .iter()
+        .all(|(c, values)| values.iter().all(|v| &v.data_type() == types[*c]))
 }
 
 /// Rows of `array` equal to one of `values` (NULL where the row is NULL).
@@ -625,6 +642,41 @@ fn hash_join(left: &Rel, right: &Rel, on: &[(usize, usize)]) -> Result<Option<Re
 }
 
 impl Rel {
+    /// The rows of `batches`, whose columns are of `types`.
+    fn concat(batches: &[RecordBatch], types: &[&DataType]) -> Result<Rel> {
+        let rows = batches.iter().map(RecordBatch::num_rows).sum();
+        let columns = match batches {
+            [] => types.iter().map(|t| new_empty_array(t)).collect(),
+            [one] => one.columns().to_vec(),
+            many => (0..types.len())
+                .map(|i| {
+                    let parts: Vec<&dyn Array> =
+                        many.iter().map(|b| b.column(i).as_ref()).collect();
+                    concat(&parts)
+                })
+                .collect::<std::result::Result<_, _>>()?,
+        };
+        Ok(Rel { columns, rows })
+    }
+
+    /// The rows whose columns hold the values `known` gives; `None` past
+    /// [`MAX_ROWS`].
+    fn keep(self, known: &[Constraint]) -> Result<Option<Rel>> {
+        let mut mask: Option<BooleanArray> = None;
+        for (c, values) in known {
+            let m = holding(&self.columns[*c], values)?;
+            mask = Some(match mask {
+                Some(prev) => and(&prev, &m)?,
+                None => m,
+            });
+        }
+        let rel = match mask {
+            Some(m) => self.filter(&m)?,
+            None => self,
+        };
+        Ok((rel.rows <= MAX_ROWS).then_some(rel))
+    }
+
     fn take(&self, rows: &UInt32Array) -> Result<Rel> {
         let columns = self
             .columns

@@ -919,6 +919,70 @@ async fn prepared_lineage_reads_its_parameter_when_it_runs() {
     assert!(!shallow.contains("ex:a"), "{shallow}");
 }
 
+/// Prepared lineage questions over a walk (a filter on its columns,
+/// computed columns, a sort and a limit) run as lookup chains and answer
+/// as the statement with literals does, errors included.
+#[tokio::test]
+async fn lineage_walks_run_as_lookup_chains() {
+    use datafusion::scalar::ScalarValue::{Int64, Utf8};
+    let (_dir, mut s) = fresh_session().await;
+    run(
+        &mut s,
+        "INSERT INTO prov.relation (kind, subject, object) VALUES \
+         ('wasGeneratedBy', 'model:1', 'task:7'), ('used', 'task:7', 'data:x'), \
+         ('used', 'task:7', 'data:y'), ('wasDerivedFrom', 'data:x', 'raw:a'), \
+         ('wasGeneratedBy', 'model:2', 'task:8')",
+    )
+    .await
+    .unwrap();
+    let queries = [
+        "SELECT split_part(l.node, ':', 1) AS kind, l.node FROM lineage($1, \
+         relations => ARRAY['wasGeneratedBy', 'used'], max_depth => 2) l \
+         WHERE l.depth = $2 ORDER BY kind, l.node",
+        "SELECT node, depth FROM lineage($1) ORDER BY depth DESC, node LIMIT 2",
+    ];
+    for sql in queries {
+        let p = s.prepare(sql, &[]).await.unwrap();
+        let chain = matches!(p.direct, Some(crate::direct::Direct::Chain(_)));
+        assert!(chain, "{sql}");
+        for (start, depth) in [
+            ("model:1", 2),
+            ("model:1", 1),
+            ("model:2", 2),
+            ("data:x", 1),
+        ] {
+            let before = s.direct_runs;
+            let params = vec![Utf8(Some(start.into())), Int64(Some(depth))];
+            let got = run_prepared(&mut s, &p, params).await;
+            assert_eq!(
+                s.direct_runs,
+                before + 1,
+                "{sql} from {start}: ran as a chain"
+            );
+            let literal = sql
+                .replace("$1", &format!("'{start}'"))
+                .replace("$2", &depth.to_string());
+            assert_eq!(
+                got,
+                run(&mut s, &literal).await.unwrap(),
+                "{sql} from {start}"
+            );
+        }
+        // an unknown start: the same error either way
+        let params = vec![Utf8(Some("nowhere:0".into())), Int64(Some(1))];
+        let err = match s.execute_prepared(&p, params).await {
+            Err(e) => format!("{}: {}", e.code, e.message),
+            Ok(out) => rows_of(out).await,
+        };
+        let literal = sql.replace("$1", "'nowhere:0'").replace("$2", "1");
+        let expected = match run(&mut s, &literal).await {
+            Err(e) => e.split(" [").next().unwrap_or_default().to_string(),
+            Ok(rows) => rows,
+        };
+        assert_eq!(err, expected, "{sql}");
+    }
+}
+
 /// A kept plan binds its values without rebuilding every node: aliases
 /// named after parameter expressions, a parameter inside a scalar subquery
 /// and one in a VALUES list all give the unprepared statement's answer.
@@ -1412,7 +1476,6 @@ async fn prepared_subquery_starts_are_planned_once() {
         assert_eq!(got, run(s, &literal(dir)).await.unwrap(), "{dir}");
         assert!(got.contains(want), "{dir}: {got}");
     };
-    let kept_before = s.kept_runs;
     check(&mut s, "/m/a", "raw:x").await;
     check(&mut s, "/m/b", "data:y").await;
     check(&mut s, "/m/a", "raw:x").await;
@@ -1426,15 +1489,14 @@ async fn prepared_subquery_starts_are_planned_once() {
     check(&mut s, "/m/a", "data:z").await;
     let none = run_prepared(&mut s, &p, vec![Utf8(Some("/m/none".into()))]).await;
     assert_eq!(none, run(&mut s, &literal("/m/none")).await.unwrap());
-    assert!(p.physical.is_some(), "the statement keeps a physical plan");
-    let warm = s.kept_runs;
-    assert!(warm > kept_before);
-    let direct = s.direct_runs;
+    let chain = matches!(p.direct, Some(crate::direct::Direct::Chain(_)));
+    assert!(chain, "the statement is a lookup chain over the walk");
+    let (kept, direct) = (s.kept_runs, s.direct_runs);
     check(&mut s, "/m/b", "data:y").await;
     assert_eq!(
-        (s.kept_runs - warm, s.direct_runs - direct),
-        (1, 1),
-        "the statement ran its kept plan, the subquery as a lookup chain"
+        (s.kept_runs - kept, s.direct_runs - direct),
+        (0, 2),
+        "the statement and the subquery both ran as lookup chains"
     );
 
     // lineage_path takes one value: a subquery with two rows is an error.

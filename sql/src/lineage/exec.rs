@@ -188,6 +188,48 @@ impl LineageExec {
     }
 }
 
+impl LineageExec {
+    /// A walker yielding the answer in batches of `batch_size` rows.
+    fn walker(&self, batch_size: usize) -> Walker {
+        Walker {
+            lineage: self.lineage.clone(),
+            source: match (&self.precomputed, &self.query) {
+                (Some(answer), _) => Source::Answered(Some(answer.clone())),
+                (
+                    None,
+                    LineageQuery::Path {
+                        from, to, filter, ..
+                    },
+                ) => Source::Path(Some((*from, *to, filter.clone()))),
+                (None, walk) => walk
+                    .traversal()
+                    .map_or(Source::Answered(None), |t| Source::Walk(Box::new(t))),
+            },
+            path: matches!(self.query, LineageQuery::Path { .. }),
+            full_schema: self.query.schema(),
+            projection: self.projection.clone(),
+            remaining: self.limit.unwrap_or(usize::MAX),
+            batch_size: batch_size.max(1),
+            pending: Default::default(),
+        }
+    }
+
+    /// The whole answer, without a task context; `None` when it holds more
+    /// than `max_rows` rows.
+    pub(crate) fn collect_rows(&self, max_rows: usize) -> Result<Option<Vec<RecordBatch>>> {
+        let mut walker = self.walker(8192);
+        let (mut batches, mut rows) = (Vec::new(), 0usize);
+        while let Some(b) = walker.next_batch()? {
+            rows += b.num_rows();
+            if rows > max_rows {
+                return Ok(None);
+            }
+            batches.push(b);
+        }
+        Ok(Some(batches))
+    }
+}
+
 fn list(v: &Option<Vec<String>>) -> String {
     match v {
         Some(v) => format!("[{}]", v.join(", ")),
@@ -279,27 +321,7 @@ impl ExecutionPlan for LineageExec {
         _partition: usize,
         ctx: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let walker = Walker {
-            lineage: self.lineage.clone(),
-            source: match (&self.precomputed, &self.query) {
-                (Some(answer), _) => Source::Answered(Some(answer.clone())),
-                (
-                    None,
-                    LineageQuery::Path {
-                        from, to, filter, ..
-                    },
-                ) => Source::Path(Some((*from, *to, filter.clone()))),
-                (None, walk) => walk
-                    .traversal()
-                    .map_or(Source::Answered(None), |t| Source::Walk(Box::new(t))),
-            },
-            path: matches!(self.query, LineageQuery::Path { .. }),
-            full_schema: self.query.schema(),
-            projection: self.projection.clone(),
-            remaining: self.limit.unwrap_or(usize::MAX),
-            batch_size: ctx.session_config().batch_size().max(1),
-            pending: Default::default(),
-        };
+        let walker = self.walker(ctx.session_config().batch_size());
         let stream = futures::stream::unfold(walker, |mut w| async move {
             match w.next_batch() {
                 Ok(Some(b)) => Some((Ok(b), w)),

@@ -276,6 +276,41 @@ impl TableProvider for BoundAtRun {
     }
 }
 
+/// Whether `provider` is a `lineage()` or `lineage_path()` call (with its
+/// `$n` arguments read at run time, or none).
+pub(crate) fn is_walk(provider: &dyn TableProvider) -> bool {
+    provider.downcast_ref::<LineageTable>().is_some()
+        || provider.downcast_ref::<BoundAtRun>().is_some()
+}
+
+/// The walk of a call [`is_walk`] accepts, its arguments bound to the
+/// session's current values, as a plan built without a DataFusion session
+/// (for [`crate::lookup_plan`]).
+pub(crate) fn walk_exec(
+    provider: &dyn TableProvider,
+    projection: Option<&Vec<usize>>,
+) -> Result<LineageExec> {
+    let exec = |t: &LineageTable| {
+        LineageExec::try_new(
+            t.lineage.clone(),
+            t.query.clone(),
+            projection.cloned(),
+            None,
+        )
+    };
+    if let Some(t) = provider.downcast_ref::<LineageTable>() {
+        return exec(t);
+    }
+    let Some(bound) = provider.downcast_ref::<BoundAtRun>() else {
+        return plan_err!("not a lineage call");
+    };
+    let made = (bound.make)(&bound.bound_args()?)?;
+    match made.downcast_ref::<LineageTable>() {
+        Some(t) => exec(t),
+        None => plan_err!("not a lineage call"),
+    }
+}
+
 /// The relation a lineage function call returns.
 #[derive(Debug)]
 struct LineageTable {
