@@ -14,9 +14,9 @@
 //!   under the same lock ([`ProvTable::lookup_key_now`]; no snapshot of
 //!   the table is taken, the statement reads nothing else);
 //! - other queries made of inner equi-joins, equality filters, column
-//!   projections and table scans, such that every table can be read with
-//!   the values of one of its columns known: a chain of index lookups
-//!   ([`crate::lookup_plan`], which says when it gives way).
+//!   projections, table scans and lineage calls, such that every table can
+//!   be read with the values of one of its columns known: a chain of index
+//!   lookups ([`crate::lookup_plan`], which says when it gives way).
 //!
 //! A direct statement gives way to the general path, so answers are always
 //! the general path's, when it cannot take a call alone: a bound value

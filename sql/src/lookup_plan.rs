@@ -6,15 +6,18 @@
 //! kept physical plan, each execution still pays DataFusion's per-execution
 //! machinery (operators instantiated again, streams set up, every join's
 //! build side collected and hashed): about 0.18 ms of server CPU for DLProv's
-//! Q8, twice what indexed PostgreSQL needs for the whole question.
+//! Q8, more than indexed PostgreSQL's whole round trip (0.12-0.17 ms).
 //!
 //! At Parse a kept plan made only of inner equi-joins, equality filters
-//! against `$n` or constants, column projections, aliases and table scans
-//! (with, on top, an `ORDER BY` of output columns, a constant `LIMIT` and a
-//! projection, of columns or of expressions without parameters or
-//! subqueries) is compiled into a [`LookupPlan`]: a tree that
-//! says, for each join, which side is read first, so that every table is
-//! read with the values of one of its columns known. An execution snapshots
+//! against `$n` or constants, column projections, aliases, table scans and
+//! lineage calls (with, on top, an `ORDER BY` of output columns, a constant
+//! `LIMIT` and a projection, of columns or of expressions without
+//! parameters or subqueries) is compiled into a [`LookupPlan`]: a tree that
+//! says, for each join, which side is read first, so that every stored
+//! table is read with the values of one of its columns known. A
+//! `lineage()` or `lineage_path()` call is read whole: its arguments, bound
+//! at the execution, say where the walk starts
+//! ([`crate::lineage::udtf::walk_exec`]). An execution snapshots
 //! the tables, reads the first side of each join through its filter's
 //! values, takes the distinct join keys it found, and reads the other side
 //! with those keys ([`ProvTable::rows_with_keys`]: batches whose min/max
@@ -29,36 +32,38 @@
 //! answers are always the general path's, when it cannot answer cheaply
 //! or alone: a filter value that is NULL or not of its column's type, more
 //! than [`MAX_KEYS`] join keys or [`MAX_ROWS`] rows read or joined at one
-//! step (not a point question after all), a table the segment cache does
-//! not hold.
+//! step (not a point question after all). With the segment cache off no
+//! chain is compiled: segments would have to be read from Parquet.
 //!
 //! [`Outcome::Unanswered`]: crate::direct::Outcome::Unanswered
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::array::{Scalar, UInt32Array, new_empty_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar, UInt32Array,
+    new_empty_array,
+};
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
     SortColumn, SortOptions, and, concat, filter, lexsort_to_indices, or, take,
 };
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue};
+use datafusion::datasource::source_as_provider;
 use datafusion::logical_expr::execution_props::ExecutionProps;
 use datafusion::logical_expr::logical_plan::{FetchType, SkipType};
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{BinaryExpr, Expr, LogicalPlan, Operator};
+use datafusion::physical_expr::expressions::{Column as PhysicalColumn, in_list, lit};
 use datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
+use datafusion::physical_plan::ExecutionPlan;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use provdb_storage::{TableId, TableSnapshot};
-
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::source_as_provider;
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::direct::{Value, prov_table};
 use crate::table::ProvTable;
@@ -566,8 +571,20 @@ fn typed_as(known: &[Constraint], types: &[&DataType]) -> bool {
         .all(|(c, values)| values.iter().all(|v| &v.data_type() == types[*c]))
 }
 
+/// Up to this many values, membership is one comparison kernel per value;
+/// past it, one pass through a hash set of them.
+const KERNEL_VALUES: usize = 8;
+
 /// Rows of `array` equal to one of `values` (NULL where the row is NULL).
 fn holding(array: &ArrayRef, values: &[ScalarValue]) -> Result<BooleanArray> {
+    if values.len() > KERNEL_VALUES {
+        let schema = Schema::new(vec![Field::new("k", array.data_type().clone(), true)]);
+        let list = values.iter().map(|v| lit(v.clone())).collect();
+        let member = in_list(Arc::new(PhysicalColumn::new("k", 0)), list, &false, &schema)?;
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::clone(array)])?;
+        let out = member.evaluate(&batch)?.into_array(array.len())?;
+        return Ok(out.as_boolean().clone());
+    }
     let mut mask: Option<BooleanArray> = None;
     for v in values {
         let m = eq(array, &Scalar::new(v.to_array()?))?;
@@ -781,5 +798,47 @@ fn column_index(e: &Expr, input: &LogicalPlan) -> Option<usize> {
         Expr::Alias(a) => column_index(&a.expr, input),
         Expr::Column(c) => input.schema().index_of_column(c).ok(),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{Int32Array, StringArray};
+
+    use super::*;
+
+    /// Whether each row of `array` is one of `values`, checked row by row.
+    fn expected(array: &ArrayRef, values: &[ScalarValue]) -> Vec<bool> {
+        (0..array.len())
+            .map(|i| {
+                let v = ScalarValue::try_from_array(array, i).expect("scalar");
+                !v.is_null() && values.contains(&v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn membership_by_kernels_and_by_hash_set_agree() {
+        let ints: ArrayRef = Arc::new(Int32Array::from_iter(
+            (0..200).map(|i| (i % 10 != 0).then_some(i % 37)),
+        ));
+        let texts: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..200).map(|i| (i % 7 != 0).then(|| format!("run-{}", i % 23))),
+        ));
+        for n in [0, 1, 3, KERNEL_VALUES, KERNEL_VALUES + 1, 40] {
+            let int_values: Vec<ScalarValue> = (0..n as i32)
+                .map(|v| ScalarValue::Int32(Some(v * 2)))
+                .collect();
+            let text_values: Vec<ScalarValue> = (0..n)
+                .map(|v| ScalarValue::Utf8(Some(format!("run-{}", v * 3))))
+                .collect();
+            for (array, values) in [(&ints, &int_values), (&texts, &text_values)] {
+                let got = holding(array, values).expect("holding");
+                let got: Vec<bool> = (0..got.len())
+                    .map(|i| got.is_valid(i) && got.value(i))
+                    .collect();
+                assert_eq!(got, expected(array, values), "{n} values");
+            }
+        }
     }
 }

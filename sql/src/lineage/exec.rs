@@ -186,9 +186,7 @@ impl LineageExec {
             props: Arc::new(props),
         })
     }
-}
 
-impl LineageExec {
     /// A walker yielding the answer in batches of `batch_size` rows.
     fn walker(&self, batch_size: usize) -> Walker {
         Walker {
