@@ -257,10 +257,11 @@ struct KeptWork {
 }
 
 /// A bound direct statement and, for a lookup the key index cannot answer,
-/// what runs it the general way.
+/// what runs it the general way (its kept physical plan, if it has one).
 struct DirectWork {
     bound: Bound,
     kept: Arc<KeptPlan>,
+    physical: Option<Arc<KeptPhysical>>,
     values: Vec<ScalarValue>,
 }
 
@@ -510,8 +511,11 @@ impl Session {
             .filter_map(|id| Some((id, storage.table(id)?.schema_ref())))
             .collect();
         let tables = depends.iter().map(|(id, _)| *id).collect();
+        // A lookup chain that gives way runs the kept physical plan.
         let physical = match (&optimized, &direct) {
-            (Some(kept), None) => KeptPhysical::for_plan(kept, tables).map(Arc::new),
+            (Some(kept), None | Some(Direct::Chain(_))) => {
+                KeptPhysical::for_plan(kept, tables).map(Arc::new)
+            }
             _ => None,
         };
         Ok(Prepared {
@@ -696,6 +700,7 @@ impl Session {
         Ok(Some(Work::Direct(Box::new(DirectWork {
             bound,
             kept: Arc::clone(kept),
+            physical: prepared.physical.clone(),
             values,
         }))))
     }
@@ -713,7 +718,17 @@ impl Session {
                 Ok(QueryOutput::Command(CommandTag::with_rows("INSERT", rows)))
             }
             Outcome::Rows(schema, stream) => Ok(QueryOutput::Rows { schema, stream }),
-            Outcome::Unanswered => self.execute_bound(&work.kept, &work.values).await,
+            Outcome::Unanswered => match work.physical {
+                Some(physical) => {
+                    let kept = KeptWork {
+                        kept: work.kept,
+                        physical,
+                        values: work.values,
+                    };
+                    self.execute_kept(kept).await
+                }
+                None => self.execute_bound(&work.kept, &work.values).await,
+            },
         }
     }
 

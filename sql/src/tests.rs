@@ -1617,6 +1617,7 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
                 }
             }
             if chain {
+                assert!(p.physical.is_some(), "{sql}: kept for when it gives way");
                 continue;
             }
             let keyed = p
@@ -1680,7 +1681,10 @@ async fn no_lookup_chains_without_the_segment_cache() {
         let p = s.prepare(sql, &[]).await.unwrap();
         let chain = matches!(p.direct, Some(crate::direct::Direct::Chain(_)));
         assert_eq!(chain, chained, "cache {cache}");
-        assert_eq!(p.physical.is_some(), !chained, "cache {cache}");
+        assert!(
+            p.physical.is_some(),
+            "cache {cache}: kept for when a chain gives way"
+        );
         drop(s);
         db.close().await.unwrap();
     }
