@@ -60,10 +60,10 @@ pub struct StorageArgs {
     )]
     pub data_dir: PathBuf,
 
-    /// Keep segments in object storage instead of <data-dir>/segments. This
-    /// build accepts `file:///path` and `memory://` (cloud stores need
-    /// object_store's cloud features, not enabled yet). The WAL stays in
-    /// --data-dir.
+    /// Keep segments in object storage instead of the segments/ folder of
+    /// --data-dir. This build accepts `file:///path` and `memory://` (cloud
+    /// stores need object_store's cloud features, not enabled yet). The WAL
+    /// stays in --data-dir.
     #[arg(long, value_name = "URL")]
     pub object_store_url: Option<String>,
 

@@ -15,7 +15,7 @@
 //! - [`config`] — [`ServerConfig`].
 //! - [`cli`] — the `provdb` command line (clap).
 //! - [`server`] — accept loop, connection cap, graceful shutdown.
-//! - [`connection`] — one connection's message loop.
+//! - `connection` — one connection's message loop.
 //! - [`auth`] — trust/SCRAM policy, startup, server parameters.
 //! - [`handler`] — simple/extended query and COPY handlers over a `Session`.
 //! - [`params`] — Bind parameter decoding; [`results`]: row encoding;

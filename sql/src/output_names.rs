@@ -37,7 +37,7 @@ pub fn is_duplicate_name_error(e: &DataFusionError) -> bool {
 /// has a wildcard (its columns cannot be named without the tables).
 /// Statements with unique labels cannot hit DataFusion's rule: its names
 /// are PostgreSQL's labels or longer. `stmt` is not changed (it is taken
-/// `mut` to reach its SELECT with [`outer_select`]); only a statement whose
+/// `mut` to reach its SELECT with `outer_select`); only a statement whose
 /// labels repeat is copied.
 pub fn labelled(stmt: &mut Statement) -> Option<Statement> {
     let labels = repeated_labels(outer_select(stmt)?)?;

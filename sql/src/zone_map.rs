@@ -11,7 +11,7 @@
 //! produce (`k >= 3 AND k <= 9 AND k IN (...)`), or a statement's own
 //! `WHERE`: each `column <op> literal` term is a bound, other terms are
 //! ignored (a batch is only dropped when a bound proves no row can pass).
-//! Floating-point terms are ignored too (see [`bound`]).
+//! Floating-point terms are ignored too (see [`Bound::new`]).
 
 use std::sync::Arc;
 

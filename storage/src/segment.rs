@@ -124,8 +124,8 @@ fn many_distinct(array: &ArrayRef) -> bool {
 
 /// Writes one Parquet segment batch by batch: a row group at a time is
 /// held (encoded) in memory, the rest is in the object store. The file's
-/// encodings are chosen at the first batch ([`writer_props`]); which float
-/// columns are stored scaled, before it ([`SegmentWriter::with_columns`]).
+/// encodings are chosen at the first batch (`writer_props`); which float
+/// columns are stored scaled, before it (`SegmentWriter::with_columns`).
 pub struct SegmentWriter {
     store: Arc<dyn ObjectStore>,
     path: ObjPath,

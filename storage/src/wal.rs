@@ -9,7 +9,7 @@
 //! The writer does not fsync per frame: the group-commit loop calls
 //! [`WalWriter::sync`] once per group, before acknowledging it.
 //!
-//! With fsync on, the file is kept zero-filled [`PREALLOC_BYTES`] ahead of
+//! With fsync on, the file is kept zero-filled `PREALLOC_BYTES` ahead of
 //! its commits, as PostgreSQL keeps its WAL segments: a commit then
 //! overwrites bytes the file already has, and its fdatasync writes only
 //! those pages, not also the file system's record of a new file size

@@ -1,12 +1,12 @@
-//! Group commit. The WAL belongs to one [`Writer`], kept in a
-//! [`WriterSlot`] behind a mutex. A thread takes every commit request that
+//! Group commit. The WAL belongs to one `Writer`, kept in a
+//! `WriterSlot` behind a mutex. A thread takes every commit request that
 //! is waiting, validates each against the state (so two commits of one group
 //! cannot both insert the same key), appends the accepted ones to the WAL,
 //! fsyncs once for the whole group, applies them to memory, and only then
 //! answers the callers. Acknowledged therefore means durable and visible.
 //!
 //! A small commit that finds the writer idle and nothing queued does the
-//! same work itself, on its own thread ([`WriterSlot::try_commit_inline`]):
+//! same work itself, on its own thread (`WriterSlot::try_commit_inline`):
 //! a lone committer then waits for its fdatasync and nothing else, instead of
 //! waking the writer thread and being woken back (two thread hand-offs,
 //! which cost about as much as the fdatasync on this kind of machine). When

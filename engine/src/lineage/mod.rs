@@ -3,7 +3,7 @@
 //! - [`ids`]: stable text ids of nodes (`task:42`, `alexnet.otrain:17`);
 //! - [`graph`]: the index itself, compact node ids and typed adjacency in
 //!   both directions; `offsets` packs its per-node offsets in ~2 bytes;
-//! - [`derive`]: which tables feed the graph and the edges each row stands
+//! - [`derive`](mod@derive): which tables feed the graph and the edges each row stands
 //!   for (DLProv rows and the `prov.*` tables);
 //! - [`maintain`]: applies each commit to the graph (a storage
 //!   [`CommitObserver`]), so lineage is current the moment a write is

@@ -324,8 +324,8 @@ impl Frontier {
 /// given, so writes can land between levels.
 ///
 /// Each node is reported when first reached; its discoverer, a node of the
-/// level before, is the `via` reported. The visited set is a [`NodeSet`],
-/// the frontier a [`Frontier`]. A `both` walk runs the two directions one
+/// level before, is the `via` reported. The visited set is a `NodeSet`,
+/// the frontier a `Frontier`. A `both` walk runs the two directions one
 /// after the other, each with its own visited set, and reports a node once.
 #[derive(Debug)]
 pub struct Traversal {

@@ -7,8 +7,8 @@
 //! - [`json`], [`provn`], [`dot`]: the writers (and the attribute encoding
 //!   the `prov.*` tables store);
 //! - [`read`]: the lenient streaming PROV-JSON reader;
-//! - [`export`]: which records a scope covers and their attributes;
-//! - [`import`]: documents into the `prov` tables in one commit;
+//! - [`export`](mod@export): which records a scope covers and their attributes;
+//! - [`import`](mod@import): documents into the `prov` tables in one commit;
 //! - [`yprov`], [`series`], [`ml`]: yProv4ML runs into the `ml` tables;
 //! - [`spill`]: parsed series waiting for their write, in memory or a file;
 //! - [`cells`]: table reads and Arrow cells as PROV values.

@@ -3,7 +3,7 @@
 //!
 //! A document's series are all parsed before any is written: names resolve
 //! and dangling references are checked over the whole document first. Up to
-//! [`MEMORY_POINTS`] points stay in memory; past that, each series is
+//! `MEMORY_POINTS` points stay in memory; past that, each series is
 //! written to an unnamed temporary file (in the data directory's `tmp/` when
 //! the caller names one) and read back alone when its points are written.
 //! So the points of a large document are never all in memory at once. The

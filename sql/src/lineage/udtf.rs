@@ -7,7 +7,7 @@
 //!   path.
 //!
 //! Named arguments are rewritten to positions before planning
-//! ([`crate::rewrite::table_function_named_args`]).
+//! ([`crate::lineage::calls::positional_args`]).
 
 use std::sync::Arc;
 
