@@ -542,7 +542,6 @@ fn strip_cr(buf: &[u8], start: usize, end: usize, quoted_text: &mut Option<Vec<u
     }
 }
 
-/// A CSV field: NULL when unquoted and spelled as the NULL string.
 /// Whether an unquoted field is the NULL string. Slice equality calls the
 /// C library's `memcmp` whenever the lengths match, even for two empty
 /// slices: with CSV's empty NULL string, once per empty field, which was
@@ -551,6 +550,7 @@ fn is_null(raw: &[u8], null: &[u8]) -> bool {
     raw.len() == null.len() && (null.is_empty() || raw == null)
 }
 
+/// A CSV field: NULL when unquoted and spelled as the NULL string.
 fn csv_field(
     buf: &[u8],
     start: usize,
