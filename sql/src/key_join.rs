@@ -256,7 +256,9 @@ impl KeyFilter {
     }
 }
 
-fn min_max(values: &[ScalarValue]) -> Option<(&ScalarValue, &ScalarValue)> {
+/// The smallest and largest of `values`; `None` when there are none or two
+/// do not compare.
+pub(crate) fn min_max(values: &[ScalarValue]) -> Option<(&ScalarValue, &ScalarValue)> {
     let mut it = values.iter();
     let first = it.next()?;
     it.try_fold((first, first), |(lo, hi), v| {

@@ -25,8 +25,9 @@
 //! it can), then checks every read row exactly against every value it was
 //! read for and joins the two small sides by hashing.
 //!
-//! Keys and filtered columns are of types whose values are equal exactly
-//! when their scalars are (integers, text, booleans, dates, timestamps).
+//! Keys and filtered columns are of the types a join's keys may narrow a
+//! scan by ([`keyable`]: not floats, whose kernels and scalars disagree on
+//! -0.0 and NaN, nor nested types).
 //!
 //! The chain gives way to the general path ([`Outcome::Unanswered`]), so
 //! answers are always the general path's, when it cannot answer cheaply
@@ -66,6 +67,7 @@ use futures::future::BoxFuture;
 use provdb_storage::{TableId, TableSnapshot};
 
 use crate::direct::{Value, prov_table};
+use crate::key_join::keyable;
 use crate::table::ProvTable;
 use crate::txn::WriteSet;
 
@@ -385,7 +387,7 @@ impl Node {
                 let l = column_index(l, l_plan)?;
                 let r = column_index(r, r_plan)?;
                 let t = l_plan.schema().field(l).data_type();
-                (t == r_plan.schema().field(r).data_type() && exact_key(t)).then_some((l, r))
+                (t == r_plan.schema().field(r).data_type() && keyable(t)).then_some((l, r))
             })
             .collect::<Option<Vec<_>>>()?;
         let &(l_key, r_key) = on.first()?;
@@ -731,26 +733,10 @@ fn equality_term(term: &Expr, input: &LogicalPlan) -> Option<(usize, Value)> {
         _ => return None,
     };
     let index = input.schema().index_of_column(column).ok()?;
-    if !exact_key(input.schema().field(index).data_type()) {
+    if !keyable(input.schema().field(index).data_type()) {
         return None;
     }
     Some((index, Value::of(value)?))
-}
-
-/// Whether values of type `t` are equal exactly when their scalars are
-/// (integers, text, booleans, dates and times; not floats, whose kernels
-/// and scalars disagree about -0.0 and NaN, nor decimals of other scales).
-fn exact_key(t: &DataType) -> bool {
-    t.is_integer()
-        || matches!(
-            t,
-            DataType::Utf8
-                | DataType::LargeUtf8
-                | DataType::Boolean
-                | DataType::Date32
-                | DataType::Date64
-                | DataType::Timestamp(_, _)
-        )
 }
 
 /// The physical form of a projection's expressions over `input`, when

@@ -452,20 +452,7 @@ impl ProvTable {
 /// The zone-map bounds of `column IN (keys)`: equal to the one key, or
 /// between the smallest and the largest.
 fn key_bounds(column: usize, keys: &[ScalarValue]) -> Vec<Bound> {
-    let mut range: Option<(&ScalarValue, &ScalarValue)> = None;
-    for k in keys {
-        range = match range {
-            None => Some((k, k)),
-            Some((lo, hi)) => match (k.partial_cmp(lo), k.partial_cmp(hi)) {
-                (Some(below), Some(above)) => Some((
-                    if below.is_lt() { k } else { lo },
-                    if above.is_gt() { k } else { hi },
-                )),
-                _ => return Vec::new(), // not comparable: no bound
-            },
-        };
-    }
-    let bounds = match range {
+    let bounds = match crate::key_join::min_max(keys) {
         None => Vec::new(),
         Some((lo, hi)) if lo == hi => vec![(Operator::Eq, lo)],
         Some((lo, hi)) => vec![(Operator::GtEq, lo), (Operator::LtEq, hi)],
