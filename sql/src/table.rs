@@ -421,8 +421,8 @@ impl ProvTable {
     /// table columns `projection`: the batches whose min/max rule every key
     /// out are left out, and where the column's index can answer
     /// ([`eq_index`]) only the rows it finds are kept. Candidates, to be
-    /// filtered exactly by the caller. `None` when the segment cache is off
-    /// (segments would have to be scanned from Parquet).
+    /// filtered exactly by the caller. `None` when segments would have to
+    /// be scanned from Parquet (the segment cache is off).
     pub(crate) async fn rows_with_keys(
         &self,
         snap: &TableSnapshot,
@@ -431,9 +431,6 @@ impl ProvTable {
         keys: &[ScalarValue],
         projection: &[usize],
     ) -> Result<Option<Vec<RecordBatch>>> {
-        if !self.storage.segment_cache_enabled() {
-            return Ok(None);
-        }
         let narrowing = Narrowing {
             bounds: key_bounds(column, keys),
             keys: None,
