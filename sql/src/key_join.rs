@@ -19,8 +19,8 @@
 //! join asks for its first batch only after the build side is complete, is
 //! gathered then with those keys ([`crate::table::ProvTable::gather`]): one
 //! key on the primary key is read through the key index; otherwise batches
-//! whose min/max rule every key out are left out, one key on a text or
-//! integer column is found in its index ([`crate::eq_index`]), and the
+//! whose min/max rule every key out are left out, the keys on a text or
+//! integer column are found in its index ([`crate::eq_index`]), and the
 //! other rows are filtered. The join still matches what the scan yields, so
 //! a scan that keeps more rows (too many keys, keys it cannot use) only
 //! costs time.

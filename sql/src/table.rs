@@ -367,7 +367,10 @@ impl ProvTable {
                 _ => Vec::new(),
             },
             keys: keys.map(|k| &k.rows),
-            any_of: None,
+            // several keys found through the column's index too
+            any_of: keys
+                .filter(|k| !k.values.is_empty())
+                .map(|k| (k.column, k.values.as_slice())),
         };
         // In-memory batches are projected as they are gathered (one schema
         // for all), not by the memory source per batch and per run.
