@@ -472,41 +472,52 @@ impl Node {
                         rows: rel.rows,
                     }))
                 }
-                Node::Join {
-                    left,
-                    right,
-                    on,
-                    left_width,
-                    left_first,
-                } => {
-                    let (l_known, r_known): (Vec<_>, Vec<_>) =
-                        known.into_iter().partition(|(c, _)| *c < *left_width);
-                    let r_known = r_known
-                        .into_iter()
-                        .map(|(c, v)| (c - left_width, v))
-                        .collect();
-                    let (first, then, first_known, then_known, key, then_key) = if *left_first {
-                        (left, right, l_known, r_known, on[0].0, on[0].1)
-                    } else {
-                        (right, left, r_known, l_known, on[0].1, on[0].0)
-                    };
-                    let Some(a) = first.eval(reading, first_known).await? else {
-                        return Ok(None);
-                    };
-                    let Some(keys) = distinct_keys(&a.columns[key])? else {
-                        return Ok(None);
-                    };
-                    let mut then_known: Vec<Constraint> = then_known;
-                    then_known.push((then_key, keys));
-                    let Some(b) = then.eval(reading, then_known).await? else {
-                        return Ok(None);
-                    };
-                    let (l, r) = if *left_first { (a, b) } else { (b, a) };
-                    hash_join(&l, &r, on)
-                }
+                Node::Join { .. } => self.eval_join(reading, known).await,
             }
         }
         .boxed()
+    }
+
+    /// A join's rows: the side read first hands its distinct keys to the
+    /// other, then the two are joined.
+    async fn eval_join(
+        &self,
+        reading: &Reading<'_>,
+        known: Vec<Constraint>,
+    ) -> Result<Option<Rel>> {
+        let Node::Join {
+            left,
+            right,
+            on,
+            left_width,
+            left_first,
+        } = self
+        else {
+            return Ok(None);
+        };
+        let (l_known, r_known): (Vec<_>, Vec<_>) =
+            known.into_iter().partition(|(c, _)| c < left_width);
+        let r_known = r_known
+            .into_iter()
+            .map(|(c, v)| (c - left_width, v))
+            .collect();
+        let ((first, first_known, key), (then, mut then_known, then_key)) = if *left_first {
+            ((left, l_known, on[0].0), (right, r_known, on[0].1))
+        } else {
+            ((right, r_known, on[0].1), (left, l_known, on[0].0))
+        };
+        let Some(a) = first.eval(reading, first_known).await? else {
+            return Ok(None);
+        };
+        let Some(keys) = distinct_keys(&a.columns[key])? else {
+            return Ok(None);
+        };
+        then_known.push((then_key, keys));
+        let Some(b) = then.eval(reading, then_known).await? else {
+            return Ok(None);
+        };
+        let (l, r) = if *left_first { (a, b) } else { (b, a) };
+        hash_join(&l, &r, on)
     }
 }
 
