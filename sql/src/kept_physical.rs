@@ -345,12 +345,15 @@ impl KeptPhysical {
             && t.kept_runs >= TRIALS
             && kept > general + (general / 10).max(MARGIN)
         {
-            tracing::debug!(
-                ?general,
-                ?kept,
-                "kept physical plan slower; planning afresh"
-            );
-            *self.slot.lock() = Slot::Refused;
+            let mut slot = self.slot.lock();
+            if !matches!(*slot, Slot::Refused) {
+                tracing::debug!(
+                    ?general,
+                    ?kept,
+                    "kept physical plan slower; planning afresh"
+                );
+                *slot = Slot::Refused;
+            }
         }
     }
 
