@@ -50,6 +50,7 @@ mod lookup_plan;
 pub mod memo_cast;
 pub mod output_names;
 pub mod parallelism;
+mod pg_catalog;
 mod planning_state;
 pub mod prepared;
 pub mod prov_export;

@@ -21,7 +21,6 @@ use datafusion::physical_plan::{SendableRecordBatchStream, collect, execute_stre
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectType, Set, Statement, Value};
-use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use parking_lot::{Mutex, RwLock};
 use provdb_storage::{Storage, TableId, TableSnapshot};
@@ -333,8 +332,7 @@ impl Session {
             Arc::new(info),
         );
         ctx.register_catalog(CATALOG, Arc::new(catalog));
-        if let Err(e) = datafusion_pg_catalog::setup_pg_catalog(&ctx, CATALOG, EmptyContextProvider)
-        {
+        if let Err(e) = crate::pg_catalog::setup(&ctx, CATALOG) {
             tracing::warn!(error = %e, "pg_catalog setup failed");
         }
         for kind in [SeqFn::NextVal, SeqFn::SetVal] {
