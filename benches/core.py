@@ -195,6 +195,18 @@ def lookup_ms(db, rows, budget_s):
     return statistics.median(times), len(times)
 
 
+def connect_ms(db, n=60):
+    """Median time to open a connection and run its first query, in ms
+    (what a client without a pool pays per session)."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        with db.connect() as c:
+            c.execute("SELECT 1").fetchall()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
 AGG = ("SELECT optimizer, count(*) AS n, avg(loss) AS loss, max(acc) AS acc FROM bench "
        "WHERE epoch >= 50 AND lr < 0.05 GROUP BY optimizer ORDER BY optimizer")
 
@@ -240,6 +252,7 @@ def run_engine(db, args):
         wait_idle(db.proc.pid)
     out["agg"], out["agg_result"] = agg_ms(db, args.repeats + 2)
     out["lookup"], out["lookup_n"] = lookup_ms(db, args.rows, args.lookup_seconds)
+    out["connect"] = connect_ms(db)
     out["insert1"] = statistics.median(insert_rate(db, 1, args.seconds) for _ in range(args.repeats))
     out["insert8"] = statistics.median(insert_rate(db, 8, args.seconds) for _ in range(args.repeats))
     return out
@@ -270,6 +283,8 @@ def report(args, pg, pv, r_pg, r_pv):
         f"{r_pv['insert8'] / r_pg['insert8']:.2f}x | >= 1x |",
         f"| point lookup by key, prepared (ms, median) | {r_pg['lookup']:.3f} | {r_pv['lookup']:.3f} | "
         f"{r_pv['lookup'] / r_pg['lookup']:.2f}x the time | <= 1.5x |",
+        f"| connect and run a first query (ms, median of 60) | {r_pg['connect']:.2f} | "
+        f"{r_pv['connect']:.2f} | {r_pv['connect'] / r_pg['connect']:.2f}x the time | (none) |",
         f"| filtered aggregate (ms, median) | {r_pg['agg']:.1f} | {r_pv['agg']:.1f} | "
         f"{r_pg['agg'] / r_pv['agg']:.2f}x faster | >= 10x faster |",
         "",

@@ -15,7 +15,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use datafusion::common::Result;
+use datafusion::common::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -49,9 +49,13 @@ pub(crate) fn setup(ctx: &SessionContext, catalog: &str) -> Result<()> {
         Arc::clone(&tables),
         EmptyContextProvider,
     )?;
-    if let Some(c) = ctx.catalog(catalog) {
-        c.register_schema("pg_catalog", Arc::new(schema))?;
-    }
+    ctx.catalog(catalog)
+        .ok_or_else(|| {
+            DataFusionError::Configuration(format!(
+                "catalog {catalog} is not registered; pg_catalog goes into it"
+            ))
+        })?
+        .register_schema("pg_catalog", Arc::new(schema))?;
     register_functions(ctx, catalog, &tables);
     let state = ctx.state_ref();
     let existing = state.read().clone();
