@@ -44,11 +44,9 @@ pub(crate) fn setup(ctx: &SessionContext, catalog: &str) -> Result<()> {
     let Some(tables) = static_tables() else {
         return Ok(());
     };
-    let schema = PgCatalogSchemaProvider::try_new(
-        ctx.state().catalog_list().clone(),
-        Arc::clone(&tables),
-        EmptyContextProvider,
-    )?;
+    let catalogs = Arc::clone(ctx.state_ref().read().catalog_list());
+    let schema =
+        PgCatalogSchemaProvider::try_new(catalogs, Arc::clone(&tables), EmptyContextProvider)?;
     ctx.catalog(catalog)
         .ok_or_else(|| {
             DataFusionError::Configuration(format!(
