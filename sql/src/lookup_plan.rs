@@ -131,16 +131,19 @@ enum Node {
         input: Box<Node>,
         columns: Vec<usize>,
     },
-    /// An inner equi-join: its output is the left's columns, then the
-    /// right's. `left_first`: the left side is read first and its keys
-    /// (first pair) look up the right side; otherwise the other way round.
-    Join {
-        left: Box<Node>,
-        right: Box<Node>,
-        on: Vec<(usize, usize)>,
-        left_width: usize,
-        left_first: bool,
-    },
+    Join(Join),
+}
+
+/// An inner equi-join: its output is the left's columns, then the
+/// right's. `left_first`: the left side is read first and its keys (first
+/// pair) look up the right side; otherwise the other way round.
+#[derive(Debug)]
+struct Join {
+    left: Box<Node>,
+    right: Box<Node>,
+    on: Vec<(usize, usize)>,
+    left_width: usize,
+    left_first: bool,
 }
 
 /// Values one column of a step's output must hold one of (distinct, none
@@ -411,13 +414,13 @@ impl Node {
                 (Node::compile(l_plan, &with(&l_known, l_key))?, right, false)
             }
         };
-        Some(Node::Join {
+        Some(Node::Join(Join {
             left: Box::new(left),
             right: Box::new(right),
             on,
             left_width,
             left_first,
-        })
+        }))
     }
 
     fn collect_tables(&self, out: &mut Vec<Arc<ProvTable>>) {
@@ -429,9 +432,9 @@ impl Node {
             }
             Node::Walk { .. } => {}
             Node::Filter { input, .. } | Node::Project { input, .. } => input.collect_tables(out),
-            Node::Join { left, right, .. } => {
-                left.collect_tables(out);
-                right.collect_tables(out);
+            Node::Join(join) => {
+                join.left.collect_tables(out);
+                join.right.collect_tables(out);
             }
         }
     }
@@ -472,29 +475,24 @@ impl Node {
                         rows: rel.rows,
                     }))
                 }
-                Node::Join { .. } => self.eval_join(reading, known).await,
+                Node::Join(join) => join.eval(reading, known).await,
             }
         }
         .boxed()
     }
+}
 
+impl Join {
     /// A join's rows: the side read first hands its distinct keys to the
     /// other, then the two are joined.
-    async fn eval_join(
-        &self,
-        reading: &Reading<'_>,
-        known: Vec<Constraint>,
-    ) -> Result<Option<Rel>> {
-        let Node::Join {
+    async fn eval(&self, reading: &Reading<'_>, known: Vec<Constraint>) -> Result<Option<Rel>> {
+        let Join {
             left,
             right,
             on,
             left_width,
             left_first,
-        } = self
-        else {
-            return Ok(None);
-        };
+        } = self;
         let (l_known, r_known): (Vec<_>, Vec<_>) =
             known.into_iter().partition(|(c, _)| c < left_width);
         let r_known = r_known
