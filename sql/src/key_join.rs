@@ -59,6 +59,7 @@ use datafusion::physical_plan::{
 use futures::Stream;
 use parking_lot::Mutex;
 
+use crate::filter_aggregate::FilterAggregateExec;
 use crate::kept_physical::DeferredScan;
 
 /// Most distinct build-side keys handed to a probe scan; with more, the
@@ -352,7 +353,8 @@ fn recompute() -> ReplaceChildrenOptions {
 /// `plan` (a probe side) with the scan that output `column` comes from
 /// keyed to `slot`, when only nodes that pass rows through unchanged (a
 /// filter, a sort, a projection of columns, a repartition, a cooperative
-/// yield point) or group by that column lie between, none with a limit.
+/// yield point) or group by that column (alone or fused with a filter) lie
+/// between, none with a limit.
 fn keyed_probe(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -385,6 +387,8 @@ fn keyed_probe(
             .flatten()
             .and_then(|(e, _)| e.downcast_ref::<Column>())
             .map(Column::index)
+    } else if let Some(fused) = plan.downcast_ref::<FilterAggregateExec>() {
+        fused.input_group_column(column)
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         projection
             .expr()

@@ -40,6 +40,7 @@ mod direct;
 pub mod eager_aggregate;
 pub mod eq_index;
 pub mod error;
+pub mod filter_aggregate;
 pub mod functions;
 pub mod information_schema;
 mod kept_physical;

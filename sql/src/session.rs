@@ -14,6 +14,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, ParamValues, ScalarValue};
 use datafusion::execution::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::dml::WriteOp as DfWriteOp;
 use datafusion::logical_expr::{LogicalPlan, ScalarUDF};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -316,9 +317,15 @@ impl Session {
             .with_default_catalog_and_schema(CATALOG, "public")
             .with_create_default_catalog_and_schema(false)
             .set_str("datafusion.sql_parser.dialect", "PostgreSQL");
-        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&db.shared.runtime));
-        ctx.add_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation));
-        ctx.add_optimizer_rule(Arc::new(crate::memo_cast::MemoCasts));
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&db.shared.runtime))
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation))
+            .with_optimizer_rule(Arc::new(crate::memo_cast::MemoCasts))
+            .with_physical_optimizer_rule(Arc::new(crate::filter_aggregate::FilterAggregation))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         let catalog = SessionCatalog {
             db: Arc::clone(&db.shared),
             session: Arc::clone(&shared),

@@ -799,6 +799,76 @@ async fn small_statements_run_in_one_partition() {
     );
 }
 
+/// A filtered GROUP BY over many rows runs as one fused node in partial
+/// mode (sql/src/filter_aggregate) and answers as DataFusion's own plan
+/// does: the reference queries add a computed argument, which the rule
+/// leaves to DataFusion. The second query has more groups than a partial
+/// aggregation keeps before emitting them early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fused_filter_aggregation_answers_like_datafusion() {
+    let (_dir, mut s) = fresh_session().await;
+    s.context()
+        .state_ref()
+        .write()
+        .config_mut()
+        .options_mut()
+        .execution
+        .target_partitions = 2;
+    run(
+        &mut s,
+        "CREATE TABLE ep (id BIGINT, run INT, opt TEXT, loss DOUBLE PRECISION)",
+    )
+    .await
+    .unwrap();
+    // Runs of 100 rows share an optimizer (NULL for every third run);
+    // losses are multiples of 1/8, so every sum is exact in any order.
+    let rows = crate::parallelism::SERIAL_ROWS + 50_000;
+    run(
+        &mut s,
+        &format!(
+            "INSERT INTO ep SELECT value, value / 100, \
+             CASE (value / 100) % 3 WHEN 0 THEN 'adam' WHEN 1 THEN 'sgd' END, \
+             (value % 8) / 8.0 FROM generate_series(1, {rows})"
+        ),
+    )
+    .await
+    .unwrap();
+    let by_opt = |arg: &str| {
+        format!(
+            "SELECT opt, count(*), count(opt), sum({arg}) AS s, avg(loss), max(loss), min(opt) \
+             FROM ep WHERE id % 5 <> 0 AND loss < 0.7 GROUP BY opt ORDER BY opt"
+        )
+    };
+    for (query, fused) in [(by_opt("run"), true), (by_opt("run + 0"), false)] {
+        let plan = run(&mut s, &format!("EXPLAIN {query}")).await.unwrap();
+        assert_eq!(
+            plan.contains("FilterAggregateExec: mode=Partial"),
+            fused,
+            "{plan}"
+        );
+    }
+    let fused = run(&mut s, &by_opt("run")).await.unwrap();
+    assert_eq!(fused, run(&mut s, &by_opt("run + 0")).await.unwrap());
+    assert_eq!(
+        fused.lines().filter(|l| l.starts_with("| ")).count(),
+        4,
+        "{fused}"
+    );
+    let by_id = |arg: &str| {
+        format!(
+            "SELECT count(*), sum(n), sum(r) FROM \
+             (SELECT id, count(*) AS n, sum({arg}) AS r FROM ep WHERE run % 2 = 0 GROUP BY id)"
+        )
+    };
+    let plan = run(&mut s, &format!("EXPLAIN {}", by_id("run")))
+        .await
+        .unwrap();
+    assert!(plan.contains("FilterAggregateExec: mode=Partial"), "{plan}");
+    let fused = run(&mut s, &by_id("run")).await.unwrap();
+    assert_eq!(fused, run(&mut s, &by_id("run + 0")).await.unwrap());
+    assert!(fused.contains("| 75000 "), "{fused}");
+}
+
 /// A hash join pushes its build side's keys into the scan of the probe
 /// side as a run-time filter: the join probes only the matching rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

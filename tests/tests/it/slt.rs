@@ -348,6 +348,7 @@ slt_files!(
     explain,
     aggregates_joins,
     eager_aggregate,
+    filter_aggregate,
     catalog,
     lineage,
     prov_export,
