@@ -36,9 +36,6 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::array_memo::ArrayMemo;
 
-/// The name of the [`MemoCast`] function in plans.
-pub const MEMO_CAST: &str = "provdb_memo_cast";
-
 /// Most bytes the memo pins (input arrays and their casts).
 pub const MEMO_BYTES: usize = 128 << 20;
 
@@ -128,7 +125,7 @@ impl MemoCast {
 
 impl ScalarUDFImpl for MemoCast {
     fn name(&self) -> &str {
-        MEMO_CAST
+        "provdb_memo_cast"
     }
 
     fn signature(&self) -> &Signature {

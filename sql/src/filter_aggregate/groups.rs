@@ -1,9 +1,9 @@
 //! Group ids for the fused aggregation.
 //!
 //! Rows of one training run arrive together, so a grouping column like
-//! `optimizer` changes a few times per batch, not at every row. A batch is
-//! cut into runs of rows equal to the row before them, and only a run's
-//! first row is keyed:
+//! `optimizer` changes a few times per batch, not at every row. Each
+//! stretch of selected rows is cut into runs of rows equal to the row
+//! before them, and only a run's first row is keyed:
 //! its grouping values are written as bytes (one tag byte per column for
 //! NULL or not, then the value: fixed-width values as they are stored,
 //! strings and binaries with their length first) and looked up in a hash
@@ -20,7 +20,6 @@ use datafusion::arrow::array::{Array, ArrayData, ArrayRef, UInt32Array};
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer};
 use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::arrow::util::bit_chunk_iterator::UnalignedBitChunk;
 use datafusion::common::{HashMap, Result, internal_err};
 
 /// Whether a grouping column of this type can be keyed by its bytes.
@@ -57,10 +56,8 @@ impl Groups {
     /// rows when `None`) to `out`, in row order, making new groups as
     /// needed.
     ///
-    /// Rows equal to the row before them (a comparison kernel over each
-    /// whole column) form runs; each run with a selected row is keyed once.
-    /// When most runs are a row or two long, keying each selected row
-    /// costs less than finding the runs.
+    /// Within each stretch of selected rows, rows equal to the row before
+    /// them form runs, and each run is keyed once.
     pub(super) fn intern(
         &mut self,
         columns: &[ArrayRef],
@@ -74,30 +71,24 @@ impl Groups {
             .iter()
             .map(KeyColumn::new)
             .collect::<Result<Vec<_>>>()?;
-        let starts = run_starts(&readers, n);
+        let stretches: Vec<(usize, usize)> = match rows {
+            Some(selected) => selected.set_slices().collect(),
+            None => vec![(0, n)],
+        };
         let mut new_rows: Vec<u32> = Vec::new();
-        if starts.len() > n / SHORT_RUNS {
-            let mut key_row =
-                |row: usize| out.push(self.group_of_row(&readers, row, &mut new_rows));
-            match rows {
-                Some(selected) => selected.set_indices().for_each(&mut key_row),
-                None => (0..n).for_each(key_row),
+        let mut changed: Vec<bool> = Vec::new();
+        for (start, end) in stretches {
+            changed.clear();
+            changed.resize(end - start, false);
+            for reader in &readers {
+                reader.mark_changes(start, &mut changed);
             }
-        } else {
-            let ends = starts.iter().skip(1).copied().chain(std::iter::once(n));
-            for (start, end) in starts.iter().copied().zip(ends) {
-                let count = match rows {
-                    Some(selected) => UnalignedBitChunk::new(
-                        selected.values(),
-                        selected.offset() + start,
-                        end - start,
-                    )
-                    .count_ones(),
-                    None => end - start,
-                };
-                if count > 0 {
-                    let id = self.group_of_row(&readers, start, &mut new_rows);
-                    out.resize(out.len() + count, id);
+            let mut run = start;
+            for row in start + 1..=end {
+                if row == end || changed[row - start] {
+                    let id = self.group_of_row(&readers, run, &mut new_rows);
+                    out.resize(out.len() + (row - run), id);
+                    run = row;
                 }
             }
         }
@@ -174,22 +165,6 @@ impl Groups {
     }
 }
 
-/// Runs are keyed one by one while there are fewer than one per this many
-/// rows.
-const SHORT_RUNS: usize = 4;
-
-/// The first row of each run of rows whose grouping values all equal the
-/// row before's (NULL equal to NULL).
-fn run_starts(readers: &[KeyColumn], n: usize) -> Vec<usize> {
-    let mut changed = vec![false; n];
-    for reader in readers {
-        reader.mark_changes(&mut changed);
-    }
-    let mut starts = vec![0];
-    starts.extend((1..n).filter(|&row| changed[row]));
-    starts
-}
-
 /// Reads one grouping column's values as bytes.
 enum KeyColumn<'a> {
     Fixed {
@@ -255,33 +230,42 @@ impl<'a> KeyColumn<'a> {
         }
     }
 
-    /// Marks `changed[row]` for every row from 1 whose value differs from
-    /// the row before's; one tight loop per kind of column.
-    fn mark_changes(&self, changed: &mut [bool]) {
-        let n = changed.len();
+    /// Marks `changed[i]` for every `i` from 1 whose row `start + i`
+    /// differs from the row before; one tight loop per kind of column.
+    fn mark_changes(&self, start: usize, changed: &mut [bool]) {
+        let rows = changed.iter_mut().enumerate().skip(1);
         if let Some(nulls) = self.nulls() {
             // Compare NULL-ness first; two valid values as below.
-            for (row, mark) in changed.iter_mut().enumerate().skip(1) {
+            for (i, mark) in rows {
+                let row = start + i;
                 let (before, here) = (nulls.is_null(row - 1), nulls.is_null(row));
-                let same = if before || here {
-                    before == here
+                *mark |= if before || here {
+                    before != here
                 } else {
-                    self.same_value(row)
+                    !self.same_value(row)
                 };
-                *mark |= !same;
             }
             return;
         }
         match self {
-            Self::Fixed { values, width, .. } => match width {
-                1 => fixed_changes::<1>(values, changed),
-                2 => fixed_changes::<2>(values, changed),
-                4 => fixed_changes::<4>(values, changed),
-                8 => fixed_changes::<8>(values, changed),
-                16 => fixed_changes::<16>(values, changed),
-                _ => (1..n).for_each(|row| changed[row] |= !self.same_value(row)),
-            },
-            _ => (1..n).for_each(|row| changed[row] |= !self.same_value(row)),
+            Self::Fixed { values, width, .. } => {
+                let values = &values[start * width..];
+                match width {
+                    1 => fixed_changes::<1>(values, changed),
+                    2 => fixed_changes::<2>(values, changed),
+                    4 => fixed_changes::<4>(values, changed),
+                    8 => fixed_changes::<8>(values, changed),
+                    16 => fixed_changes::<16>(values, changed),
+                    _ => rows.for_each(|(i, mark)| *mark |= !self.same_value(start + i)),
+                }
+            }
+            Self::Bytes {
+                offsets, values, ..
+            } => bytes_changes(&offsets[start..], values, changed),
+            Self::LargeBytes {
+                offsets, values, ..
+            } => bytes_changes(&offsets[start..], values, changed),
+            Self::Bool { .. } => rows.for_each(|(i, mark)| *mark |= !self.same_value(start + i)),
         }
     }
 
@@ -354,9 +338,18 @@ fn fixed_changes<const W: usize>(values: &[u8], changed: &mut [bool]) {
     }
 }
 
+/// Marks the rows whose string (or binary) differs from the row before's.
+fn bytes_changes<O: Copy + TryInto<usize>>(offsets: &[O], values: &[u8], changed: &mut [bool]) {
+    let at = |o: O| o.try_into().unwrap_or(0);
+    for (mark, w) in changed.iter_mut().skip(1).zip(offsets.windows(3)) {
+        *mark |= !same_bytes(values, at(w[0]), at(w[1]), at(w[2]));
+    }
+}
+
 /// Whether `values[a..b]` equals `values[b..c]`. Values of up to eight
 /// bytes, most grouping strings, are compared as one word each (a call to
 /// `memcmp` per row costs several times more).
+#[inline(always)]
 fn same_bytes(values: &[u8], a: usize, b: usize, c: usize) -> bool {
     let len = b - a;
     if len != c - b {
@@ -420,7 +413,7 @@ mod tests {
     }
 
     #[test]
-    fn long_and_short_runs_give_the_same_groups() {
+    fn rows_in_runs_and_rows_alone_get_their_groups() {
         // Runs of ten rows, then every row its own run; every third row selected.
         let selected: Vec<bool> = (0..200).map(|i| i % 3 == 0).collect();
         for (runs, width) in [(true, 10), (false, 1)] {
@@ -470,10 +463,22 @@ mod tests {
             Some("abcdefgh"),
         ];
         let keys: Vec<Option<&str>> = (0..400).map(|i| words[(i / 20) % words.len()]).collect();
-        let mut g = Groups::default();
         let a: ArrayRef = Arc::new(StringArray::from(keys.clone()));
-        assert_eq!(groups_of(&mut g, &[a], None), first_seen(&keys));
+        let mut g = Groups::default();
+        assert_eq!(
+            groups_of(&mut g, &[Arc::clone(&a)], None),
+            first_seen(&keys)
+        );
         assert_eq!(g.len(), 7);
+        // Stretches of selected rows that start inside runs.
+        let selected: Vec<bool> = (0..400).map(|i| i % 20 >= 5 || i % 7 == 0).collect();
+        let picked: Vec<Option<&str>> =
+            (0..400).filter(|&i| selected[i]).map(|i| keys[i]).collect();
+        let mut g = Groups::default();
+        assert_eq!(
+            groups_of(&mut g, &[a], Some(&selected)),
+            first_seen(&picked)
+        );
     }
 
     #[test]

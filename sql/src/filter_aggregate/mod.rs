@@ -6,27 +6,25 @@
 //! of every column the aggregation reads (strings included) into new
 //! batches, then an aggregation that hashes each copied row's grouping
 //! values. Over millions of cached rows those copies and hashes are most of
-//! the query's time. The fused node evaluates the predicate to a selection
-//! and hands the unfiltered columns to DataFusion's own group accumulators
-//! with the selection as their filter (the path `FILTER (WHERE ...)` takes),
-//! and finds each row's group by comparing its grouping values with the
-//! previous selected row's before hashing ([`groups`]), since provenance
-//! rows of one run arrive together.
+//! the query's time. The fused node evaluates the predicate to a selection,
+//! finds the groups of the selected rows from the unfiltered grouping
+//! columns, keying each run of equal values once ([`groups`]: provenance
+//! rows of one run arrive together), and copies only the selected rows of
+//! the columns the aggregate functions' arguments read, run by run where
+//! the selection comes in runs.
 //!
-//! The answers are DataFusion's: the same accumulators see the same rows in
-//! the same order, and the node emits the replaced aggregation's schema
-//! (partial states for a final aggregation above, or final values for a
-//! single-stage one). The rule ([`FilterAggregation`]) fuses only what that
-//! holds for:
+//! The answers are DataFusion's: its own group accumulators see the same
+//! rows in the same order, arguments are evaluated on the selected rows
+//! only (as after a filter), and the node emits the replaced aggregation's
+//! schema (partial states for a final aggregation above, or final values
+//! for a single-stage one). The rule ([`FilterAggregation`]) fuses only
+//! what that holds for:
 //! - a partial or single-stage aggregation directly over a filter without a
 //!   limit, with plain grouping columns (no grouping sets) of types whose
 //!   bytes are their values ([`groups::supported`]), and no limit or
 //!   run-time filter of its own;
 //! - aggregate functions with group accumulators, without DISTINCT, ORDER
-//!   BY or FILTER, whose arguments are columns, literals or casts that
-//!   cannot overflow: any other argument would be evaluated on rows the
-//!   predicate leaves out, where it may fail (`sum(1 / x) ... WHERE x <>
-//!   0`);
+//!   BY or FILTER;
 //! - an input partitioned without a declared hash partitioning, which the
 //!   node would not carry on.
 //!
@@ -42,14 +40,12 @@ mod groups;
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{Result, internal_err};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::ScalarFunctionExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::filter::FilterExec;
@@ -59,7 +55,6 @@ use datafusion::physical_plan::{
 
 pub use exec::FilterAggregateExec;
 
-use crate::memo_cast::MEMO_CAST;
 use exec::Output;
 
 /// The physical optimizer rule; runs after DataFusion's own, on the plan
@@ -114,10 +109,7 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<FilterAggregateExec>> {
         && *aggregate.input_order_mode() == InputOrderMode::Linear
         && filter.fetch().is_none()
         && !matches!(filter.input().output_partitioning(), Partitioning::Hash(..))
-        && aggregate
-            .aggr_expr()
-            .iter()
-            .all(|a| fusable(a, &filter.schema()));
+        && aggregate.aggr_expr().iter().all(|a| fusable(a));
     if !plain {
         return Ok(None);
     }
@@ -173,54 +165,9 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<FilterAggregateExec>> {
     .map(Some)
 }
 
-/// Whether an aggregate function can take the selection as its filter,
-/// its arguments evaluated over the columns of `filtered`.
-fn fusable(aggregate: &AggregateFunctionExpr, filtered: &Schema) -> bool {
+/// Whether an aggregate function's groups can be updated by the node.
+fn fusable(aggregate: &AggregateFunctionExpr) -> bool {
     !aggregate.is_distinct()
         && aggregate.order_bys().is_empty()
         && aggregate.groups_accumulator_supported()
-        && aggregate
-            .expressions()
-            .iter()
-            .all(|e| cannot_fail(e, filtered))
-}
-
-/// Whether `expr` cannot fail on any row: a column, a literal, or a cast of
-/// a column that cannot overflow (the casts type coercion adds, like an
-/// INT column to BIGINT for `sum`).
-fn cannot_fail(expr: &Arc<dyn PhysicalExpr>, filtered: &Schema) -> bool {
-    if expr.downcast_ref::<Column>().is_some() || expr.downcast_ref::<Literal>().is_some() {
-        return true;
-    }
-    let input = if let Some(cast) = expr.downcast_ref::<CastExpr>() {
-        cast.expr()
-    } else if let Some(call) = expr.downcast_ref::<ScalarFunctionExpr>()
-        && call.name() == MEMO_CAST
-        && let [arg] = call.args()
-    {
-        arg
-    } else {
-        return false;
-    };
-    let (Some(column), Ok(to)) = (input.downcast_ref::<Column>(), expr.data_type(filtered)) else {
-        return false;
-    };
-    widening(filtered.field(column.index()).data_type(), &to)
-}
-
-/// Whether every value of `from` casts to `to` without error: a number to
-/// a floating-point type, or an integer to an integer type holding all its
-/// values.
-fn widening(from: &DataType, to: &DataType) -> bool {
-    let bits = |t: &DataType| t.primitive_width().map(|bytes| bytes * 8);
-    if to.is_floating() {
-        return from.is_integer() || from.is_floating();
-    }
-    match (from.is_integer() && to.is_integer(), bits(from), bits(to)) {
-        (true, Some(f), Some(t)) => {
-            let (fs, ts) = (from.is_signed_integer(), to.is_signed_integer());
-            (fs == ts && t >= f) || (!fs && ts && t > f)
-        }
-        _ => false,
-    }
 }
