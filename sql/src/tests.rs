@@ -757,16 +757,21 @@ async fn prepared_plan_with_now_is_not_kept() {
 
 /// Statements over few rows are planned in one partition (no exchange
 /// operators); statements over many keep the session's parallelism.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn small_statements_run_in_one_partition() {
-    let (_dir, mut s) = fresh_session().await;
+/// Plan `s`'s statements for `n` parallel streams, whatever the machine.
+fn set_target_partitions(s: &Session, n: usize) {
     s.context()
         .state_ref()
         .write()
         .config_mut()
         .options_mut()
         .execution
-        .target_partitions = 4;
+        .target_partitions = n;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_statements_run_in_one_partition() {
+    let (_dir, mut s) = fresh_session().await;
+    set_target_partitions(&s, 4);
     run(
         &mut s,
         "CREATE TABLE small (k INT, v INT); CREATE TABLE big (k INT, v INT)",
@@ -808,13 +813,7 @@ async fn small_statements_run_in_one_partition() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fused_filter_aggregation_answers_like_datafusion() {
     let (_dir, mut s) = fresh_session().await;
-    s.context()
-        .state_ref()
-        .write()
-        .config_mut()
-        .options_mut()
-        .execution
-        .target_partitions = 2;
+    set_target_partitions(&s, 2);
     run(
         &mut s,
         "CREATE TABLE ep (id BIGINT, run INT, opt TEXT, loss DOUBLE PRECISION)",

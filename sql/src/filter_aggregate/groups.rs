@@ -10,7 +10,8 @@
 //! map from bytes to group id.
 //!
 //! Equal bytes mean equal values for the types allowed here ([`supported`]):
-//! integers, decimals, dates and times, booleans, strings and binaries.
+//! integers, decimals, dates and times, booleans, strings and binaries
+//! (`Utf8` and `Binary`, the types provdb's tables store).
 //! Floating-point keys are not (`-0.0` and `0.0` are equal numbers with
 //! different bytes).
 
@@ -25,11 +26,7 @@ use datafusion::common::{HashMap, Result, internal_err};
 /// Whether a grouping column of this type can be keyed by its bytes.
 pub(super) fn supported(data_type: &DataType) -> bool {
     match data_type {
-        DataType::Utf8
-        | DataType::LargeUtf8
-        | DataType::Binary
-        | DataType::LargeBinary
-        | DataType::Boolean => true,
+        DataType::Utf8 | DataType::Binary | DataType::Boolean => true,
         t => t.is_primitive() && !t.is_floating(),
     }
 }
@@ -41,7 +38,7 @@ pub(super) struct Groups {
     /// Per grouping column, the values of the groups in id order, one array
     /// per batch that made new groups.
     values: Vec<Vec<ArrayRef>>,
-    /// The bytes and group of the last counted row.
+    /// The bytes and group of the last row keyed.
     last: Option<(Vec<u8>, usize)>,
     key: Vec<u8>,
 }
@@ -177,11 +174,6 @@ enum KeyColumn<'a> {
         values: &'a [u8],
         nulls: Option<&'a NullBuffer>,
     },
-    LargeBytes {
-        offsets: &'a [i64],
-        values: &'a [u8],
-        nulls: Option<&'a NullBuffer>,
-    },
     Bool {
         values: BooleanBuffer,
         nulls: Option<&'a NullBuffer>,
@@ -198,13 +190,6 @@ impl<'a> KeyColumn<'a> {
                 values,
                 nulls,
             },
-            (DataType::LargeUtf8 | DataType::LargeBinary, Some(_), Some(values)) => {
-                Self::LargeBytes {
-                    offsets: data.buffer::<i64>(0),
-                    values,
-                    nulls,
-                }
-            }
             (DataType::Boolean, Some(_), _) => Self::Bool {
                 values: BooleanBuffer::new(data.buffers()[0].clone(), data.offset(), data.len()),
                 nulls,
@@ -223,10 +208,9 @@ impl<'a> KeyColumn<'a> {
 
     fn nulls(&self) -> Option<&NullBuffer> {
         match self {
-            Self::Fixed { nulls, .. }
-            | Self::Bytes { nulls, .. }
-            | Self::LargeBytes { nulls, .. }
-            | Self::Bool { nulls, .. } => *nulls,
+            Self::Fixed { nulls, .. } | Self::Bytes { nulls, .. } | Self::Bool { nulls, .. } => {
+                *nulls
+            }
         }
     }
 
@@ -262,9 +246,6 @@ impl<'a> KeyColumn<'a> {
             Self::Bytes {
                 offsets, values, ..
             } => bytes_changes(&offsets[start..], values, changed),
-            Self::LargeBytes {
-                offsets, values, ..
-            } => bytes_changes(&offsets[start..], values, changed),
             Self::Bool { .. } => rows.for_each(|(i, mark)| *mark |= !self.same_value(start + i)),
         }
     }
@@ -278,12 +259,6 @@ impl<'a> KeyColumn<'a> {
                 values[(row - 1) * w..row * w] == values[row * w..(row + 1) * w]
             }
             Self::Bytes {
-                offsets, values, ..
-            } => {
-                let [a, b, c] = [row - 1, row, row + 1].map(|i| offsets[i] as usize);
-                same_bytes(values, a, b, c)
-            }
-            Self::LargeBytes {
                 offsets, values, ..
             } => {
                 let [a, b, c] = [row - 1, row, row + 1].map(|i| offsets[i] as usize);
@@ -312,14 +287,6 @@ impl<'a> KeyColumn<'a> {
                 values,
                 key,
             ),
-            Self::LargeBytes {
-                offsets, values, ..
-            } => write_bytes(
-                offsets[row] as usize,
-                offsets[row + 1] as usize,
-                values,
-                key,
-            ),
             Self::Bool { values, .. } => key.push(u8::from(values.value(row))),
         }
     }
@@ -339,10 +306,9 @@ fn fixed_changes<const W: usize>(values: &[u8], changed: &mut [bool]) {
 }
 
 /// Marks the rows whose string (or binary) differs from the row before's.
-fn bytes_changes<O: Copy + TryInto<usize>>(offsets: &[O], values: &[u8], changed: &mut [bool]) {
-    let at = |o: O| o.try_into().unwrap_or(0);
+fn bytes_changes(offsets: &[i32], values: &[u8], changed: &mut [bool]) {
     for (mark, w) in changed.iter_mut().skip(1).zip(offsets.windows(3)) {
-        *mark |= !same_bytes(values, at(w[0]), at(w[1]), at(w[2]));
+        *mark |= !same_bytes(values, w[0] as usize, w[1] as usize, w[2] as usize);
     }
 }
 

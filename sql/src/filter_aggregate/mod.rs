@@ -8,7 +8,7 @@
 //! values. Over millions of cached rows those copies and hashes are most of
 //! the query's time. The fused node evaluates the predicate to a selection,
 //! finds the groups of the selected rows from the unfiltered grouping
-//! columns, keying each run of equal values once ([`groups`]: provenance
+//! columns, keying each run of equal values once (`groups.rs`: provenance
 //! rows of one run arrive together), and copies only the selected rows of
 //! the columns the aggregate functions' arguments read, run by run where
 //! the selection comes in runs.
@@ -21,7 +21,7 @@
 //! what that holds for:
 //! - a partial or single-stage aggregation directly over a filter without a
 //!   limit, with plain grouping columns (no grouping sets) of types whose
-//!   bytes are their values ([`groups::supported`]), and no limit or
+//!   bytes are their values (`groups::supported`), and no limit or
 //!   run-time filter of its own;
 //! - aggregate functions with group accumulators, without DISTINCT, ORDER
 //!   BY or FILTER;
@@ -33,7 +33,7 @@
 //! DataFusion's does without a memory limit. Run-time filters from above
 //! (a hash join's) reach the input through grouping columns, as through
 //! DataFusion's aggregation, and key joins see through the node
-//! ([`FilterAggregateExec::input_group_column`]).
+//! (`FilterAggregateExec::input_group_column`).
 
 mod exec;
 mod groups;
