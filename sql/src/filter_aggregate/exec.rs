@@ -7,12 +7,11 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, MutableArrayData, RecordBatch, RecordBatchOptions, make_array,
 };
-use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::{SlicesIterator, filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::cast::as_boolean_array;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -32,6 +31,7 @@ use datafusion::physical_plan::{
 use futures::StreamExt;
 
 use super::groups::Groups;
+use super::remap_columns;
 
 /// Groups held before a partial aggregation emits them early (its final
 /// stage merges groups emitted more than once), bounding its memory when
@@ -94,27 +94,13 @@ impl Arguments {
             })?;
         }
         let schema = Arc::new(input.project(&columns)?);
-        let position = |c: &Column| columns.iter().position(|&i| i == c.index());
+        let to_batch = |c: &Column| match columns.iter().position(|&i| i == c.index()) {
+            Some(p) => Ok(Column::new(c.name(), p)),
+            None => internal_err!("argument column {c} not collected"),
+        };
         let over_batch = exprs
             .iter()
-            .map(|list| {
-                list.iter()
-                    .map(|e| {
-                        Arc::clone(e)
-                            .transform(|node| match node.downcast_ref::<Column>() {
-                                Some(c) => match position(c) {
-                                    Some(p) => {
-                                        Ok(Transformed::yes(Arc::new(Column::new(c.name(), p))
-                                            as Arc<dyn PhysicalExpr>))
-                                    }
-                                    None => internal_err!("argument column {c} not collected"),
-                                },
-                                None => Ok(Transformed::no(node)),
-                            })
-                            .data()
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
+            .map(|list| list.iter().map(|e| remap_columns(e, &to_batch)).collect())
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             planned: exprs.to_vec(),
@@ -374,8 +360,8 @@ const ROWS_PER_RUN: usize = 8;
 enum Selection {
     None,
     All,
-    /// Some rows, and how many.
-    Rows(BooleanBuffer, usize),
+    /// Some rows (no NULLs), and how many.
+    Rows(BooleanArray, usize),
 }
 
 /// One partition's aggregation in progress.
@@ -388,7 +374,7 @@ struct Fused {
     schema: SchemaRef,
     groups: Groups,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
-    /// The group of each row of the current batch.
+    /// The group of each selected row of the current batch.
     ids: Vec<usize>,
     done: bool,
     baseline: BaselineMetrics,
@@ -429,7 +415,6 @@ impl Fused {
             .iter()
             .map(|&i| Arc::clone(batch.column(i)))
             .collect();
-        let rows = rows.map(|r| BooleanArray::new(r, None));
         self.groups
             .intern(&keys, rows.as_ref().map(|r| r.values()), &mut self.ids)?;
         let arguments = self.arguments.batch(batch)?;
@@ -455,11 +440,11 @@ impl Fused {
             .into_array(batch.num_rows())?;
         let mask = as_boolean_array(&result)?;
         let rows = if mask.null_count() > 0 {
-            prep_null_mask_filter(mask).values().clone()
+            prep_null_mask_filter(mask)
         } else {
-            mask.values().clone()
+            mask.clone()
         };
-        Ok(match rows.count_set_bits() {
+        Ok(match rows.true_count() {
             0 => Selection::None,
             n if n == rows.len() => Selection::All,
             n => Selection::Rows(rows, n),

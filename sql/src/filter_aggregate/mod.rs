@@ -138,19 +138,9 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<FilterAggregateExec>> {
         .iter()
         .map(|a| {
             a.expressions()
-                .into_iter()
-                .map(|e| {
-                    e.transform(|node| {
-                        Ok(match node.downcast_ref::<Column>() {
-                            Some(c) => {
-                                Transformed::yes(Arc::new(to_input(c)?) as Arc<dyn PhysicalExpr>)
-                            }
-                            None => Transformed::no(node),
-                        })
-                    })
-                    .data()
-                })
-                .collect::<Result<Vec<_>>>()
+                .iter()
+                .map(|e| remap_columns(e, &to_input))
+                .collect()
         })
         .collect::<Result<Vec<_>>>()?;
     FilterAggregateExec::try_new(
@@ -163,6 +153,19 @@ fn fuse(node: &Arc<dyn ExecutionPlan>) -> Result<Option<FilterAggregateExec>> {
         aggregate.schema(),
     )
     .map(Some)
+}
+
+/// `expr` with each column replaced by `to(column)`.
+fn remap_columns(
+    expr: &Arc<dyn PhysicalExpr>,
+    to: &dyn Fn(&Column) -> Result<Column>,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    Arc::clone(expr)
+        .transform(|node| match node.downcast_ref::<Column>() {
+            Some(c) => Ok(Transformed::yes(Arc::new(to(c)?) as Arc<dyn PhysicalExpr>)),
+            None => Ok(Transformed::no(node)),
+        })
+        .data()
 }
 
 /// Whether an aggregate function's groups can be updated by the node.
