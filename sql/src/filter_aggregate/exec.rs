@@ -4,10 +4,8 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, BooleanArray, MutableArrayData, RecordBatch, RecordBatchOptions, make_array,
-};
-use datafusion::arrow::compute::{SlicesIterator, filter_record_batch, prep_null_mask_filter};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::{filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::cast::as_boolean_array;
 use datafusion::common::config::ConfigOptions;
@@ -323,39 +321,6 @@ impl ExecutionPlan for FilterAggregateExec {
     }
 }
 
-/// The `selected` rows of `batch` that `rows` selects. Rows of a run
-/// are usually selected together (a filter on the epoch or the run), so
-/// where the selection comes in runs of several rows they are copied run by
-/// run; otherwise row by row, as Arrow's filter does.
-fn select(batch: &RecordBatch, rows: &BooleanArray, selected: usize) -> Result<RecordBatch> {
-    let runs: Vec<(usize, usize)> = SlicesIterator::new(rows).collect();
-    if runs.len() * ROWS_PER_RUN > selected {
-        return Ok(filter_record_batch(batch, rows)?);
-    }
-    let columns = batch
-        .columns()
-        .iter()
-        .map(|column| {
-            let data = column.to_data();
-            let mut out = MutableArrayData::new(vec![&data], false, selected);
-            for &(start, end) in &runs {
-                out.try_extend(0, start, end)?;
-            }
-            Ok(make_array(out.freeze()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let options = RecordBatchOptions::new().with_row_count(Some(selected));
-    Ok(RecordBatch::try_new_with_options(
-        batch.schema(),
-        columns,
-        &options,
-    )?)
-}
-
-/// Selected rows are copied run by run when their runs are at least this
-/// long on average.
-const ROWS_PER_RUN: usize = 8;
-
 /// The rows of a batch a predicate selects.
 enum Selection {
     None,
@@ -419,7 +384,7 @@ impl Fused {
             .intern(&keys, rows.as_ref().map(|r| r.values()), &mut self.ids)?;
         let arguments = self.arguments.batch(batch)?;
         let arguments = match &rows {
-            Some(rows) => select(&arguments, rows, selected)?,
+            Some(rows) => filter_record_batch(&arguments, rows)?,
             None => arguments,
         };
         for (accumulator, exprs) in self.accumulators.iter_mut().zip(&self.arguments.exprs) {

@@ -38,8 +38,7 @@ pub(super) struct Groups {
     /// Per grouping column, the values of the groups in id order, one array
     /// per batch that made new groups.
     values: Vec<Vec<ArrayRef>>,
-    /// The bytes and group of the last row keyed.
-    last: Option<(Vec<u8>, usize)>,
+    /// The bytes of the row being keyed (kept to reuse its allocation).
     key: Vec<u8>,
 }
 
@@ -103,7 +102,14 @@ impl Groups {
         for reader in readers {
             reader.write(row, &mut self.key);
         }
-        self.group_of_key(row, new_rows)
+        if let Some(&id) = self.ids.get(self.key.as_slice()) {
+            return id;
+        }
+        let id = self.ids.len();
+        self.ids.insert(self.key.as_slice().into(), id);
+        // Batches are at most u32::MAX rows long (take's indices).
+        new_rows.push(row as u32);
+        id
     }
 
     /// Keeps the grouping values of the groups first seen at `new_rows`.
@@ -121,37 +127,10 @@ impl Groups {
         Ok(())
     }
 
-    /// The group of the bytes in `self.key` (written from `row`), made if
-    /// new.
-    fn group_of_key(&mut self, row: usize, new_rows: &mut Vec<u32>) -> usize {
-        if let Some((bytes, id)) = &self.last
-            && *bytes == self.key
-        {
-            return *id;
-        }
-        let next = self.ids.len();
-        let id = match self.ids.get(self.key.as_slice()) {
-            Some(id) => *id,
-            None => {
-                self.ids.insert(self.key.as_slice().into(), next);
-                // Batches are at most u32::MAX rows long (take's indices).
-                new_rows.push(row as u32);
-                next
-            }
-        };
-        // The key becomes the last row's bytes; the old ones are reused.
-        let bytes = std::mem::take(&mut self.key);
-        if let Some((old, _)) = self.last.replace((bytes, id)) {
-            self.key = old;
-        }
-        id
-    }
-
     /// The values of every group, one array per grouping column in id
     /// order, forgetting the groups.
     pub(super) fn emit(&mut self) -> Result<Vec<ArrayRef>> {
         self.ids.clear();
-        self.last = None;
         std::mem::take(&mut self.values)
             .into_iter()
             .map(|arrays| {

@@ -9,9 +9,8 @@
 //! the query's time. The fused node evaluates the predicate to a selection,
 //! finds the groups of the selected rows from the unfiltered grouping
 //! columns, keying each run of equal values once (`groups.rs`: provenance
-//! rows of one run arrive together), and copies only the selected rows of
-//! the columns the aggregate functions' arguments read, run by run where
-//! the selection comes in runs.
+//! rows of one run arrive together), and filters only the columns the
+//! aggregate functions' arguments read.
 //!
 //! The answers are DataFusion's: its own group accumulators see the same
 //! rows in the same order, arguments are evaluated on the selected rows
