@@ -11,12 +11,13 @@
 //! by every session's `pg_catalog` schema; the rest of the setup (the
 //! schema provider over the session's own catalog list, the functions,
 //! the `regclass`-style type names) is the library's, per session, as
-//! `setup_pg_catalog` does it in the pinned version.
+//! `setup_pg_catalog` does it in the pinned version, except that the type
+//! planner goes into the session's state when it is built.
 
 use std::sync::{Arc, OnceLock};
 
 use datafusion::common::{DataFusionError, Result};
-use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::planner::TypePlanner;
 use datafusion::prelude::SessionContext;
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_pg_catalog::pg_catalog::{
@@ -39,7 +40,8 @@ fn static_tables() -> Option<Arc<PgCatalogStaticTables>> {
 }
 
 /// Register `pg_catalog` and its functions in `ctx`, whose catalog
-/// `catalog` must already be registered.
+/// `catalog` must already be registered and whose state was built with
+/// [`type_planner`].
 pub(crate) fn setup(ctx: &SessionContext, catalog: &str) -> Result<()> {
     let Some(tables) = static_tables() else {
         return Ok(());
@@ -55,13 +57,16 @@ pub(crate) fn setup(ctx: &SessionContext, catalog: &str) -> Result<()> {
         })?
         .register_schema("pg_catalog", Arc::new(schema))?;
     register_functions(ctx, catalog, &tables);
-    let state = ctx.state_ref();
-    let existing = state.read().clone();
-    *state.write() = SessionStateBuilder::new_from_existing(existing)
-        .with_type_planner(Arc::new(lib::oid_type_planner::PgOidTypePlanner))
-        .build();
     lib::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(ctx);
     Ok(())
+}
+
+/// The planner of the `regclass`-style type names clients cast to. The
+/// library's setup rebuilds the session's state to install it; a session
+/// is built with it instead (`Session::new`), which saves a copy of the
+/// whole state per connection.
+pub(crate) fn type_planner() -> Arc<dyn TypePlanner> {
+    Arc::new(lib::oid_type_planner::PgOidTypePlanner)
 }
 
 /// The functions clients call beside `pg_catalog`'s tables.
