@@ -37,6 +37,7 @@ pub mod prov_api;
 pub mod prov_cli;
 pub mod results;
 pub mod server;
+mod text_rows;
 pub mod tls;
 pub mod types;
 

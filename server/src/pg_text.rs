@@ -62,7 +62,7 @@ pub fn textify(batch: RecordBatch, fields: &[FieldInfo]) -> RecordBatch {
     RecordBatch::try_new(Arc::new(Schema::new(out_fields)), cols).unwrap_or(batch)
 }
 
-fn render(col: &ArrayRef) -> Option<StringArray> {
+pub(crate) fn render(col: &ArrayRef) -> Option<StringArray> {
     match col.data_type() {
         DataType::Float64 => {
             let a = col.as_any().downcast_ref::<Float64Array>()?;
@@ -114,7 +114,7 @@ fn floats_text(values: impl ExactSizeIterator<Item = Option<f64>>) -> StringArra
 /// and as `1.5e-07` / `1e+20` outside them. One shortest-digits conversion
 /// (Rust's `{:e}`, into a stack buffer); the positional form is laid out
 /// from its digits, with no allocation.
-fn push_float(v: f64, out: &mut String) {
+pub(crate) fn push_float(v: f64, out: &mut String) {
     if v.is_nan() {
         return out.push_str("NaN");
     }

@@ -1,6 +1,6 @@
 //! Result sets on the wire: Arrow schemas become RowDescription fields and
 //! record batches become DataRows (text or binary per column), batch by batch,
-//! via `arrow-pg`. Nothing here collects a whole result.
+//! via `text_rows` or `arrow-pg`. Nothing here collects a whole result.
 
 use std::sync::Arc;
 
@@ -26,7 +26,8 @@ pub fn pg_fields(schema: &Schema, format: &Format) -> PgWireResult<Arc<Vec<Field
         .map_err(|e| pg_error(&SqlError::feature_not_supported(e.to_string())))
 }
 
-/// Encode one batch into DataRows.
+/// Encode one batch into DataRows: all-text batches of common types by
+/// `text_rows`, anything else through `arrow-pg`.
 fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Vec<PgWireResult<DataRow>> {
     if batch.num_columns() != fields.len() {
         let msg = format!(
@@ -35,6 +36,9 @@ fn encode_batch(fields: &Arc<Vec<FieldInfo>>, batch: RecordBatch) -> Vec<PgWireR
             fields.len()
         );
         return vec![Err(pg_error(&SqlError::internal(msg)))];
+    }
+    if let Some(rows) = crate::text_rows::encode(&batch, fields) {
+        return rows.into_iter().map(Ok).collect();
     }
     let batch = crate::pg_text::textify(batch, fields);
     arrow_pg::encode_recordbatch(fields.clone(), batch).collect()
