@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::datatypes::{DataType, Int32Type, Int64Type};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Operator;
@@ -55,21 +57,6 @@ impl<'a> Key<'a> {
         }
     }
 
-    /// The key at row `i` of `array` (valid rows of an indexable array).
-    fn at(array: &'a ArrayRef, i: usize) -> Option<Self> {
-        if !array.is_valid(i) {
-            return None;
-        }
-        match array.data_type() {
-            DataType::Utf8 => Some(Key::Text(array.as_string::<i32>().value(i))),
-            DataType::Int32 => Some(Key::Int(i64::from(
-                array.as_primitive::<Int32Type>().value(i),
-            ))),
-            DataType::Int64 => Some(Key::Int(array.as_primitive::<Int64Type>().value(i))),
-            _ => None,
-        }
-    }
-
     /// Whether a key of this kind can be compared with `t`'s values.
     fn fits(&self, t: &DataType) -> bool {
         match self {
@@ -86,8 +73,32 @@ impl<'a> Key<'a> {
     }
 }
 
-fn indexable(t: &DataType) -> bool {
-    matches!(t, DataType::Utf8 | DataType::Int32 | DataType::Int64)
+/// An indexable array (text, or integers of 32 or 64 bits), downcast once.
+#[derive(Clone, Copy)]
+enum Values<'a> {
+    Text(&'a StringArray),
+    Int32(&'a Int32Array),
+    Int64(&'a Int64Array),
+}
+
+impl<'a> Values<'a> {
+    fn of(array: &'a ArrayRef) -> Option<Self> {
+        match array.data_type() {
+            DataType::Utf8 => Some(Values::Text(array.as_string::<i32>())),
+            DataType::Int32 => Some(Values::Int32(array.as_primitive::<Int32Type>())),
+            DataType::Int64 => Some(Values::Int64(array.as_primitive::<Int64Type>())),
+            _ => None,
+        }
+    }
+
+    /// The key at row `i`, `None` for NULL.
+    fn key(self, i: usize) -> Option<Key<'a>> {
+        match self {
+            Values::Text(a) => a.is_valid(i).then(|| Key::Text(a.value(i))),
+            Values::Int32(a) => a.is_valid(i).then(|| Key::Int(i64::from(a.value(i)))),
+            Values::Int64(a) => a.is_valid(i).then(|| Key::Int(a.value(i))),
+        }
+    }
 }
 
 /// Row positions of an array by value hash.
@@ -98,13 +109,11 @@ pub struct EqIndex {
 
 impl EqIndex {
     fn build(array: &ArrayRef) -> Option<(Self, usize)> {
-        if !indexable(array.data_type()) {
-            return None;
-        }
+        let values = Values::of(array)?;
         let hasher = RandomState::new();
         let mut rows: HashMap<u64, Vec<u32>> = HashMap::new();
         for i in 0..array.len() {
-            if let Some(key) = Key::at(array, i) {
+            if let Some(key) = values.key(i) {
                 rows.entry(key.hash(&hasher)).or_default().push(i as u32);
             }
         }
@@ -112,17 +121,16 @@ impl EqIndex {
         Some((EqIndex { hasher, rows }, bytes))
     }
 
-    /// Positions, ascending, of the rows of `array` (the array this index
-    /// was built from) equal to `key`.
-    fn lookup(&self, array: &ArrayRef, key: Key<'_>) -> Vec<u32> {
-        let Some(candidates) = self.rows.get(&key.hash(&self.hasher)) else {
-            return Vec::new();
-        };
-        candidates
-            .iter()
-            .copied()
-            .filter(|&i| Key::at(array, i as usize) == Some(key))
-            .collect()
+    /// Append to `out` the positions, ascending, of the rows of `values`
+    /// (the array this index was built from) equal to `key`.
+    fn lookup(&self, values: Values<'_>, key: Key<'_>, out: &mut Vec<u32>) {
+        if let Some(candidates) = self.rows.get(&key.hash(&self.hasher)) {
+            out.extend(
+                candidates
+                    .iter()
+                    .filter(|&&i| values.key(i as usize) == Some(key)),
+            );
+        }
     }
 }
 
@@ -172,7 +180,11 @@ pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Op
         .map(|v| Key::of_scalar(v).filter(|k| k.fits(array.data_type())))
         .collect::<Option<Vec<Key<'_>>>>()?;
     let index = index_of(array)?;
-    let mut rows: Vec<u32> = keys.iter().flat_map(|&k| index.lookup(array, k)).collect();
+    let values = Values::of(array)?;
+    let mut rows: Vec<u32> = Vec::new();
+    for &key in &keys {
+        index.lookup(values, key, &mut rows);
+    }
     if keys.len() > 1 {
         rows.sort_unstable();
         rows.dedup();
