@@ -1,8 +1,17 @@
-//! Result column names: PostgreSQL lets a query return several columns of
-//! one name (`SELECT v, v FROM t`, `INSERT ... SELECT a, a`); DataFusion
-//! requires a projection's names to be unique.
+//! Result column names as PostgreSQL gives them.
 //!
-//! When planning fails for that reason, the statement is planned again
+//! DataFusion names an unaliased expression by rendering it (`count(*)`,
+//! `min(epochs.loss)`, `t.a + Int64(1)`); PostgreSQL by the function's name
+//! or `?column?`, which is what psql prints and pandas keys a frame by.
+//! [`pg_named`] aliases each such item of a query's outermost SELECT with
+//! PostgreSQL's label, then [`LABEL_END`] and the item's position, so that
+//! the plan's names stay unique; [`output_schema`] cuts the suffix off
+//! again in the result's schema. Plans, EXPLAIN and inner queries keep
+//! DataFusion's names.
+//!
+//! PostgreSQL also lets a query return several columns of one name
+//! (`SELECT v, v FROM t`, `INSERT ... SELECT a, a`); DataFusion requires a
+//! projection's names to be unique. When planning fails for that reason, the statement is planned again
 //! from [`labelled`]: every item of its outermost SELECT aliased with the
 //! name PostgreSQL would give it (the column's name, the function's name,
 //! or `?column?`), then [`LABEL_END`] and the item's position, which makes
@@ -14,10 +23,14 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Select, SelectItem, SetExpr, Statement};
+use futures::StreamExt;
 
 /// Ends the label of an output column made unique by [`labelled`].
 /// PostgreSQL identifiers cannot hold NUL, so no user name contains it.
@@ -29,6 +42,49 @@ pub fn is_duplicate_name_error(e: &DataFusionError) -> bool {
     let text = e.to_string();
     text.contains("require unique expression names")
         || (text.contains("Schema contains") && text.contains("which would be ambiguous"))
+}
+
+/// A copy of `stmt`, a query, whose outermost SELECT has each unaliased
+/// item that is not a plain column aliased with its PostgreSQL label (made
+/// unique by [`LABEL_END`] and the item's position); `None` when there is
+/// no such item, when the SELECT has a wildcard (its positions are not
+/// known) and for other statements.
+pub fn pg_named(stmt: &mut Statement) -> Option<Statement> {
+    if !matches!(stmt, Statement::Query(_)) || !renames(outer_select(stmt)?) {
+        return None;
+    }
+    let mut copy = stmt.clone();
+    let select = outer_select(&mut copy)?;
+    for (i, item) in select.projection.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(expr) = item
+            && !is_column(expr)
+        {
+            let alias = Ident::with_quote('"', format!("{}{LABEL_END}{i}", expr_label(expr)));
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias,
+            };
+        }
+    }
+    Some(copy)
+}
+
+/// Whether `select` has an unaliased expression to name, and no wildcard.
+fn renames(select: &Select) -> bool {
+    let mut unnamed = false;
+    for item in &select.projection {
+        match item {
+            SelectItem::UnnamedExpr(e) => unnamed |= !is_column(e),
+            SelectItem::ExprWithAlias { .. } => {}
+            _ => return false,
+        }
+    }
+    unnamed
+}
+
+/// A column reference, which DataFusion names as PostgreSQL does.
+fn is_column(e: &Expr) -> bool {
+    matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_))
 }
 
 /// A copy of `stmt` (a query or an INSERT's source) whose outermost SELECT
@@ -101,6 +157,8 @@ fn expr_label(e: &Expr) -> String {
             .map(ident_name)
             .unwrap_or_else(|| "?column?".to_string()),
         Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_label(expr),
+        Expr::Case { .. } => "case".to_string(),
+        Expr::Exists { .. } => "exists".to_string(),
         _ => "?column?".to_string(),
     }
 }
@@ -111,6 +169,30 @@ fn ident_name(id: &Ident) -> String {
         Some(_) => id.value.clone(),
         None => id.value.to_lowercase(),
     }
+}
+
+/// `stream` with its batches under `schema` (the same columns, named by
+/// [`output_schema`]) when the plan's names carry labels, so that
+/// in-process callers see the names the client sees; unchanged otherwise.
+pub fn relabel_stream(
+    schema: &SchemaRef,
+    stream: SendableRecordBatchStream,
+) -> SendableRecordBatchStream {
+    let labelled = |s: &Schema| s.fields().iter().any(|f| f.name().contains(LABEL_END));
+    if !labelled(&stream.schema()) || labelled(schema) {
+        return stream;
+    }
+    let to = Arc::clone(schema);
+    let batches = stream.map(move |batch| {
+        let batch = batch?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&to),
+            batch.columns().to_vec(),
+            &options,
+        )?)
+    });
+    Box::pin(RecordBatchStreamAdapter::new(Arc::clone(schema), batches))
 }
 
 /// The Arrow schema of a query's result, with labels cut back to the name
@@ -139,6 +221,35 @@ mod tests {
     fn relabel(sql: &str) -> Option<String> {
         let mut stmt = parse(sql).expect("parse").remove(0);
         labelled(&mut stmt).map(|s| s.to_string().replace(LABEL_END, "|"))
+    }
+
+    fn named(sql: &str) -> Option<String> {
+        let mut stmt = parse(sql).expect("parse").remove(0);
+        pg_named(&mut stmt).map(|s| s.to_string().replace(LABEL_END, "|"))
+    }
+
+    #[test]
+    fn unaliased_expressions_of_a_query_get_postgres_labels() {
+        assert_eq!(
+            named("SELECT run, min(loss), count(*) AS n, 1 + 1, CASE WHEN a THEN 1 END FROM t")
+                .as_deref(),
+            Some(
+                "SELECT run, min(loss) AS \"min|1\", count(*) AS n, 1 + 1 AS \"?column?|3\", \
+                 CASE WHEN a THEN 1 END AS \"case|4\" FROM t"
+            )
+        );
+        assert_eq!(named("SELECT a, t.b, c AS d FROM t"), None, "columns only");
+        assert_eq!(named("SELECT *, count(*) OVER () FROM t"), None, "wildcard");
+        assert_eq!(
+            named("INSERT INTO t SELECT max(a) FROM s"),
+            None,
+            "not a query"
+        );
+        assert_eq!(
+            named("SELECT sum(a) FROM s UNION ALL SELECT sum(b) FROM s").as_deref(),
+            Some("SELECT sum(a) AS \"sum|0\" FROM s UNION ALL SELECT sum(b) FROM s"),
+            "the left-most SELECT names a set operation's columns"
+        );
     }
 
     #[test]

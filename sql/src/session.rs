@@ -87,6 +87,15 @@ impl CommandTag {
     }
 }
 
+impl QueryOutput {
+    /// A result set whose batches carry `schema`'s column names
+    /// ([`crate::output_names::relabel_stream`]).
+    fn rows(schema: SchemaRef, stream: SendableRecordBatchStream) -> Self {
+        let stream = crate::output_names::relabel_stream(&schema, stream);
+        QueryOutput::Rows { schema, stream }
+    }
+}
+
 /// What a statement produced.
 pub enum QueryOutput {
     /// A result set, streamed.
@@ -723,7 +732,7 @@ impl Session {
             Outcome::Inserted(rows) => {
                 Ok(QueryOutput::Command(CommandTag::with_rows("INSERT", rows)))
             }
-            Outcome::Rows(schema, stream) => Ok(QueryOutput::Rows { schema, stream }),
+            Outcome::Rows(schema, stream) => Ok(QueryOutput::rows(schema, stream)),
             Outcome::Unanswered => match work.physical {
                 Some(physical) => {
                     let kept = KeptWork {
@@ -775,7 +784,7 @@ impl Session {
             if let Some(stream) = ran.map_err(from_datafusion)? {
                 self.kept_runs += 1;
                 let schema = work.physical.schema();
-                return Ok(QueryOutput::Rows { schema, stream });
+                return Ok(QueryOutput::rows(schema, stream));
             }
         }
         match self.execute_bound(&work.kept, &work.values).await? {
@@ -1157,6 +1166,9 @@ impl Session {
         crate::lineage::calls::positional_args(&mut stmt)?;
         self.lineage_subqueries(&mut stmt).await?;
         let state = self.ctx.state();
+        if let Some(named) = crate::output_names::pg_named(&mut stmt) {
+            stmt = named;
+        }
         // Boxed: a Statement is large, and this future nests in others.
         let labelled = crate::output_names::labelled(&mut stmt).map(Box::new);
         match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
@@ -1226,7 +1238,7 @@ impl Session {
         }
         let schema: SchemaRef = crate::output_names::output_schema(&plan);
         let stream = execute_stream(physical, task).map_err(from_datafusion)?;
-        Ok(QueryOutput::Rows { schema, stream })
+        Ok(QueryOutput::rows(schema, stream))
     }
 
     async fn truncate(

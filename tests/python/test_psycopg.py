@@ -107,10 +107,16 @@ def main():
             df2 = pd.read_sql(
                 "SELECT id, loss FROM epochs WHERE id < %(n)s ORDER BY id", conn, params={"n": 5}
             )
+            per_model = pd.read_sql(
+                "SELECT model, count(*), avg(loss) FROM epochs GROUP BY model ORDER BY model", conn
+            )
     check(list(df.columns) == ["id", "model", "loss"], f"columns {list(df.columns)}")
     check(len(df) == 50, f"{len(df)} rows in DataFrame")
     check(abs(df["loss"].sum() - (0.75 + sum(1.0 / i for i in range(2, 51)))) < 1e-9, "loss sum")
     check(list(df2["id"]) == [1, 2, 3, 4], f"params: {list(df2['id'])}")
+    # columns named as PostgreSQL names them, not count(*) / avg(epochs.loss)
+    got = list(per_model.columns)
+    check(got == ["model", "count", "avg"], f"aggregate columns {got}")
     print("pandas read_sql ok")
 
 

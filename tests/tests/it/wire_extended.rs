@@ -112,6 +112,28 @@ async fn prepared_statement_metadata_and_reuse() {
         .expect("prepare repeated names");
     let names: Vec<&str> = twice.columns().iter().map(|c| c.name()).collect();
     assert_eq!(names, vec!["v", "v", "v", "upper"]);
+    // Unaliased expressions are named as PostgreSQL names them, prepared
+    // or not (DataFusion would say `count(*)`, `kv.k + Int64(1)`).
+    let exprs = "SELECT count(*), max(k), k + 1, CAST(k AS TEXT), min(k) AS m \
+                 FROM kv WHERE k = $1 GROUP BY k";
+    let named = c.prepare(exprs).await.expect("prepare expressions");
+    let names: Vec<&str> = named.columns().iter().map(|c| c.name()).collect();
+    let want = vec!["count", "max", "?column?", "k", "m"];
+    assert_eq!(names, want);
+    let row = c
+        .query_one(&named, &[&9i32])
+        .await
+        .expect("named expressions");
+    assert_eq!(row.get::<_, String>("k"), "9");
+    let simple = c
+        .simple_query(&exprs.replace("$1", "9"))
+        .await
+        .expect("simple expressions");
+    let SimpleQueryMessage::RowDescription(desc) = &simple[0] else {
+        panic!("expected a row description first: {simple:?}");
+    };
+    let names: Vec<&str> = desc.iter().map(|c| c.name()).collect();
+    assert_eq!(names, want);
     for _ in 0..3 {
         let row = c.query_one(&twice, &[&7i32]).await.expect("repeated names");
         assert_eq!(row.get::<_, String>(1), "v7");
