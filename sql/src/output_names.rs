@@ -11,8 +11,8 @@
 //!
 //! PostgreSQL also lets a query return several columns of one name
 //! (`SELECT v, v FROM t`, `INSERT ... SELECT a, a`); DataFusion requires a
-//! projection's names to be unique. When planning fails for that reason, the statement is planned again
-//! from [`labelled`]: every item of its outermost SELECT aliased with the
+//! projection's names to be unique. When planning fails for that reason,
+//! the statement is planned again from [`labelled`]: every item of its outermost SELECT aliased with the
 //! name PostgreSQL would give it (the column's name, the function's name,
 //! or `?column?`), then [`LABEL_END`] and the item's position, which makes
 //! the names unique; [`output_schema`] cuts the suffix off again in the
@@ -59,11 +59,7 @@ pub fn pg_named(stmt: &mut Statement) -> Option<Statement> {
         if let SelectItem::UnnamedExpr(expr) = item
             && !is_column(expr)
         {
-            let alias = Ident::with_quote('"', format!("{}{LABEL_END}{i}", expr_label(expr)));
-            *item = SelectItem::ExprWithAlias {
-                expr: expr.clone(),
-                alias,
-            };
+            *item = labelled_item(expr, &expr_label(expr), i);
         }
     }
     Some(copy)
@@ -101,13 +97,18 @@ pub fn labelled(stmt: &mut Statement) -> Option<Statement> {
     let select = outer_select(&mut copy)?;
     for (i, (item, label)) in select.projection.iter_mut().zip(labels).enumerate() {
         if let SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. } = item {
-            *item = SelectItem::ExprWithAlias {
-                expr: expr.clone(),
-                alias: Ident::with_quote('"', format!("{label}{LABEL_END}{i}")),
-            };
+            *item = labelled_item(expr, &label, i);
         }
     }
     Some(copy)
+}
+
+/// Item `i` of a SELECT, `expr`, aliased with `label` made unique.
+fn labelled_item(expr: &Expr, label: &str, i: usize) -> SelectItem {
+    SelectItem::ExprWithAlias {
+        expr: expr.clone(),
+        alias: Ident::with_quote('"', format!("{label}{LABEL_END}{i}")),
+    }
 }
 
 /// The PostgreSQL labels of `select`'s items, when two of them repeat.
@@ -179,7 +180,7 @@ pub fn relabel_stream(
     stream: SendableRecordBatchStream,
 ) -> SendableRecordBatchStream {
     let labelled = |s: &Schema| s.fields().iter().any(|f| f.name().contains(LABEL_END));
-    if !labelled(&stream.schema()) || labelled(schema) {
+    if !labelled(&stream.schema()) {
         return stream;
     }
     let to = Arc::clone(schema);
