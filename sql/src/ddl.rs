@@ -317,7 +317,9 @@ impl Session {
                 format!("relation \"{name}\" already exists"),
             ));
         }
-        let mut sql = cv.query.to_string();
+        let mut query = cv.query.as_ref().clone();
+        crate::output_names::name_view_columns(&mut query);
+        let mut sql = query.to_string();
         if !cv.columns.is_empty() {
             let cols = cv
                 .columns
@@ -332,10 +334,16 @@ impl Session {
             schema: current,
         };
         // Plan it now: an invalid view is an error at CREATE time.
-        self.shared
-            .plan_view(&view)
-            .await
-            .map_err(from_datafusion)?;
+        self.shared.plan_view(&view).await.map_err(|e| {
+            if crate::output_names::is_duplicate_name_error(&e) {
+                SqlError::new(
+                    "42701",
+                    format!("two columns of view \"{name}\" have one name; alias them"),
+                )
+            } else {
+                from_datafusion(e)
+            }
+        })?;
         let value = serde_json::to_value(&view).map_err(|e| SqlError::internal(e.to_string()))?;
         self.commit_ddl(vec![WalOp::PutMeta {
             key: view_key(&schema, &name),

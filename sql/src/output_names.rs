@@ -6,8 +6,9 @@
 //! [`pg_named`] aliases each such item of a query's outermost SELECT with
 //! PostgreSQL's label, then [`LABEL_END`] and the item's position, so that
 //! the plan's names stay unique; [`output_schema`] cuts the suffix off
-//! again in the result's schema. Plans, EXPLAIN and inner queries keep
-//! DataFusion's names.
+//! again in the result's schema. A view's columns get the labels
+//! themselves ([`name_view_columns`]). Plans, EXPLAIN and inner queries
+//! keep DataFusion's names.
 //!
 //! PostgreSQL also lets a query return several columns of one name
 //! (`SELECT v, v FROM t`, `INSERT ... SELECT a, a`); DataFusion requires a
@@ -29,7 +30,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::sql::sqlparser::ast::{Expr, Ident, Select, SelectItem, SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, Select, SelectItem, SetExpr, Statement};
 use futures::StreamExt;
 
 /// Ends the label of an output column made unique by [`labelled`].
@@ -63,6 +64,26 @@ pub fn pg_named(stmt: &mut Statement) -> Option<Statement> {
         }
     }
     Some(copy)
+}
+
+/// Alias each unaliased expression of the outermost SELECT of `query`, a
+/// view's definition, with its PostgreSQL label, as PostgreSQL names a
+/// view's columns (`count`, not `count(*)`). Two columns of one name then
+/// fail to plan, as they fail in PostgreSQL. Left alone with a wildcard.
+pub fn name_view_columns(query: &mut Query) {
+    let Some(select) = select_of(query.body.as_mut()).filter(|s| renames(s)) else {
+        return;
+    };
+    for item in &mut select.projection {
+        if let SelectItem::UnnamedExpr(expr) = item
+            && !is_column(expr)
+        {
+            *item = SelectItem::ExprWithAlias {
+                expr: expr.clone(),
+                alias: Ident::with_quote('"', expr_label(expr)),
+            };
+        }
+    }
 }
 
 /// Whether `select` has an unaliased expression to name, and no wildcard.
@@ -122,11 +143,16 @@ fn repeated_labels(select: &Select) -> Option<Vec<String>> {
 /// The SELECT whose items name the result: of a query, or of an INSERT's
 /// source; the left-most one of a set operation.
 fn outer_select(stmt: &mut Statement) -> Option<&mut Select> {
-    let mut body = match stmt {
+    let body = match stmt {
         Statement::Query(q) => q.body.as_mut(),
         Statement::Insert(insert) => insert.source.as_mut()?.body.as_mut(),
         _ => return None,
     };
+    select_of(body)
+}
+
+/// The SELECT whose items name `body`'s columns.
+fn select_of(mut body: &mut SetExpr) -> Option<&mut Select> {
     loop {
         match body {
             SetExpr::Query(q) => body = q.body.as_mut(),
