@@ -55,14 +55,7 @@ pub fn pg_named(stmt: &mut Statement) -> Option<Statement> {
         return None;
     }
     let mut copy = stmt.clone();
-    let select = outer_select(&mut copy)?;
-    for (i, item) in select.projection.iter_mut().enumerate() {
-        if let SelectItem::UnnamedExpr(expr) = item
-            && !is_column(expr)
-        {
-            *item = labelled_item(expr, &expr_label(expr), i);
-        }
-    }
+    alias_expressions(outer_select(&mut copy)?, true);
     Some(copy)
 }
 
@@ -71,16 +64,27 @@ pub fn pg_named(stmt: &mut Statement) -> Option<Statement> {
 /// view's columns (`count`, not `count(*)`). Two columns of one name then
 /// fail to plan, as they fail in PostgreSQL. Left alone with a wildcard.
 pub fn name_view_columns(query: &mut Query) {
-    let Some(select) = select_of(query.body.as_mut()).filter(|s| renames(s)) else {
-        return;
-    };
-    for item in &mut select.projection {
+    if let Some(select) = select_of(query.body.as_mut()).filter(|s| renames(s)) {
+        alias_expressions(select, false);
+    }
+}
+
+/// Alias each unaliased item of `select` that is not a plain column with
+/// its PostgreSQL label, made unique by [`LABEL_END`] and the item's
+/// position when `unique`.
+fn alias_expressions(select: &mut Select, unique: bool) {
+    for (i, item) in select.projection.iter_mut().enumerate() {
         if let SelectItem::UnnamedExpr(expr) = item
             && !is_column(expr)
         {
-            *item = SelectItem::ExprWithAlias {
-                expr: expr.clone(),
-                alias: Ident::with_quote('"', expr_label(expr)),
+            let label = expr_label(expr);
+            *item = if unique {
+                labelled_item(expr, &label, i)
+            } else {
+                SelectItem::ExprWithAlias {
+                    expr: expr.clone(),
+                    alias: Ident::with_quote('"', label),
+                }
             };
         }
     }

@@ -755,8 +755,6 @@ async fn prepared_plan_with_now_is_not_kept() {
     assert_ne!(first, second);
 }
 
-/// Statements over few rows are planned in one partition (no exchange
-/// operators); statements over many keep the session's parallelism.
 /// Plan `s`'s statements for `n` parallel streams, whatever the machine.
 fn set_target_partitions(s: &Session, n: usize) {
     s.context()
@@ -768,6 +766,8 @@ fn set_target_partitions(s: &Session, n: usize) {
         .target_partitions = n;
 }
 
+/// Statements over few rows are planned in one partition (no exchange
+/// operators); statements over many keep the session's parallelism.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_statements_run_in_one_partition() {
     let (_dir, mut s) = fresh_session().await;
