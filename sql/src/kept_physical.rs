@@ -814,8 +814,8 @@ impl DeferredScan {
             let (Some(table), Some(keyed)) = (provider.downcast_ref::<ProvTable>(), keyed) else {
                 return internal_err!("a keyed scan over something else than a table");
             };
-            let keys = match keyed.slot.keys() {
-                Some(values) => KeyFilter::new(&table.schema(), keyed.column, values)?,
+            let keys = match keyed.slot.keys()? {
+                Some(values) => KeyFilter::new(table.schema(), keyed.column, values)?,
                 None => None,
             };
             let mut plan = table.gather(&planned, keys.as_ref()).await?;

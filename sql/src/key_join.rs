@@ -29,15 +29,16 @@
 //! match are rewritten (inner, left, left semi/anti, right semi), and only
 //! when NULL keys match nothing.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
+use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::kernels::partition::partition;
+use datafusion::arrow::compute::{SortOptions, concat, sort, take};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{JoinType, NullEquality, Result, ScalarValue};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
@@ -61,10 +62,15 @@ use parking_lot::Mutex;
 
 use crate::filter_aggregate::FilterAggregateExec;
 use crate::kept_physical::DeferredScan;
+use crate::zone_map::Bound;
 
 /// Most distinct build-side keys handed to a probe scan; with more, the
 /// scan reads every row.
 pub const MAX_KEYS: usize = 256;
+
+/// Build-side keys recorded as they come before they are made distinct
+/// (a build side with many repeated keys is compacted on the way).
+const PENDING_KEYS: usize = 4 * MAX_KEYS;
 
 /// The distinct keys one execution's build side produced.
 #[derive(Debug, Default)]
@@ -76,10 +82,15 @@ pub(crate) struct KeySlot {
 
 #[derive(Debug, Default)]
 struct Keys {
-    values: HashSet<ScalarValue>,
+    /// The key arrays of the build side's batches (or, once compacted,
+    /// their distinct keys), while at most [`MAX_KEYS`] are distinct.
+    arrays: Vec<ArrayRef>,
+    /// Rows in `arrays`, NULLs included.
+    rows: usize,
     /// More than [`MAX_KEYS`] distinct keys: only their range is kept.
     overflow: bool,
-    /// Once overflowed, the smallest and largest key so far.
+    /// Once overflowed, the smallest and largest key so far; `None` when
+    /// a batch's keys had no range (a type without an order).
     range: Option<(ScalarValue, ScalarValue)>,
     /// The build side ended.
     complete: bool,
@@ -88,7 +99,7 @@ struct Keys {
 /// What a finished build side tells its probe scan.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum BuildKeys {
-    /// Its distinct keys (at most [`MAX_KEYS`]).
+    /// Its distinct keys (at most [`MAX_KEYS`]), ascending.
     Values(Vec<ScalarValue>),
     /// Too many keys: the smallest and the largest.
     Range(ScalarValue, ScalarValue),
@@ -100,28 +111,39 @@ impl KeySlot {
         *self.keys.lock() = Keys::default();
     }
 
+    /// Take in the keys of one build-side batch. The arrays are kept as
+    /// they are (a build side of a hundred rows costs a clone of each
+    /// array); past [`PENDING_KEYS`] rows they are made distinct, and past
+    /// [`MAX_KEYS`] distinct keys only their range is kept.
     fn record(&self, keys: &ArrayRef) -> Result<()> {
         let mut k = self.keys.lock();
-        if !k.overflow {
-            for i in 0..keys.len() {
-                if keys.is_valid(i) {
-                    k.values.insert(ScalarValue::try_from_array(keys, i)?);
-                }
-                if k.values.len() > MAX_KEYS {
-                    break;
-                }
-            }
-            if k.values.len() <= MAX_KEYS {
-                return Ok(());
-            }
-            // Too many: keep their range from now on (this batch's rest
-            // is taken in below).
-            k.overflow = true;
-            let values: Vec<ScalarValue> = std::mem::take(&mut k.values).into_iter().collect();
-            k.range = min_max(&values).map(|(lo, hi)| (lo.clone(), hi.clone()));
+        if k.overflow {
+            let range = k.range.take();
+            k.range = match (range, crate::zone_map::compute(keys)) {
+                (Some(range), Some((lo, hi))) => Some(widen(range, lo, hi)),
+                // NULLs only: nothing to take in
+                (range, None) if keys.null_count() == keys.len() => range,
+                _ => None,
+            };
+            return Ok(());
         }
-        if let Some((lo, hi)) = crate::zone_map::compute(keys) {
-            k.range = Some(widen(k.range.take(), lo, hi));
+        k.rows += keys.len();
+        k.arrays.push(Arc::clone(keys));
+        if k.rows <= PENDING_KEYS {
+            return Ok(());
+        }
+        let distinct = distinct(&k.arrays);
+        match distinct {
+            Some(d) if d.len() <= MAX_KEYS => {
+                k.rows = d.len();
+                k.arrays = vec![d];
+            }
+            // Too many: their range from now on.
+            d => {
+                k.overflow = true;
+                k.arrays.clear();
+                k.range = d.and_then(|d| crate::zone_map::compute(&d));
+            }
         }
         Ok(())
     }
@@ -132,28 +154,29 @@ impl KeySlot {
 
     /// The keys of a build side that ended: their values, or their range
     /// when there were too many (or nothing when their type has no order).
-    pub(crate) fn keys(&self) -> Option<BuildKeys> {
+    pub(crate) fn keys(&self) -> Result<Option<BuildKeys>> {
         let k = self.keys.lock();
-        let keys = match (&*k, &k.range) {
-            (
-                Keys {
-                    complete: false, ..
-                },
-                _,
-            ) => None,
-            (
-                Keys {
-                    overflow: false, ..
-                },
-                _,
-            ) => Some(BuildKeys::Values(k.values.iter().cloned().collect())),
-            (_, Some((lo, hi))) => Some(BuildKeys::Range(lo.clone(), hi.clone())),
-            (_, None) => None,
+        if !k.complete {
+            return Ok(None);
+        }
+        let keys = if k.overflow {
+            k.range.clone().map(|(lo, hi)| BuildKeys::Range(lo, hi))
+        } else {
+            match distinct(&k.arrays) {
+                Some(d) if d.len() <= MAX_KEYS => {
+                    let values = (0..d.len())
+                        .map(|i| ScalarValue::try_from_array(&d, i))
+                        .collect::<Result<Vec<_>>>()?;
+                    Some(BuildKeys::Values(values))
+                }
+                Some(d) => crate::zone_map::compute(&d).map(|(lo, hi)| BuildKeys::Range(lo, hi)),
+                None => None,
+            }
         };
         if keys.is_some() {
             self.narrowed.fetch_add(1, Ordering::Relaxed);
         }
-        keys
+        Ok(keys)
     }
 
     /// How many executions' probe scans got keys from this slot.
@@ -163,15 +186,33 @@ impl KeySlot {
     }
 }
 
+/// The distinct non-NULL values of `arrays` (of one type), ascending;
+/// `None` for a type Arrow does not sort.
+fn distinct(arrays: &[ArrayRef]) -> Option<ArrayRef> {
+    let all = match arrays {
+        [one] => Arc::clone(one),
+        many => {
+            let refs: Vec<&dyn Array> = many.iter().map(|a| a.as_ref()).collect();
+            concat(&refs).ok()?
+        }
+    };
+    let last_nulls = SortOptions {
+        descending: false,
+        nulls_first: false,
+    };
+    let sorted = sort(&all, Some(last_nulls)).ok()?;
+    let sorted = sorted.slice(0, sorted.len() - sorted.null_count());
+    let runs = partition(std::slice::from_ref(&sorted)).ok()?;
+    let firsts: UInt32Array = runs.ranges().iter().map(|r| r.start as u32).collect();
+    take(&sorted, &firsts, None).ok()
+}
+
 /// `range` widened to take in `lo..=hi`.
 fn widen(
-    range: Option<(ScalarValue, ScalarValue)>,
+    (l, h): (ScalarValue, ScalarValue),
     lo: ScalarValue,
     hi: ScalarValue,
 ) -> (ScalarValue, ScalarValue) {
-    let Some((l, h)) = range else {
-        return (lo, hi);
-    };
     let lo = if lo.partial_cmp(&l).is_some_and(|o| o.is_lt()) {
         lo
     } else {
@@ -186,35 +227,83 @@ fn widen(
 }
 
 /// The keys a probe scan may keep: rows of `column` (of the table's
-/// schema) equal to one of `values`, or within a range.
+/// schema) equal to one of `values`, or within a range. The min/max bounds
+/// come first; the expressions testing rows are made only when a scan
+/// needs them (a batch the column's index does not answer, a Parquet
+/// segment): building an IN list of a hundred keys cost as much as the
+/// lookups it would have replaced.
 pub(crate) struct KeyFilter {
     pub column: usize,
-    /// The keys (empty for a range).
+    /// The keys, of the column's type (empty for a range).
     pub values: Vec<ScalarValue>,
-    /// `column IN values` with `column >= min AND column <= max` for batch
-    /// pruning, `column = value` for one key, or the range alone.
-    pub predicate: Arc<dyn PhysicalExpr>,
-    /// The test for the rows of kept batches (membership, or the range).
-    pub rows: Arc<dyn PhysicalExpr>,
+    /// For too many keys: the smallest and the largest.
+    range: Option<(ScalarValue, ScalarValue)>,
+    schema: SchemaRef,
+    /// Once made, the predicate for pruning and the test for rows.
+    exprs: OnceLock<KeyExprs>,
 }
+
+/// A key filter's predicate for pruning and its test for rows.
+type KeyExprs = (Arc<dyn PhysicalExpr>, Arc<dyn PhysicalExpr>);
 
 impl KeyFilter {
     /// The filter for `keys` on `column` of `schema`, `None` when a value
     /// does not convert to the column's type.
-    pub(crate) fn new(schema: &Schema, column: usize, keys: BuildKeys) -> Result<Option<Self>> {
-        let field = schema.field(column);
+    pub(crate) fn new(schema: SchemaRef, column: usize, keys: BuildKeys) -> Result<Option<Self>> {
+        let data_type = schema.field(column).data_type().clone();
+        let cast = |v: ScalarValue| v.cast_to(&data_type);
         let (values, range) = match keys {
-            BuildKeys::Values(values) => (values, None),
-            BuildKeys::Range(lo, hi) => (vec![lo, hi], Some(())),
+            BuildKeys::Values(values) => {
+                match values.into_iter().map(cast).collect::<Result<Vec<_>>>() {
+                    Ok(values) => (values, None),
+                    Err(_) => return Ok(None),
+                }
+            }
+            BuildKeys::Range(lo, hi) => match (cast(lo), cast(hi)) {
+                (Ok(lo), Ok(hi)) => (Vec::new(), Some((lo, hi))),
+                _ => return Ok(None),
+            },
         };
-        let Ok(values) = values
-            .into_iter()
-            .map(|v| v.cast_to(field.data_type()))
-            .collect::<Result<Vec<_>>>()
-        else {
-            return Ok(None);
-        };
-        let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), column));
+        Ok(Some(KeyFilter {
+            column,
+            values,
+            range,
+            schema,
+            exprs: OnceLock::new(),
+        }))
+    }
+
+    /// The min/max bounds batches must overlap: equal to the one key, or
+    /// between the smallest and the largest key.
+    pub(crate) fn bounds(&self) -> Vec<Bound> {
+        match &self.range {
+            Some((lo, hi)) => range_bounds(self.column, lo, hi),
+            None => key_bounds(self.column, &self.values),
+        }
+    }
+
+    /// `column IN values` with `column >= min AND column <= max` for
+    /// pruning, `column = value` for one key, or the range alone.
+    pub(crate) fn predicate(&self) -> Result<&Arc<dyn PhysicalExpr>> {
+        Ok(&self.exprs()?.0)
+    }
+
+    /// The test for the rows of kept batches (membership, or the range).
+    pub(crate) fn rows(&self) -> Result<&Arc<dyn PhysicalExpr>> {
+        Ok(&self.exprs()?.1)
+    }
+
+    fn exprs(&self) -> Result<&KeyExprs> {
+        if let Some(made) = self.exprs.get() {
+            return Ok(made);
+        }
+        let made = self.make_exprs()?;
+        Ok(self.exprs.get_or_init(|| made))
+    }
+
+    fn make_exprs(&self) -> Result<KeyExprs> {
+        let field = self.schema.field(self.column);
+        let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(field.name(), self.column));
         let lit = |v: &ScalarValue| -> Arc<dyn PhysicalExpr> { Arc::new(Literal::new(v.clone())) };
         let compare = |op: Operator, v: &ScalarValue| -> Arc<dyn PhysicalExpr> {
             Arc::new(BinaryExpr::new(Arc::clone(&col), op, lit(v)))
@@ -222,16 +311,11 @@ impl KeyFilter {
         let between = |lo: &ScalarValue, hi: &ScalarValue| {
             conjunction([compare(Operator::GtEq, lo), compare(Operator::LtEq, hi)])
         };
-        if let (Some(()), [lo, hi]) = (range, values.as_slice()) {
+        if let Some((lo, hi)) = &self.range {
             let range = between(lo, hi);
-            return Ok(Some(KeyFilter {
-                column,
-                values: Vec::new(),
-                predicate: Arc::clone(&range),
-                rows: range,
-            }));
+            return Ok((Arc::clone(&range), range));
         }
-        let (predicate, rows) = match values.as_slice() {
+        Ok(match self.values.as_slice() {
             [one] => {
                 let eq = compare(Operator::Eq, one);
                 (Arc::clone(&eq), eq)
@@ -241,20 +325,34 @@ impl KeyFilter {
                     Arc::clone(&col),
                     many.iter().map(lit).collect(),
                     &false,
-                    schema,
+                    &self.schema,
                 )?;
                 let range = min_max(many).map(|(lo, hi)| between(lo, hi));
                 let predicate = conjunction(range.into_iter().chain([Arc::clone(&rows)]));
                 (predicate, rows)
             }
-        };
-        Ok(Some(KeyFilter {
-            column,
-            values,
-            predicate,
-            rows,
-        }))
+        })
     }
+}
+
+/// The zone-map bounds of `column IN (keys)`: equal to the one key, or
+/// between the smallest and the largest.
+pub(crate) fn key_bounds(column: usize, keys: &[ScalarValue]) -> Vec<Bound> {
+    match min_max(keys) {
+        None => Vec::new(),
+        Some((lo, hi)) if lo == hi => Bound::new(column, Operator::Eq, lo.clone())
+            .into_iter()
+            .collect(),
+        Some((lo, hi)) => range_bounds(column, lo, hi),
+    }
+}
+
+/// The zone-map bounds of `column BETWEEN lo AND hi`.
+fn range_bounds(column: usize, lo: &ScalarValue, hi: &ScalarValue) -> Vec<Bound> {
+    [(Operator::GtEq, lo), (Operator::LtEq, hi)]
+        .into_iter()
+        .filter_map(|(op, v)| Bound::new(column, op, v.clone()))
+        .collect()
 }
 
 /// The smallest and largest of `values`; `None` when there are none or two
@@ -517,39 +615,69 @@ impl RecordBatchStream for TapStream {
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::Int64Array;
-    use datafusion::arrow::datatypes::Field;
+    use datafusion::arrow::datatypes::{Field, Schema};
 
     use super::*;
+
+    fn int64s(values: impl IntoIterator<Item = i64>) -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(values))
+    }
 
     #[test]
     fn a_slot_keeps_distinct_keys_of_a_finished_build_side_only() {
         let slot = KeySlot::default();
         slot.start();
-        let keys: ArrayRef = Arc::new(Int64Array::from(vec![Some(3), None, Some(3), Some(7)]));
+        let keys: ArrayRef = Arc::new(Int64Array::from(vec![Some(7), None, Some(3), Some(7)]));
         slot.record(&keys).expect("record");
-        assert!(slot.keys().is_none(), "not finished");
+        assert!(slot.keys().expect("keys").is_none(), "not finished");
         slot.finish();
-        let Some(BuildKeys::Values(mut found)) = slot.keys() else {
-            panic!("the keys")
-        };
-        found.sort_by(|a, b| a.partial_cmp(b).expect("ints"));
+        let i = |v: i64| ScalarValue::Int64(Some(v));
         assert_eq!(
-            found,
-            vec![ScalarValue::Int64(Some(3)), ScalarValue::Int64(Some(7))]
+            slot.keys().expect("keys"),
+            Some(BuildKeys::Values(vec![i(3), i(7)])),
+            "distinct, ascending, no NULL"
         );
 
         slot.start();
-        let many: ArrayRef = Arc::new(Int64Array::from_iter_values(5..(MAX_KEYS as i64 + 6)));
-        slot.record(&many).expect("record");
+        slot.record(&int64s(5..(MAX_KEYS as i64 + 6)))
+            .expect("record");
         slot.record(&keys).expect("record");
         slot.finish();
         assert_eq!(
-            slot.keys(),
-            Some(BuildKeys::Range(
-                ScalarValue::Int64(Some(3)),
-                ScalarValue::Int64(Some(MAX_KEYS as i64 + 5))
-            )),
+            slot.keys().expect("keys"),
+            Some(BuildKeys::Range(i(3), i(MAX_KEYS as i64 + 5))),
             "too many keys: their range"
+        );
+    }
+
+    #[test]
+    fn a_long_build_side_keeps_its_few_keys_or_the_range_of_its_many() {
+        let i = |v: i64| ScalarValue::Int64(Some(v));
+        let slot = KeySlot::default();
+        // many rows, few keys: compacted as they come, all kept
+        slot.start();
+        for _ in 0..10 {
+            slot.record(&int64s((0..PENDING_KEYS as i64).map(|v| v % 10 * 2)))
+                .expect("record");
+        }
+        slot.finish();
+        assert_eq!(
+            slot.keys().expect("keys"),
+            Some(BuildKeys::Values((0..10).map(|v| i(v * 2)).collect()))
+        );
+        // past the pending rows with too many keys: the range, widened by
+        // later batches, untouched by a batch of NULLs
+        slot.start();
+        slot.record(&int64s(100..(100 + PENDING_KEYS as i64 + 1)))
+            .expect("record");
+        slot.record(&int64s([40, 60])).expect("record");
+        let nulls: ArrayRef = Arc::new(Int64Array::from(vec![None, None]));
+        slot.record(&nulls).expect("record");
+        slot.record(&int64s([5000])).expect("record");
+        slot.finish();
+        assert_eq!(
+            slot.keys().expect("keys"),
+            Some(BuildKeys::Range(i(40), i(5000)))
         );
     }
 
@@ -570,11 +698,13 @@ mod tests {
         ]));
         let batch = RecordBatch::try_new(Arc::new(schema.clone()), vec![a, k]).expect("batch");
         let values = vec![ScalarValue::Int64(Some(9)), ScalarValue::Int64(Some(1))];
-        let filter = KeyFilter::new(&schema, 1, BuildKeys::Values(values))
+        let filter = KeyFilter::new(Arc::new(schema.clone()), 1, BuildKeys::Values(values))
             .expect("filter")
             .expect("castable");
+        assert_eq!(filter.bounds().len(), 2, "min and max bound the batches");
         let keep = filter
-            .rows
+            .rows()
+            .expect("rows")
             .evaluate(&batch)
             .and_then(|v| v.into_array(4))
             .expect("evaluate");
@@ -582,7 +712,41 @@ mod tests {
             .iter()
             .collect();
         assert_eq!(keep, vec![Some(true), Some(false), None, Some(true)]);
-        let bounds = crate::zone_map::bounds(&filter.predicate);
-        assert_eq!(bounds.len(), 2, "min and max bound the batches");
+        let bounds = crate::zone_map::bounds(filter.predicate().expect("predicate"));
+        assert_eq!(bounds.len(), 2, "the predicate bounds them too");
+        let text = KeyFilter::new(
+            Arc::new(schema),
+            1,
+            BuildKeys::Values(vec![ScalarValue::Utf8(Some("nine".into()))]),
+        )
+        .expect("filter");
+        assert!(text.is_none(), "a key that is no integer narrows nothing");
+    }
+
+    #[test]
+    fn keys_bound_a_scan_by_their_range() {
+        let int = |v| ScalarValue::Int32(Some(v));
+        let parts = |bounds: Vec<Bound>| -> Vec<(usize, Operator, ScalarValue)> {
+            bounds
+                .iter()
+                .map(|b| {
+                    let (column, op, value) = b.parts();
+                    (column, op, value.clone())
+                })
+                .collect()
+        };
+        assert_eq!(parts(key_bounds(2, &[int(5)])), [(2, Operator::Eq, int(5))]);
+        assert_eq!(
+            parts(key_bounds(1, &[int(9), int(3), int(5)])),
+            [(1, Operator::GtEq, int(3)), (1, Operator::LtEq, int(9))]
+        );
+        assert!(key_bounds(0, &[]).is_empty());
+        let floats = [
+            ScalarValue::Float64(Some(1.0)),
+            ScalarValue::Float64(Some(2.0)),
+        ];
+        assert!(key_bounds(0, &floats).is_empty(), "floats bound nothing");
+        let mixed = [int(1), ScalarValue::Utf8(Some("a".into()))];
+        assert!(key_bounds(0, &mixed).is_empty(), "not comparable");
     }
 }

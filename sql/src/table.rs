@@ -34,7 +34,7 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, conjunction_opt};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -159,7 +159,7 @@ impl ProvTable {
             if let (None, Some(keys)) = (&rows, narrowing.keys) {
                 // A NULL key matches nothing: `and` keeps the NULL, the
                 // filter drops it.
-                let matching = keys.evaluate(b)?.into_array(n)?;
+                let matching = keys.rows()?.evaluate(b)?.into_array(n)?;
                 let matching = matching.as_boolean();
                 live = Some(match live {
                     Some(l) => and(&l, matching)?,
@@ -352,21 +352,19 @@ impl ProvTable {
         {
             return Ok(found);
         }
-        let predicate = conjunction_opt(
-            plan.predicate
-                .iter()
-                .chain(keys.map(|k| &k.predicate))
-                .cloned(),
-        );
         // Min/max bounds for in-memory batches, row-group pruning for
         // Parquet segments. A limit is pushed down only without filters,
         // but do not rely on it.
+        let mut bounds = match (&plan.predicate, plan.limit) {
+            (Some(p), None) => zone_map::bounds(p),
+            _ => Vec::new(),
+        };
+        if plan.limit.is_none() {
+            bounds.extend(keys.map(KeyFilter::bounds).unwrap_or_default());
+        }
         let narrowing = Narrowing {
-            bounds: match (&predicate, plan.limit) {
-                (Some(p), None) => zone_map::bounds(p),
-                _ => Vec::new(),
-            },
-            keys: keys.map(|k| &k.rows),
+            bounds,
+            keys,
             // several keys found through the column's index too
             any_of: keys
                 .filter(|k| !k.values.is_empty())
@@ -378,6 +376,17 @@ impl ProvTable {
         let (snap, txn) = (&plan.snap, &plan.txn);
         let (mut mem, files) = self.cached_segments(snap, txn, &narrowing, &proj).await?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        // The keys' expressions are made only for segments read from
+        // Parquet (the segment cache is off).
+        let predicate = match (files.is_empty(), keys) {
+            (false, Some(k)) => conjunction_opt(
+                plan.predicate
+                    .iter()
+                    .cloned()
+                    .chain([Arc::clone(k.predicate()?)]),
+            ),
+            _ => plan.predicate.clone(),
+        };
         let parquet = self.parquet_scan(
             &plan.runtime,
             &files,
@@ -435,7 +444,7 @@ impl ProvTable {
         projection: &[usize],
     ) -> Result<Option<Vec<RecordBatch>>> {
         let narrowing = Narrowing {
-            bounds: key_bounds(column, keys),
+            bounds: crate::key_join::key_bounds(column, keys),
             keys: None,
             any_of: Some((column, keys)),
         };
@@ -449,27 +458,13 @@ impl ProvTable {
     }
 }
 
-/// The zone-map bounds of `column IN (keys)`: equal to the one key, or
-/// between the smallest and the largest.
-fn key_bounds(column: usize, keys: &[ScalarValue]) -> Vec<Bound> {
-    let bounds = match crate::key_join::min_max(keys) {
-        None => Vec::new(),
-        Some((lo, hi)) if lo == hi => vec![(Operator::Eq, lo)],
-        Some((lo, hi)) => vec![(Operator::GtEq, lo), (Operator::LtEq, hi)],
-    };
-    bounds
-        .into_iter()
-        .filter_map(|(op, v)| Bound::new(column, op, v.clone()))
-        .collect()
-}
-
 /// What an in-memory scan leaves out besides deleted rows.
 struct Narrowing<'a> {
     /// Batches whose min/max rule a bound out are left out.
     bounds: Vec<Bound>,
-    /// Rows of the kept batches must pass this (a join's keys), unless an
-    /// index found them already.
-    keys: Option<&'a Arc<dyn PhysicalExpr>>,
+    /// Rows of the kept batches must hold one of these (a join's keys),
+    /// unless an index found them already.
+    keys: Option<&'a KeyFilter>,
     /// A column and values: where the column's index can answer, only the
     /// rows holding one of the values are kept.
     any_of: Option<(usize, &'a [ScalarValue])>,
@@ -1293,37 +1288,5 @@ impl DmlJob {
             });
         }
         conform(&self.def, &RecordBatch::try_new(schema, cols)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_bound_a_scan_by_their_range() {
-        let int = |v| ScalarValue::Int32(Some(v));
-        let parts = |bounds: Vec<Bound>| -> Vec<(usize, Operator, ScalarValue)> {
-            bounds
-                .iter()
-                .map(|b| {
-                    let (column, op, value) = b.parts();
-                    (column, op, value.clone())
-                })
-                .collect()
-        };
-        assert_eq!(parts(key_bounds(2, &[int(5)])), [(2, Operator::Eq, int(5))]);
-        assert_eq!(
-            parts(key_bounds(1, &[int(9), int(3), int(5)])),
-            [(1, Operator::GtEq, int(3)), (1, Operator::LtEq, int(9))]
-        );
-        assert!(key_bounds(0, &[]).is_empty());
-        let floats = [
-            ScalarValue::Float64(Some(1.0)),
-            ScalarValue::Float64(Some(2.0)),
-        ];
-        assert!(key_bounds(0, &floats).is_empty(), "floats bound nothing");
-        let mixed = [int(1), ScalarValue::Utf8(Some("a".into()))];
-        assert!(key_bounds(0, &mixed).is_empty(), "not comparable");
     }
 }
