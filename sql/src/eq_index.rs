@@ -14,7 +14,7 @@
 //! scan yields only those rows; the filter or join above it still checks
 //! them (the scan's filters are inexact).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
@@ -41,7 +41,7 @@ const BYTES_PER_ROW: usize = 48;
 static INDEXES: ArrayMemo<Arc<EqIndex>> = ArrayMemo::new(INDEX_BYTES);
 
 /// A value the index can look up: text, or an integer of 32 or 64 bits.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Key<'a> {
     Text(&'a str),
     Int(i64),
@@ -167,18 +167,19 @@ pub fn eq_rows(batch: &RecordBatch, bounds: &[Bound]) -> Option<Vec<u32>> {
 }
 
 /// The positions, ascending, of the rows of `batch` whose `column` equals
-/// one of `values`, found through the column's index; `None` when the
-/// index cannot answer (a short or unindexed array, a value of another
-/// kind than the column's).
+/// one of `values`, found through the column's index, or row by row in a
+/// short array (the tail of a table's buffer, where a live run's newest
+/// rows are); `None` when neither can answer (an array seen for the first
+/// time, a value of another kind than the column's).
 pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Option<Vec<u32>> {
     let array = batch.columns().get(column)?;
-    if array.len() < INDEX_MIN_ROWS {
-        return None;
-    }
     let keys = values
         .iter()
         .map(|v| Key::of_scalar(v).filter(|k| k.fits(array.data_type())))
         .collect::<Option<Vec<Key<'_>>>>()?;
+    if array.len() < INDEX_MIN_ROWS {
+        return Some(scan_rows(Values::of(array)?, array.len(), &keys));
+    }
     let index = index_of(array)?;
     let values = Values::of(array)?;
     let mut rows: Vec<u32> = Vec::new();
@@ -189,6 +190,21 @@ pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Op
         rows = in_position_order(rows, array.len());
     }
     Some(rows)
+}
+
+/// The positions of the first `len` rows of `values` equal to one of `keys`.
+fn scan_rows(values: Values<'_>, len: usize, keys: &[Key<'_>]) -> Vec<u32> {
+    let found = |i: &u32| values.key(*i as usize).is_some_and(|k| keys.contains(&k));
+    match keys {
+        [] => Vec::new(),
+        [_] | [_, _] | [_, _, _] | [_, _, _, _] => (0..len as u32).filter(found).collect(),
+        _ => {
+            let keys: HashSet<Key<'_>> = keys.iter().copied().collect();
+            (0..len as u32)
+                .filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
+                .collect()
+        }
+    }
 }
 
 /// `rows` (positions below `len`, each key's ascending) ascending and
@@ -261,10 +277,20 @@ mod tests {
             Some(Vec::new())
         );
         let small = batch.slice(0, 100);
+        let in_small: Vec<u32> = expected.iter().copied().filter(|&i| i < 100).collect();
         assert_eq!(
             eq_rows(&small, &bounds),
-            None,
-            "short arrays are not indexed"
+            Some(in_small),
+            "short arrays are compared row by row"
+        );
+        let many: Vec<ScalarValue> = (40..50)
+            .map(|i| ScalarValue::Utf8(Some(format!("models/run-{i:05}"))))
+            .collect();
+        let in_small: Vec<u32> = (40..50).filter(|i| i % 11 != 0).collect();
+        assert_eq!(
+            rows_in(&small, 0, &many),
+            Some(in_small),
+            "several keys too"
         );
     }
 
