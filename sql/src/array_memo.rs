@@ -121,13 +121,23 @@ impl<V: Clone> ArrayMemo<V> {
     /// is what the value holds in memory. Nothing is kept when the two
     /// exceed the whole budget.
     pub fn insert(&self, array: &ArrayRef, value: V, value_bytes: usize) {
+        self.keep(array, value, value_bytes, true);
+    }
+
+    /// Keep `value` for `array`, seen before or not: for an array known to
+    /// come back (a stored one).
+    pub fn insert_stored(&self, array: &ArrayRef, value: V, value_bytes: usize) {
+        self.keep(array, value, value_bytes, false);
+    }
+
+    fn keep(&self, array: &ArrayRef, value: V, value_bytes: usize, admit_seen: bool) {
         let bytes = array.get_array_memory_size() + value_bytes;
         if bytes > self.budget {
             return;
         }
         let k = key(array);
         let mut memo = self.inner.lock();
-        if !memo.sighted(k) {
+        if admit_seen && !memo.sighted(k) {
             return;
         }
         memo.make_room(bytes, self.budget);
@@ -157,6 +167,21 @@ impl<V: Clone> ArrayMemo<V> {
         }
         let (value, bytes) = compute()?;
         self.insert(array, value.clone(), bytes);
+        Ok(value)
+    }
+
+    /// As [`Self::get_or_compute`], keeping the result at the first
+    /// sighting of `array` (a stored array).
+    pub fn get_or_compute_stored<E>(
+        &self,
+        array: &ArrayRef,
+        compute: impl FnOnce() -> Result<(V, usize), E>,
+    ) -> Result<V, E> {
+        if let Some(v) = self.get(array) {
+            return Ok(v);
+        }
+        let (value, bytes) = compute()?;
+        self.insert_stored(array, value.clone(), bytes);
         Ok(value)
     }
 }

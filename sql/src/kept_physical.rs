@@ -57,11 +57,13 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, ScalarValue, Statistics, internal_err, plan_err};
+use datafusion::common::{
+    ColumnStatistics, Result, ScalarValue, Statistics, internal_err, plan_err,
+};
 use datafusion::datasource::{provider_as_source, source_as_provider};
 use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
@@ -93,6 +95,7 @@ use crate::key_join::{self, KeyFilter, KeySlot};
 use crate::live_source::{BatchFilter, filter_stream};
 use crate::planning_state::Mode;
 use crate::prepared::{KeptPlan, bind_expr, map_placeholders, param_index};
+use crate::scan_casts::ScanCast;
 use crate::table::{ProvTable, ScanPlan};
 
 /// The physical plan a prepared query keeps, from its second execution on.
@@ -120,6 +123,10 @@ struct Timings {
     general_runs: u32,
     kept: Option<Duration>,
     kept_runs: u32,
+    /// Tests of what a kept plan does, not of how fast: never give it up
+    /// (debug builds time differently).
+    #[cfg(test)]
+    never_refuse: bool,
 }
 
 /// Kept executions timed before a kept plan is judged.
@@ -247,6 +254,25 @@ impl KeptPhysical {
         }
     }
 
+    /// Keep the plan however slow its executions (see [`Timings`]).
+    #[cfg(test)]
+    pub(crate) fn keep_even_if_slower(&self) {
+        self.timings.lock().never_refuse = true;
+    }
+
+    /// The kept plan, displayed; `None` when none is kept.
+    #[cfg(test)]
+    pub(crate) fn kept_plan(&self) -> Option<String> {
+        match &*self.slot.lock() {
+            Slot::Ready(r) => Some(
+                datafusion::physical_plan::displayable(r.plan.as_ref())
+                    .indent(false)
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+
     /// The stored tables the plan reads.
     pub(crate) fn tables(&self) -> &[TableId] {
         &self.tables
@@ -341,7 +367,12 @@ impl KeptPhysical {
                 t.kept_runs += 1;
             }
         }
+        #[cfg(test)]
+        let judged = !t.never_refuse;
+        #[cfg(not(test))]
+        let judged = true;
         if let (Some(general), Some(kept)) = (t.general, t.kept)
+            && judged
             && t.kept_runs >= TRIALS
             && kept > general + (general / 10).max(MARGIN)
         {
@@ -406,7 +437,8 @@ impl KeptPhysical {
                 .create_physical_plan(&logical, run.state)
                 .await
                 .and_then(|physical| {
-                    let kept = key_join::key_joins(reset_plan_states(Arc::clone(&physical))?)?;
+                    let mut kept = key_join::key_joins(reset_plan_states(Arc::clone(&physical))?)?;
+                    kept.plan = crate::scan_casts::into_keyed_scans(kept.plan)?;
                     Ok((kept, physical))
                 }),
             None => plan_err!("not kept"),
@@ -663,6 +695,7 @@ impl TableProvider for DeferredTable {
             stats: Arc::new(Statistics::new_unknown(&schema)),
             dynamic: Vec::new(),
             keyed: None,
+            casts: Arc::from([]),
             planned: OnceLock::new(),
             props: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema),
@@ -700,6 +733,8 @@ pub(crate) struct DeferredScan {
     /// The probe side of a hash join whose build-side keys narrow this
     /// scan ([`crate::key_join`]): gathered when first polled.
     keyed: Option<Keyed>,
+    /// Casts a keyed scan adds as columns ([`crate::scan_casts`]).
+    casts: Arc<[ScanCast]>,
     /// A keyed scan's snapshot and filters for the current execution.
     planned: OnceLock<Arc<ScanPlan>>,
 }
@@ -726,8 +761,48 @@ impl DeferredScan {
             dynamic,
             built: OnceLock::new(),
             keyed: self.keyed.clone(),
+            casts: Arc::clone(&self.casts),
             planned: OnceLock::new(),
         }
+    }
+
+    /// Whether build-side keys narrow this scan.
+    pub(crate) fn is_keyed(&self) -> bool {
+        self.keyed.is_some()
+    }
+
+    /// Whether this scan adds cast columns.
+    pub(crate) fn has_casts(&self) -> bool {
+        !self.casts.is_empty()
+    }
+
+    /// This keyed scan with `casts` of its columns added after them.
+    pub(crate) fn with_casts(&self, casts: Vec<ScanCast>) -> Result<DeferredScan> {
+        let base = self.schema();
+        let fields = base
+            .fields()
+            .iter()
+            .cloned()
+            .chain(casts.iter().map(|c| Arc::clone(&c.field)));
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields.collect::<Fields>(),
+            base.metadata().clone(),
+        ));
+        let mut stats = self.stats.as_ref().clone();
+        stats
+            .column_statistics
+            .extend(casts.iter().map(|_| ColumnStatistics::new_unknown()));
+        Ok(DeferredScan {
+            props: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(1),
+                EmissionType::Incremental,
+                Boundedness::Bounded,
+            )),
+            stats: Arc::new(stats),
+            casts: Arc::from(casts),
+            ..self.unbuilt(self.dynamic.clone())
+        })
     }
 
     /// This scan keyed by the build-side keys `slot` receives for its
@@ -810,6 +885,7 @@ impl DeferredScan {
     ) -> SendableRecordBatchStream {
         let provider = Arc::clone(&self.provider);
         let keyed = self.keyed.clone();
+        let casts = Arc::clone(&self.casts);
         let gathered = async move {
             let (Some(table), Some(keyed)) = (provider.downcast_ref::<ProvTable>(), keyed) else {
                 return internal_err!("a keyed scan over something else than a table");
@@ -818,7 +894,7 @@ impl DeferredScan {
                 Some(values) => KeyFilter::new(table.schema(), keyed.column, values)?,
                 None => None,
             };
-            let mut plan = table.gather(&planned, keys.as_ref()).await?;
+            let mut plan = table.gather(&planned, keys.as_ref(), &casts).await?;
             if plan.output_partitioning().partition_count() != 1 {
                 plan = Arc::new(CoalescePartitionsExec::new(plan));
             }
@@ -845,6 +921,9 @@ impl DisplayAs for DeferredScan {
         write!(f, "DeferredScan: built={}", self.built.get().is_some())?;
         if let Some(k) = &self.keyed {
             write!(f, ", keyed_by_column={}", k.column)?;
+        }
+        for c in self.casts.iter() {
+            write!(f, ", adds={}", c.expr)?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 //! - [`prepared`] — prepared statements and the optimised plans they keep.
 //! - `kept_physical` — the physical plans small prepared queries keep.
 //! - `key_join` — hash joins of kept plans narrowing their probe scans.
+//! - `scan_casts` — casts of text columns moved into those keyed scans.
 //! - [`parallelism`] — one partition for statements over few rows.
 //! - [`eager_aggregate`] — aggregate the big side of a join before joining.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
@@ -57,6 +58,7 @@ pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;
 mod scaled_columns;
+mod scan_casts;
 pub mod sequence;
 pub mod session;
 pub mod table;

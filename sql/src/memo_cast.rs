@@ -149,20 +149,47 @@ impl ScalarUDFImpl for MemoCast {
             return internal_err!("provdb_memo_cast takes one argument");
         };
         match value {
-            ColumnarValue::Array(a) if is_text(a.data_type()) && a.len() >= MEMO_MIN_ROWS => {
-                let cast = CASTS.get_or_compute(a, || {
-                    let out = self.cast(value)?.into_array(a.len())?;
-                    let bytes = out.get_array_memory_size();
-                    Ok::<_, datafusion::common::DataFusionError>((out, bytes))
-                })?;
-                Ok(ColumnarValue::Array(cast))
-            }
+            ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.cast_array(a)?)),
             other => self.cast(other),
         }
     }
 }
 
 impl MemoCast {
+    /// The type cast to.
+    pub(crate) fn target(&self) -> &FieldRef {
+        &self.target
+    }
+
+    /// `CAST(array AS target)`, kept when `array` is long text seen before.
+    pub(crate) fn cast_array(&self, array: &ArrayRef) -> Result<ArrayRef> {
+        self.cast_kept(array, false)
+    }
+
+    /// `CAST(array AS target)` of a stored array (one of a cached segment
+    /// or a table buffer, which comes back query after query): kept from
+    /// its first sighting when long text.
+    pub(crate) fn cast_stored(&self, array: &ArrayRef) -> Result<ArrayRef> {
+        self.cast_kept(array, true)
+    }
+
+    fn cast_kept(&self, array: &ArrayRef, stored: bool) -> Result<ArrayRef> {
+        let value = ColumnarValue::Array(Arc::clone(array));
+        if !is_text(array.data_type()) || array.len() < MEMO_MIN_ROWS {
+            return self.cast(&value)?.into_array(array.len());
+        }
+        let compute = || {
+            let out = self.cast(&value)?.into_array(array.len())?;
+            let bytes = out.get_array_memory_size();
+            Ok::<_, datafusion::common::DataFusionError>((out, bytes))
+        };
+        if stored {
+            CASTS.get_or_compute_stored(array, compute)
+        } else {
+            CASTS.get_or_compute(array, compute)
+        }
+    }
+
     /// What `CAST(value AS target)` gives.
     fn cast(&self, value: &ColumnarValue) -> Result<ColumnarValue> {
         value.cast_to(self.target.data_type(), Some(&DEFAULT_CAST_OPTIONS))

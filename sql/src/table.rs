@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::compute::{and, cast, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
@@ -36,8 +36,10 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, conjunction_opt};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
@@ -56,6 +58,7 @@ use crate::error::SqlError;
 use crate::key_join::KeyFilter;
 use crate::live_source::LiveSource;
 use crate::scaled_columns::ScaledColumns;
+use crate::scan_casts::ScanCast;
 use crate::session::SessionShared;
 use crate::txn::{PENDING_SOURCE, WriteSet};
 use crate::zone_map::{self, Bound};
@@ -101,7 +104,8 @@ impl ProvTable {
             )?;
         }
         for b in pending_rows(txn, self.id())? {
-            out.push(proj.project(&b)?);
+            let (b, late) = proj.project(&b)?;
+            out.push(if late { proj.add_casts(&b)? } else { b });
         }
         out.retain(|b| b.num_rows() > 0);
         Ok(out)
@@ -166,8 +170,8 @@ impl ProvTable {
                     None => matching.clone(),
                 });
             }
-            let b = proj.project(b)?;
-            out.push(match (rows, live) {
+            let (b, late) = proj.project(b)?;
+            let kept = match (rows, live) {
                 (None, Some(mask)) => filter_record_batch(&b, &mask)?,
                 (None, None) => b,
                 (Some(rows), live) => {
@@ -180,7 +184,8 @@ impl ProvTable {
                     }
                     take_record_batch(&b, &UInt32Array::from(rows))?
                 }
-            });
+            };
+            out.push(if late { proj.add_casts(&kept)? } else { kept });
         }
         Ok(())
     }
@@ -343,6 +348,7 @@ impl ProvTable {
         &self,
         plan: &ScanPlan,
         keys: Option<&KeyFilter>,
+        casts: &[ScanCast],
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let projection = plan.projection.as_ref();
         if let Some(found) = keys
@@ -350,7 +356,7 @@ impl ProvTable {
             .transpose()?
             .flatten()
         {
-            return Ok(found);
+            return with_casts(found, casts);
         }
         // Min/max bounds for in-memory batches, row-group pruning for
         // Parquet segments. A limit is pushed down only without filters,
@@ -372,7 +378,7 @@ impl ProvTable {
         };
         // In-memory batches are projected as they are gathered (one schema
         // for all), not by the memory source per batch and per run.
-        let proj = Projector::new(self.def.schema_ref(), projection)?;
+        let proj = Projector::new(self.def.schema_ref(), projection, casts)?;
         let (snap, txn) = (&plan.snap, &plan.txn);
         let (mut mem, files) = self.cached_segments(snap, txn, &narrowing, &proj).await?;
         let mut inputs: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
@@ -395,7 +401,7 @@ impl ProvTable {
             predicate.as_ref(),
             plan.limit,
         )?;
-        inputs.extend(parquet);
+        inputs.extend(parquet.map(|p| with_casts(p, casts)).transpose()?);
         mem.extend(self.memory_batches(snap, txn, &narrowing, &proj)?);
         if !mem.is_empty() || inputs.is_empty() {
             let parts = partitions(mem, plan.partitions);
@@ -448,7 +454,7 @@ impl ProvTable {
             keys: None,
             any_of: Some((column, keys)),
         };
-        let proj = Projector::new(self.def.schema_ref(), Some(&projection.to_vec()))?;
+        let proj = Projector::new(self.def.schema_ref(), Some(&projection.to_vec()), &[])?;
         let (mut rows, files) = self.cached_segments(snap, txn, &narrowing, &proj).await?;
         if !files.is_empty() {
             return Ok(None);
@@ -693,37 +699,82 @@ fn in_schema(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
 
 /// Deal in-memory batches round-robin into `n` partitions (at least one,
 /// none empty unless there is no batch) so scans run on every core.
-/// The columns a scan outputs, taken from batches in the table's schema.
+/// The columns a scan outputs, taken from batches in the table's schema,
+/// and the casts a keyed scan adds ([`crate::scan_casts`]).
 struct Projector {
-    /// The output schema (the table's, projected).
+    /// The output schema (the table's, projected, then the casts).
     schema: SchemaRef,
+    /// The projected columns alone (what a batch holds until its casts
+    /// are added).
+    base: SchemaRef,
     /// Column indices into the table's schema; `None`: every column.
     indices: Option<Vec<usize>>,
+    casts: Vec<ScanCast>,
 }
 
 impl Projector {
-    fn new(table: SchemaRef, projection: Option<&Vec<usize>>) -> Result<Self> {
-        Ok(match projection {
-            Some(p) => Projector {
-                schema: Arc::new(table.project(p)?),
-                indices: Some(p.clone()),
-            },
-            None => Projector {
-                schema: table,
-                indices: None,
-            },
+    fn new(table: SchemaRef, projection: Option<&Vec<usize>>, casts: &[ScanCast]) -> Result<Self> {
+        let base = match projection {
+            Some(p) => Arc::new(table.project(p)?),
+            None => table,
+        };
+        let schema = if casts.is_empty() {
+            Arc::clone(&base)
+        } else {
+            let fields = base
+                .fields()
+                .iter()
+                .cloned()
+                .chain(casts.iter().map(|c| Arc::clone(&c.field)));
+            Arc::new(Schema::new_with_metadata(
+                fields.collect::<Fields>(),
+                base.metadata().clone(),
+            ))
+        };
+        Ok(Projector {
+            schema,
+            base,
+            indices: projection.cloned(),
+            casts: casts.to_vec(),
         })
     }
 
-    /// `batch` (in the table's schema) with the output columns only.
-    fn project(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        let Some(indices) = &self.indices else {
-            return Ok(batch.clone());
+    /// `batch` (in the table's schema) with the output columns, the casts
+    /// made from its whole arrays (kept for stored ones). When a cast
+    /// fails on a whole array, the batch has the projected columns only,
+    /// and `true` says its casts are to be added to the rows kept of it
+    /// ([`Self::add_casts`]): only their values may fail the query.
+    fn project(&self, batch: &RecordBatch) -> Result<(RecordBatch, bool)> {
+        let mut columns: Vec<ArrayRef> = match &self.indices {
+            Some(indices) => indices
+                .iter()
+                .map(|&i| Arc::clone(batch.column(i)))
+                .collect(),
+            None => batch.columns().to_vec(),
         };
-        let columns = indices
+        let casts: Result<Vec<ArrayRef>> = self
+            .casts
             .iter()
-            .map(|&i| Arc::clone(batch.column(i)))
+            .map(|c| c.cast.cast_stored(&columns[c.source]))
             .collect();
+        let (schema, late) = match casts {
+            Ok(casts) => {
+                columns.extend(casts);
+                (&self.schema, false)
+            }
+            Err(_) => (&self.base, true),
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
+        Ok((batch, late))
+    }
+
+    /// `batch` (of the projected columns) with the casts added.
+    fn add_casts(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let mut columns = batch.columns().to_vec();
+        for c in &self.casts {
+            columns.push(c.cast.cast_array(batch.column(c.source))?);
+        }
         let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         Ok(RecordBatch::try_new_with_options(
             Arc::clone(&self.schema),
@@ -731,6 +782,26 @@ impl Projector {
             &options,
         )?)
     }
+}
+
+/// `plan` (over a scan's projected columns) with the casts added, as a
+/// projection.
+fn with_casts(plan: Arc<dyn ExecutionPlan>, casts: &[ScanCast]) -> Result<Arc<dyn ExecutionPlan>> {
+    if casts.is_empty() {
+        return Ok(plan);
+    }
+    let schema = plan.schema();
+    let columns = schema.fields().iter().enumerate().map(|(i, f)| {
+        let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(f.name(), i));
+        (column, f.name().clone())
+    });
+    let added = casts
+        .iter()
+        .map(|c| (Arc::clone(&c.expr), c.field.name().clone()));
+    Ok(Arc::new(ProjectionExec::try_new(
+        columns.chain(added).collect::<Vec<_>>(),
+        plan,
+    )?))
 }
 
 fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
@@ -849,7 +920,7 @@ impl TableProvider for ProvTable {
             return Ok(plan);
         }
         let plan = self.plan_scan_of(state, (snap, txn), projection, filters, limit);
-        self.gather(&plan, None).await
+        self.gather(&plan, None, &[]).await
     }
 
     async fn insert_into(

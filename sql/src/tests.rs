@@ -1733,6 +1733,93 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
     assert_eq!((got.as_str(), s.direct_runs), ("++\n++", before));
 }
 
+/// An aggregate over a keyed scan has its casts of text columns made by
+/// the scan, from the whole stored arrays (crate::scan_casts): same
+/// answers as the general plan, from buffers and from segments, and a bad
+/// value fails only a query that reads it.
+#[tokio::test]
+async fn kept_keyed_scans_cast_whole_stored_columns() {
+    use datafusion::scalar::ScalarValue::Utf8;
+    let (_dir, mut s) = fresh_session().await;
+    run(
+        &mut s,
+        "CREATE TABLE task (id INT PRIMARY KEY, status TEXT); \
+         CREATE TABLE epoch (task INT, secs TEXT, at TEXT); \
+         INSERT INTO task SELECT value, \
+           CASE WHEN value % 500 = 0 THEN 'RUNNING' ELSE 'DONE' END \
+           FROM generate_series(1, 3000); \
+         INSERT INTO epoch SELECT value / 10 + 1, CAST(value % 100 AS TEXT) || '.25', \
+           '2026-12-02 10:00:' || CAST(value % 50 + 10 AS TEXT) FROM generate_series(0, 29999)",
+    )
+    .await
+    .unwrap();
+    // (DLProv's M3: the epochs counted and summed per task before the join)
+    let sql = "SELECT t.id, count(*) AS n, sum(CAST(e.secs AS DOUBLE PRECISION)) AS s, \
+               max(CAST(e.at AS TIMESTAMP)) AS last \
+               FROM task t JOIN epoch e ON e.task = t.id \
+               WHERE t.status = $1 GROUP BY t.id ORDER BY t.id";
+    let p = s.prepare(sql, &[]).await.unwrap();
+    let kept = p.physical.as_ref().expect("a query keeps its plan");
+    kept.keep_even_if_slower();
+    let running = || vec![Utf8(Some("RUNNING".into()))];
+    let check = async |s: &mut Session| {
+        let expected = run(s, &sql.replace("$1", "'RUNNING'")).await.unwrap();
+        for _ in 0..5 {
+            assert_eq!(run_prepared(s, &p, running()).await, expected);
+        }
+        expected
+    };
+    let first = check(&mut s).await;
+    assert!(
+        first.contains("| 3000 | 10 | 947.5 | 2026-12-02T10:00:59 |"),
+        "{first}"
+    );
+    let plan = kept.kept_plan().expect("kept");
+    assert_eq!(
+        plan.matches("adds=").count(),
+        2,
+        "two casts made by the scan:\n{plan}"
+    );
+    s.db.storage().checkpoint().await.unwrap();
+    assert_eq!(check(&mut s).await, first);
+    // Bad values in rows the query does not read, in the batches of rows
+    // it reads: the scan's cast of a whole array fails, the rows read are
+    // cast alone.
+    run(
+        &mut s,
+        "INSERT INTO epoch SELECT value % 3000 + 1, \
+           CASE WHEN (value % 3000 + 1) % 500 = 0 THEN '1.5' ELSE 'n/a' END, \
+           CASE WHEN (value % 3000 + 1) % 500 = 0 THEN '2026-12-02 11:00:00' ELSE 'never' END \
+           FROM generate_series(0, 5999)",
+    )
+    .await
+    .unwrap();
+    let later = check(&mut s).await;
+    assert!(
+        later.contains("| 3000 | 12 | 950.5 | 2026-12-02T11:00:00 |"),
+        "{later}"
+    );
+    s.db.storage().checkpoint().await.unwrap();
+    assert_eq!(check(&mut s).await, later);
+    // ...and in rows it reads: an error, as CAST gives it.
+    for _ in 0..4 {
+        let out = s
+            .execute_prepared(&p, vec![Utf8(Some("DONE".into()))])
+            .await;
+        let err = match out {
+            Ok(QueryOutput::Rows { stream, .. }) => stream
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .to_string(),
+            Ok(other) => panic!("expected rows, got {other:?}"),
+            Err(e) => e.message,
+        };
+        assert!(err.contains("n/a") || err.contains("never"), "{err}");
+    }
+}
+
 /// Without the segment cache a chain would have to read segments from
 /// Parquet: prepared queries keep their physical plans instead.
 #[tokio::test]
