@@ -170,20 +170,25 @@ impl ProvTable {
                     None => matching.clone(),
                 });
             }
+            let rows: Option<Vec<u32>> = rows.map(|rows| {
+                rows.into_iter()
+                    .filter(|&r| live.as_ref().is_none_or(|m| m.value(r as usize)))
+                    .collect()
+            });
+            // (before a keyed scan's casts of the batch's whole arrays)
+            let none_kept = match (&rows, &live) {
+                (Some(rows), _) => rows.is_empty(),
+                (None, Some(mask)) => mask.true_count() == 0,
+                (None, None) => false,
+            };
+            if none_kept {
+                continue;
+            }
             let (b, late) = proj.project(b)?;
             let kept = match (rows, live) {
+                (Some(rows), _) => take_record_batch(&b, &UInt32Array::from(rows))?,
                 (None, Some(mask)) => filter_record_batch(&b, &mask)?,
                 (None, None) => b,
-                (Some(rows), live) => {
-                    let rows: Vec<u32> = rows
-                        .into_iter()
-                        .filter(|&r| live.as_ref().is_none_or(|m| m.value(r as usize)))
-                        .collect();
-                    if rows.is_empty() {
-                        continue;
-                    }
-                    take_record_batch(&b, &UInt32Array::from(rows))?
-                }
             };
             out.push(if late { proj.add_casts(&kept)? } else { kept });
         }
