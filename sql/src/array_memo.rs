@@ -162,12 +162,7 @@ impl<V: Clone> ArrayMemo<V> {
         array: &ArrayRef,
         compute: impl FnOnce() -> Result<(V, usize), E>,
     ) -> Result<V, E> {
-        if let Some(v) = self.get(array) {
-            return Ok(v);
-        }
-        let (value, bytes) = compute()?;
-        self.insert(array, value.clone(), bytes);
-        Ok(value)
+        self.get_or_keep(array, compute, true)
     }
 
     /// As [`Self::get_or_compute`], keeping the result at the first
@@ -177,11 +172,20 @@ impl<V: Clone> ArrayMemo<V> {
         array: &ArrayRef,
         compute: impl FnOnce() -> Result<(V, usize), E>,
     ) -> Result<V, E> {
+        self.get_or_keep(array, compute, false)
+    }
+
+    fn get_or_keep<E>(
+        &self,
+        array: &ArrayRef,
+        compute: impl FnOnce() -> Result<(V, usize), E>,
+        admit_seen: bool,
+    ) -> Result<V, E> {
         if let Some(v) = self.get(array) {
             return Ok(v);
         }
         let (value, bytes) = compute()?;
-        self.insert_stored(array, value.clone(), bytes);
+        self.keep(array, value.clone(), bytes, admit_seen);
         Ok(value)
     }
 }
@@ -233,6 +237,24 @@ mod tests {
             get(&m, &huge, &mut calls);
         }
         assert_eq!(calls, 7);
+    }
+
+    #[test]
+    fn a_stored_array_has_its_result_kept_at_first_sight() {
+        let m = memo(2);
+        let mut calls = 0;
+        let a = array(1000);
+        for _ in 0..3 {
+            let r = m.get_or_compute_stored(&a, || {
+                calls += 1;
+                Ok::<_, ()>((7, 4))
+            });
+            assert_eq!(r, Ok(7));
+        }
+        assert_eq!(calls, 1, "computed once, kept at once");
+        let mut calls = 0;
+        get(&m, &a, &mut calls);
+        assert_eq!(calls, 0, "the other lookup finds it too");
     }
 
     #[test]
