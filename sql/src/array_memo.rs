@@ -124,12 +124,8 @@ impl<V: Clone> ArrayMemo<V> {
         self.keep(array, value, value_bytes, true);
     }
 
-    /// Keep `value` for `array`, seen before or not: for an array known to
-    /// come back (a stored one).
-    pub fn insert_stored(&self, array: &ArrayRef, value: V, value_bytes: usize) {
-        self.keep(array, value, value_bytes, false);
-    }
-
+    /// As [`Self::insert`]; `admit_seen: false` keeps `value` whether the
+    /// array was seen before or not (an array known to come back).
     fn keep(&self, array: &ArrayRef, value: V, value_bytes: usize, admit_seen: bool) {
         let bytes = array.get_array_memory_size() + value_bytes;
         if bytes > self.budget {

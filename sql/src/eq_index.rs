@@ -194,17 +194,10 @@ pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Op
 
 /// The positions of the first `len` rows of `values` equal to one of `keys`.
 fn scan_rows(values: Values<'_>, len: usize, keys: &[Key<'_>]) -> Vec<u32> {
-    let found = |i: &u32| values.key(*i as usize).is_some_and(|k| keys.contains(&k));
-    match keys {
-        [] => Vec::new(),
-        [_] | [_, _] | [_, _, _] | [_, _, _, _] => (0..len as u32).filter(found).collect(),
-        _ => {
-            let keys: HashSet<Key<'_>> = keys.iter().copied().collect();
-            (0..len as u32)
-                .filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
-                .collect()
-        }
-    }
+    let keys: HashSet<Key<'_>> = keys.iter().copied().collect();
+    (0..len as u32)
+        .filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
+        .collect()
 }
 
 /// `rows` (positions below `len`, each key's ascending) ascending and

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{DataType, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -697,12 +697,7 @@ impl TableProvider for DeferredTable {
             keyed: None,
             casts: Arc::from([]),
             planned: OnceLock::new(),
-            props: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(schema),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            )),
+            props: scan_properties(schema),
             built: OnceLock::new(),
         };
         // Built now for the execution being planned; its statistics guide
@@ -713,6 +708,17 @@ impl TableProvider for DeferredTable {
         scan.built = OnceLock::from(built);
         Ok(Arc::new(scan))
     }
+}
+
+/// The properties of a deferred scan outputting `schema`: one partition,
+/// bounded, batches as they come.
+fn scan_properties(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        Partitioning::UnknownPartitioning(1),
+        EmissionType::Incremental,
+        Boundedness::Bounded,
+    ))
 }
 
 /// A table scan of a kept plan, built again at each execution.
@@ -777,32 +783,18 @@ impl DeferredScan {
     }
 
     /// This keyed scan with `casts` of its columns added after them.
-    pub(crate) fn with_casts(&self, casts: Vec<ScanCast>) -> Result<DeferredScan> {
-        let base = self.schema();
-        let fields = base
-            .fields()
-            .iter()
-            .cloned()
-            .chain(casts.iter().map(|c| Arc::clone(&c.field)));
-        let schema = Arc::new(Schema::new_with_metadata(
-            fields.collect::<Fields>(),
-            base.metadata().clone(),
-        ));
+    pub(crate) fn with_casts(&self, casts: Vec<ScanCast>) -> DeferredScan {
+        let schema = crate::scan_casts::with_cast_fields(&self.schema(), &casts);
         let mut stats = self.stats.as_ref().clone();
         stats
             .column_statistics
             .extend(casts.iter().map(|_| ColumnStatistics::new_unknown()));
-        Ok(DeferredScan {
-            props: Arc::new(PlanProperties::new(
-                EquivalenceProperties::new(schema),
-                Partitioning::UnknownPartitioning(1),
-                EmissionType::Incremental,
-                Boundedness::Bounded,
-            )),
+        DeferredScan {
+            props: scan_properties(schema),
             stats: Arc::new(stats),
             casts: Arc::from(casts),
             ..self.unbuilt(self.dynamic.clone())
-        })
+        }
     }
 
     /// This scan keyed by the build-side keys `slot` receives for its

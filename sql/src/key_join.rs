@@ -85,8 +85,6 @@ struct Keys {
     /// The key arrays of the build side's batches (or, once compacted,
     /// their distinct keys), while at most [`MAX_KEYS`] are distinct.
     arrays: Vec<ArrayRef>,
-    /// Rows in `arrays`, NULLs included.
-    rows: usize,
     /// More than [`MAX_KEYS`] distinct keys: only their range is kept.
     overflow: bool,
     /// Once overflowed, the smallest and largest key so far; `None` when
@@ -127,17 +125,13 @@ impl KeySlot {
             };
             return Ok(());
         }
-        k.rows += keys.len();
         k.arrays.push(Arc::clone(keys));
-        if k.rows <= PENDING_KEYS {
+        if k.arrays.iter().map(|a| a.len()).sum::<usize>() <= PENDING_KEYS {
             return Ok(());
         }
         let distinct = distinct(&k.arrays);
         match distinct {
-            Some(d) if d.len() <= MAX_KEYS => {
-                k.rows = d.len();
-                k.arrays = vec![d];
-            }
+            Some(d) if d.len() <= MAX_KEYS => k.arrays = vec![d],
             // Too many: their range from now on.
             d => {
                 k.overflow = true;

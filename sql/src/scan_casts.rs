@@ -20,7 +20,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{FieldRef, Schema};
+use datafusion::arrow::datatypes::{FieldRef, Fields, Schema, SchemaRef};
 use datafusion::common::Result;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_expr::ScalarFunctionExpr;
@@ -45,6 +45,22 @@ pub(crate) struct ScanCast {
     pub expr: Arc<dyn PhysicalExpr>,
     /// The added column.
     pub field: FieldRef,
+}
+
+/// `base` (a scan's columns) with the columns `casts` add after them.
+pub(crate) fn with_cast_fields(base: &SchemaRef, casts: &[ScanCast]) -> SchemaRef {
+    if casts.is_empty() {
+        return Arc::clone(base);
+    }
+    let fields = base
+        .fields()
+        .iter()
+        .cloned()
+        .chain(casts.iter().map(|c| Arc::clone(&c.field)));
+    Arc::new(Schema::new_with_metadata(
+        fields.collect::<Fields>(),
+        base.metadata().clone(),
+    ))
 }
 
 /// `plan` (a kept plan with keyed scans) with the casts of its aggregates
@@ -105,7 +121,7 @@ fn moved(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         return Ok(None);
     }
     let options = || ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-    let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan.with_casts(casts)?);
+    let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan.with_casts(casts));
     if coop.is_some() {
         input = Arc::clone(aggregate.input()).replace_children(vec![input], options())?;
     }

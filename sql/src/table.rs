@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::compute::{and, cast, filter_record_batch, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DataFusionError, Result, ScalarValue};
@@ -723,21 +723,8 @@ impl Projector {
             Some(p) => Arc::new(table.project(p)?),
             None => table,
         };
-        let schema = if casts.is_empty() {
-            Arc::clone(&base)
-        } else {
-            let fields = base
-                .fields()
-                .iter()
-                .cloned()
-                .chain(casts.iter().map(|c| Arc::clone(&c.field)));
-            Arc::new(Schema::new_with_metadata(
-                fields.collect::<Fields>(),
-                base.metadata().clone(),
-            ))
-        };
         Ok(Projector {
-            schema,
+            schema: crate::scan_casts::with_cast_fields(&base, casts),
             base,
             indices: projection.cloned(),
             casts: casts.to_vec(),
@@ -769,9 +756,7 @@ impl Projector {
             }
             Err(_) => (&self.base, true),
         };
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        let batch = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
-        Ok((batch, late))
+        Ok((batch_of(schema, columns, batch.num_rows())?, late))
     }
 
     /// `batch` (of the projected columns) with the casts added.
@@ -780,13 +765,19 @@ impl Projector {
         for c in &self.casts {
             columns.push(c.cast.cast_array(batch.column(c.source))?);
         }
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &options,
-        )?)
+        batch_of(&self.schema, columns, batch.num_rows())
     }
+}
+
+/// A batch of `schema` from `columns`, of `rows` rows (a batch without
+/// columns keeps its row count).
+fn batch_of(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        columns,
+        &options,
+    )?)
 }
 
 /// `plan` (over a scan's projected columns) with the casts added, as a
