@@ -34,21 +34,38 @@
 //! row or a value in the NULL row; those keep the plan. Full joins and
 //! anything else, or a rewrite whose output schema would differ in any
 //! name, type or nullability, leave the plan as it was.
+//!
+//! Aggregating first evaluates the arguments on rows the join would drop,
+//! so an argument that can fail must not fail there: a bad value in an
+//! epoch row of a task the query does not select leaves the answer alone
+//! when the join comes first (PostgreSQL's answer). Arguments that cannot
+//! fail (columns, constants, widening casts, arithmetic that wraps or is
+//! on floats) are aggregated as they are. `CAST(column AS type)` of text,
+//! what DfAnalyzer's TEXT attributes need, is made below the join with bad
+//! values as NULL ([`CastMode::Try`]), and the bad values themselves are
+//! aggregated beside it (the least per group, [`CastFaults`]); above the
+//! join a group that still has one fails with the cast's own error
+//! ([`RaiseCast`]). Any other argument that can fail leaves the plan as it
+//! was.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::tree_node::Transformed;
-use datafusion::common::{Column, Result};
+use datafusion::common::{Column, DFSchema, Result};
 use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
-    Aggregate, Expr, Join, JoinType, LogicalPlan, Projection, cast, col, lit,
+    Aggregate, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator, Projection, cast, col,
+    lit,
 };
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::prelude::coalesce;
+
+use crate::cast_faults::CastFaults;
+use crate::memo_cast::{CastMode, MemoCast, RaiseCast, is_text, parsed_type};
 
 /// The optimizer rule. Added after DataFusion's own rules, so the plans it
 /// sees already have filters and projections pushed down; the next pass
@@ -203,10 +220,14 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
     if keys.is_empty() {
         return Ok(None);
     }
+    let Some(arguments) = arguments(leaf.schema(), &splits, &kinds) else {
+        return Ok(None);
+    };
     let mut partial_exprs = Vec::new();
     let mut finals = Vec::new();
-    for (i, (split, (_, f))) in kinds.iter().zip(&splits).enumerate() {
-        let arg = f.params.args[0].clone();
+    let mut faults: Vec<&Argument> = Vec::new();
+    for (i, ((split, (_, f)), argument)) in kinds.iter().zip(&splits).zip(&arguments).enumerate() {
+        let arg = argument.below_join(&f.params.args[0]);
         let name = format!("__provdb_eager_{i}");
         let final_expr = match split {
             Split::Keep => Expr::AggregateFunction((*f).clone()),
@@ -231,6 +252,19 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
                 cast(s, DataType::Float64) / cast(c, DataType::Float64)
             }
         };
+        // The first aggregate over a text cast's values carries its faults.
+        let final_expr = match argument {
+            Argument::TextCast { column, target } if !faults.contains(&argument) => {
+                let fault_name = format!("__provdb_eager_fault_{}", faults.len());
+                faults.push(argument);
+                let tried = argument.below_join(&f.params.args[0]);
+                let fault = CastFaults::call(tried, column.clone());
+                partial_exprs.push(fault.alias(&fault_name));
+                let first_fault = min(col(Column::from_name(&fault_name)));
+                RaiseCast::new(Arc::clone(target)).call(final_expr, first_fault)
+            }
+            _ => final_expr,
+        };
         finals.push(final_expr);
     }
     let key_exprs: Vec<Expr> = keys.into_iter().map(Expr::Column).collect();
@@ -243,6 +277,111 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         return Ok(None);
     };
     finish(aggregate, joined, finals)
+}
+
+/// What an aggregate argument evaluated below the join can do on the
+/// rows the join would drop.
+#[derive(PartialEq)]
+enum Argument {
+    /// Nothing: it cannot fail (or it stays above the join).
+    Safe,
+    /// `CAST(column AS target)` of text: cast below the join with bad
+    /// values as NULL, the bad values carried up to fail there.
+    TextCast { column: Expr, target: FieldRef },
+}
+
+impl Argument {
+    /// The argument to aggregate below the join in place of `arg`.
+    fn below_join(&self, arg: &Expr) -> Expr {
+        match self {
+            Argument::Safe => arg.clone(),
+            Argument::TextCast { column, target } => {
+                MemoCast::with_mode(Arc::clone(target), CastMode::Try).call(column.clone())
+            }
+        }
+    }
+}
+
+/// How each aggregate's argument is evaluated below the join (over the
+/// leaf's `schema`), or None if one could fail in a way the rewrite does
+/// not carry above it.
+fn arguments(
+    schema: &DFSchema,
+    splits: &[(Split, &AggregateFunction)],
+    kinds: &[Split],
+) -> Option<Vec<Argument>> {
+    kinds
+        .iter()
+        .zip(splits)
+        .map(|(kind, (_, f))| {
+            let arg = &f.params.args[0];
+            if matches!(kind, Split::Keep) || cannot_fail(arg, schema) {
+                return Some(Argument::Safe);
+            }
+            let Expr::Cast(c) = arg else {
+                return None;
+            };
+            let text = c.expr.get_type(schema).ok().is_some_and(|t| is_text(&t));
+            let column = matches!(c.expr.as_ref(), Expr::Column(_));
+            (column && text && parsed_type(c.field.data_type())).then(|| Argument::TextCast {
+                column: c.expr.as_ref().clone(),
+                target: Arc::clone(&c.field),
+            })
+        })
+        .collect()
+}
+
+/// Whether evaluating `expr` (over `schema`) cannot fail, whatever the
+/// row: columns, constants, TRY_CAST, widening casts, comparisons and
+/// logic, and arithmetic that wraps (integers) or cannot fail (floats).
+fn cannot_fail(expr: &Expr, schema: &DFSchema) -> bool {
+    let type_of = |e: &Expr| e.get_type(schema).ok();
+    match expr {
+        Expr::Column(_) | Expr::Literal(..) => true,
+        Expr::Alias(a) => cannot_fail(&a.expr, schema),
+        Expr::TryCast(c) => cannot_fail(&c.expr, schema),
+        Expr::IsNull(e) | Expr::IsNotNull(e) | Expr::Not(e) => cannot_fail(e, schema),
+        Expr::Cast(c) => {
+            cannot_fail(&c.expr, schema)
+                && type_of(&c.expr).is_some_and(|from| widens(&from, c.field.data_type()))
+        }
+        Expr::BinaryExpr(b) => {
+            let operands = cannot_fail(&b.left, schema) && cannot_fail(&b.right, schema);
+            let result = type_of(expr);
+            let op_ok = match b.op {
+                Operator::Plus | Operator::Minus | Operator::Multiply => {
+                    result.is_some_and(|t| t.is_integer() || t.is_floating())
+                }
+                Operator::Divide | Operator::Modulo => result.is_some_and(|t| t.is_floating()),
+                Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+                | Operator::IsDistinctFrom
+                | Operator::IsNotDistinctFrom
+                | Operator::And
+                | Operator::Or => true,
+                _ => false,
+            };
+            operands && op_ok
+        }
+        _ => false,
+    }
+}
+
+/// Whether every value of `from` casts to `to`.
+fn widens(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    from == to
+        || matches!(to, Float64) && (from.is_integer() || from.is_floating())
+        || matches!(
+            (from, to),
+            (Int8 | Int16 | Int32 | UInt8 | UInt16 | UInt32, Int64)
+                | (Int8 | Int16 | UInt8, Int32)
+                | (Float16, Float32)
+        )
 }
 
 /// The top of the new plan: group the joined partial results as the

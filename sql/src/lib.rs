@@ -31,6 +31,7 @@
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
 
 pub mod array_memo;
+pub mod cast_faults;
 pub mod catalog;
 pub mod copy;
 mod copy_stage;

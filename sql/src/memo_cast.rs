@@ -17,10 +17,21 @@
 //! kept. Casts DataFusion moves to the other side of a comparison
 //! (`CAST(c AS TIMESTAMP) > '...'` compares `c` with a cast literal) never
 //! reach it.
+//!
+//! `TRY_CAST` of a column is kept the same way ([`CastMode::Try`]: a bad
+//! value gives NULL). Eager aggregation ([`crate::eager_aggregate`])
+//! aggregates an input before the join that drops some of its rows, where
+//! a bad value in a dropped row must not fail the query: it casts there in
+//! that mode, carries the bad values up ([`crate::cast_faults`]), and
+//! [`RaiseCast`] above the join fails a group that still has one with the
+//! cast's own error. The strict cast is what is kept, so while an array's
+//! values all cast both modes return the same kept array.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::compute::CastOptions;
+use datafusion::arrow::compute::is_not_null;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::format::DEFAULT_CAST_OPTIONS;
 use datafusion::common::tree_node::{Transformed, TreeNode};
@@ -79,53 +90,76 @@ impl OptimizerRule for MemoCasts {
 /// `CAST(column AS type)` from text to a type worth keeping, as a call of
 /// [`MemoCast`]; anything else unchanged.
 fn memo_cast(expr: Expr) -> Result<Transformed<Expr>> {
-    let Expr::Cast(cast) = &expr else {
+    let (arg, target, mode) = match &expr {
+        Expr::Cast(cast) => (&cast.expr, &cast.field, CastMode::Strict),
+        Expr::TryCast(cast) => (&cast.expr, &cast.field, CastMode::Try),
+        _ => return Ok(Transformed::no(expr)),
+    };
+    let Expr::Column(_) = arg.as_ref() else {
         return Ok(Transformed::no(expr));
     };
-    let Expr::Column(_) = cast.expr.as_ref() else {
-        return Ok(Transformed::no(expr));
-    };
-    if !parsed_type(cast.field.data_type()) {
+    if !parsed_type(target.data_type()) {
         return Ok(Transformed::no(expr));
     }
     // The source type is not in the expression: the call checks it at run
     // time and casts like CAST whatever it is given.
-    let udf = ScalarUDF::new_from_impl(MemoCast::new(Arc::clone(&cast.field)));
-    let arg = cast.expr.as_ref().clone();
-    Ok(Transformed::yes(Expr::ScalarFunction(
-        ScalarFunction::new_udf(Arc::new(udf), vec![arg]),
-    )))
+    let call = MemoCast::with_mode(Arc::clone(target), mode).call(arg.as_ref().clone());
+    Ok(Transformed::yes(call))
 }
 
 /// Types a cast from text parses into (numbers include decimals).
-fn parsed_type(t: &DataType) -> bool {
+pub(crate) fn parsed_type(t: &DataType) -> bool {
     t.is_numeric() || t.is_temporal() || *t == DataType::Boolean
 }
 
-fn is_text(t: &DataType) -> bool {
+pub(crate) fn is_text(t: &DataType) -> bool {
     matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
+/// What a [`MemoCast`] gives for a value that does not cast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CastMode {
+    /// `CAST`: the query fails.
+    Strict,
+    /// `TRY_CAST`: NULL.
+    Try,
+}
+
 /// `CAST(x AS target)`, kept per input array when `x` is text.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MemoCast {
     /// The cast's target (type and metadata).
     target: FieldRef,
+    mode: CastMode,
     signature: Signature,
 }
 
 impl MemoCast {
     pub fn new(target: FieldRef) -> Self {
+        Self::with_mode(target, CastMode::Strict)
+    }
+
+    pub fn with_mode(target: FieldRef, mode: CastMode) -> Self {
         MemoCast {
             target,
+            mode,
             signature: Signature::any(1, Volatility::Immutable),
         }
+    }
+
+    /// A call of this function on `arg`.
+    pub fn call(self, arg: Expr) -> Expr {
+        let udf = ScalarUDF::new_from_impl(self);
+        Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), vec![arg]))
     }
 }
 
 impl ScalarUDFImpl for MemoCast {
     fn name(&self) -> &str {
-        "provdb_memo_cast"
+        match self.mode {
+            CastMode::Strict => "provdb_memo_cast",
+            CastMode::Try => "provdb_memo_try_cast",
+        }
     }
 
     fn signature(&self) -> &Signature {
@@ -137,30 +171,39 @@ impl ScalarUDFImpl for MemoCast {
     }
 
     fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
-        // As CAST: nullable exactly when its input is.
-        let nullable = args.arg_fields.iter().any(|f| f.is_nullable());
-        Ok(Arc::new(
-            self.target.as_ref().clone().with_nullable(nullable),
-        ))
+        let [input] = args.arg_fields else {
+            return internal_err!("{} takes one argument", self.name());
+        };
+        Ok(match self.mode {
+            // As CAST: nullable exactly when its input is.
+            CastMode::Strict => Arc::new(
+                self.target
+                    .as_ref()
+                    .clone()
+                    .with_nullable(input.is_nullable()),
+            ),
+            CastMode::Try => Arc::new(self.target.as_ref().clone().with_nullable(true)),
+        })
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let [value] = args.args.as_slice() else {
-            return internal_err!("provdb_memo_cast takes one argument");
+            return internal_err!("{} takes one argument", self.name());
         };
         match value {
             ColumnarValue::Array(a) => Ok(ColumnarValue::Array(self.cast_array(a)?)),
-            other => self.cast(other),
+            ColumnarValue::Scalar(s) => {
+                let array = s.to_array()?;
+                let cast = self.in_mode(&array, self.cast(&array))?;
+                Ok(ColumnarValue::Scalar(
+                    datafusion::common::ScalarValue::try_from_array(&cast, 0)?,
+                ))
+            }
         }
     }
 }
 
 impl MemoCast {
-    /// The type cast to.
-    pub(crate) fn target(&self) -> &FieldRef {
-        &self.target
-    }
-
     /// `CAST(array AS target)`, kept when `array` is long text seen before.
     pub(crate) fn cast_array(&self, array: &ArrayRef) -> Result<ArrayRef> {
         self.cast_kept(array, false)
@@ -174,32 +217,123 @@ impl MemoCast {
     }
 
     fn cast_kept(&self, array: &ArrayRef, stored: bool) -> Result<ArrayRef> {
-        let value = ColumnarValue::Array(Arc::clone(array));
         if !is_text(array.data_type()) || array.len() < MEMO_MIN_ROWS {
-            return self.cast(&value)?.into_array(array.len());
+            return self.in_mode(array, self.cast(array));
         }
         let compute = || {
-            let out = self.cast(&value)?.into_array(array.len())?;
+            let out = self.cast(array)?;
             let bytes = out.get_array_memory_size();
             Ok::<_, datafusion::common::DataFusionError>((out, bytes))
         };
-        if stored {
+        // The strict cast is what is kept, whatever the mode: while every
+        // value casts, both modes give the same array.
+        let strict = if stored {
             CASTS.get_or_compute_stored(array, compute)
         } else {
             CASTS.get_or_compute(array, compute)
+        };
+        self.in_mode(array, strict)
+    }
+
+    /// What this mode makes of `array` given its strict cast.
+    fn in_mode(&self, array: &ArrayRef, strict: Result<ArrayRef>) -> Result<ArrayRef> {
+        match (self.mode, strict) {
+            (CastMode::Strict, strict) => strict,
+            (CastMode::Try, Ok(cast)) => Ok(cast),
+            (CastMode::Try, Err(_)) => self.cast_with(array, &SAFE_CAST),
         }
     }
 
-    /// What `CAST(value AS target)` gives.
-    fn cast(&self, value: &ColumnarValue) -> Result<ColumnarValue> {
-        value.cast_to(self.target.data_type(), Some(&DEFAULT_CAST_OPTIONS))
+    /// What `CAST(array AS target)` gives.
+    fn cast(&self, array: &ArrayRef) -> Result<ArrayRef> {
+        self.cast_with(array, &DEFAULT_CAST_OPTIONS)
+    }
+
+    fn cast_with(&self, array: &ArrayRef, options: &CastOptions<'static>) -> Result<ArrayRef> {
+        let value = ColumnarValue::Array(Arc::clone(array));
+        value
+            .cast_to(self.target.data_type(), Some(options))?
+            .into_array(array.len())
+    }
+}
+
+/// `TRY_CAST`'s options: a value that does not cast becomes NULL.
+const SAFE_CAST: CastOptions<'static> = CastOptions {
+    safe: true,
+    format_options: DEFAULT_CAST_OPTIONS.format_options,
+};
+
+/// `provdb_raise_cast(result, fault)`: `result`, unless `fault` (a value
+/// that did not cast, [`crate::cast_faults`]) holds a value, in which case
+/// the query fails with the error `CAST(fault AS target)` gives. Eager
+/// aggregation puts it above the join, so only a bad value in a row the
+/// join keeps fails the query.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RaiseCast {
+    target: FieldRef,
+    signature: Signature,
+}
+
+impl RaiseCast {
+    pub fn new(target: FieldRef) -> Self {
+        RaiseCast {
+            target,
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+
+    /// A call of this function on `result` and `fault`.
+    pub fn call(self, result: Expr, fault: Expr) -> Expr {
+        let udf = ScalarUDF::new_from_impl(self);
+        Expr::ScalarFunction(ScalarFunction::new_udf(Arc::new(udf), vec![result, fault]))
+    }
+}
+
+impl ScalarUDFImpl for RaiseCast {
+    fn name(&self) -> &str {
+        "provdb_raise_cast"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [result, _] => Ok(result.clone()),
+            _ => internal_err!("provdb_raise_cast takes two arguments"),
+        }
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<FieldRef> {
+        match args.arg_fields {
+            [result, _] => Ok(Arc::clone(result)),
+            _ => internal_err!("provdb_raise_cast takes two arguments"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [result, fault] = args.args.as_slice() else {
+            return internal_err!("provdb_raise_cast takes two arguments");
+        };
+        let faults = fault.to_array(args.number_rows)?;
+        if faults.null_count() == faults.len() {
+            return Ok(result.clone());
+        }
+        let bad = datafusion::arrow::compute::filter(&faults, &is_not_null(&faults)?)?;
+        let strict = MemoCast::new(Arc::clone(&self.target));
+        strict.cast(&bad)?;
+        internal_err!(
+            "provdb_raise_cast: values that did not cast to {} now do",
+            self.target.data_type()
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{Field, TimeUnit};
+    use datafusion::arrow::array::{AsArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{Field, Int64Type, TimeUnit};
     use datafusion::config::ConfigOptions;
 
     use super::*;
@@ -253,6 +387,87 @@ mod tests {
         };
         assert_eq!(c1.as_ref(), c2.as_ref());
         assert!(!Arc::ptr_eq(&c1, &c2));
+    }
+
+    fn array_of(value: Result<ColumnarValue>) -> ArrayRef {
+        match value.unwrap() {
+            ColumnarValue::Array(a) => a,
+            ColumnarValue::Scalar(_) => panic!("array expected"),
+        }
+    }
+
+    #[test]
+    fn the_try_mode_gives_null_for_bad_values_and_the_kept_cast_otherwise() {
+        let int = Arc::new(Field::new("c", DataType::Int64, true));
+        let try_cast = MemoCast::with_mode(Arc::clone(&int), CastMode::Try);
+        // long (kept casts) and short arrays
+        for rows in [MEMO_MIN_ROWS, 12] {
+            let mut values: Vec<Option<String>> = (0..rows).map(|i| Some(i.to_string())).collect();
+            values[7] = Some("seven".into());
+            values[9] = None;
+            let text: ArrayRef = Arc::new(StringArray::from(values));
+            for _ in 0..3 {
+                let tried = array_of(call(
+                    &try_cast,
+                    ColumnarValue::Array(Arc::clone(&text)),
+                    rows,
+                ));
+                let tried = tried.as_primitive::<Int64Type>();
+                assert!(tried.is_null(7) && tried.is_null(9));
+                assert_eq!(tried.null_count(), 2);
+                assert_eq!(tried.value(8), 8);
+            }
+        }
+        // every value casts: the try cast is the kept strict cast
+        let ok: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..MEMO_MIN_ROWS).map(|i| i.to_string()),
+        ));
+        let strict = MemoCast::new(Arc::clone(&int));
+        let runs: Vec<ArrayRef> = (0..2)
+            .map(|_| {
+                array_of(call(
+                    &strict,
+                    ColumnarValue::Array(Arc::clone(&ok)),
+                    MEMO_MIN_ROWS,
+                ))
+            })
+            .collect();
+        let tried = array_of(call(&try_cast, ColumnarValue::Array(ok), MEMO_MIN_ROWS));
+        assert!(Arc::ptr_eq(&runs[1], &tried));
+    }
+
+    #[test]
+    fn raise_cast_fails_with_the_casts_error_only_for_a_fault() {
+        let int = Arc::new(Field::new("c", DataType::Int64, true));
+        let raise = RaiseCast::new(Arc::clone(&int));
+        let invoke = |fault: Vec<Option<&str>>| {
+            let rows = fault.len();
+            let result: ArrayRef = Arc::new(Int64Array::from_iter_values(0..rows as i64));
+            let fault: ArrayRef = Arc::new(StringArray::from(fault));
+            raise.invoke_with_args(ScalarFunctionArgs {
+                args: vec![
+                    ColumnarValue::Array(Arc::clone(&result)),
+                    ColumnarValue::Array(fault),
+                ],
+                arg_fields: vec![
+                    Arc::clone(&int),
+                    Arc::new(Field::new("f", DataType::Utf8, true)),
+                ],
+                number_rows: rows,
+                return_field: Arc::clone(&int),
+                config_options: Arc::new(ConfigOptions::default()),
+            })
+        };
+        let passed = array_of(invoke(vec![None, None, None]));
+        assert_eq!(passed.as_primitive::<Int64Type>().values(), &[0, 1, 2]);
+        let err = invoke(vec![None, Some("twelve"), None]).unwrap_err();
+        let strict =
+            MemoCast::new(int).cast(&(Arc::new(StringArray::from(vec!["twelve"])) as ArrayRef));
+        assert_eq!(
+            err.to_string(),
+            strict.unwrap_err().to_string(),
+            "CAST's own error"
+        );
     }
 
     #[test]
