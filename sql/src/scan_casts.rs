@@ -8,9 +8,10 @@
 //! whole stored arrays are kept ([`crate::memo_cast`]), but the taken rows
 //! are new arrays each time.
 //!
-//! So, in a kept plan, an aggregate reading a keyed scan directly has the
-//! [`MemoCast`] calls on that scan's columns moved into the scan
-//! ([`into_keyed_scans`]): the scan outputs each cast as one more column,
+//! So, in a kept plan, an aggregate or a projection reading a keyed scan
+//! directly has the [`MemoCast`] calls (either mode) on that scan's
+//! columns moved into the scan ([`into_keyed_scans`]): the scan outputs
+//! each cast as one more column,
 //! made from the whole stored array (kept from its second sighting on) and
 //! taken with the rows, and the aggregate reads that column. A cast that
 //! fails on a whole array (a bad value in a row the query does not read)
@@ -28,6 +29,7 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::projection::{ProjectionExec, ProjectionExpr};
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, ExecutionPlan, PhysicalExpr, ReplaceChildrenOptions,
 };
@@ -64,14 +66,18 @@ pub(crate) fn with_cast_fields(base: &SchemaRef, casts: &[ScanCast]) -> SchemaRe
 }
 
 /// `plan` (a kept plan with keyed scans) with the casts of its aggregates
-/// over keyed scans moved into those scans.
+/// and projections over keyed scans moved into those scans.
 pub(crate) fn into_keyed_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(plan
         .transform_up(|node| {
-            let Some(aggregate) = node.downcast_ref::<AggregateExec>() else {
-                return Ok(Transformed::no(node));
+            let moved = if let Some(aggregate) = node.downcast_ref::<AggregateExec>() {
+                moved_from_aggregate(aggregate)?
+            } else if let Some(projection) = node.downcast_ref::<ProjectionExec>() {
+                moved_from_projection(projection)?
+            } else {
+                None
             };
-            match moved(aggregate)? {
+            match moved {
                 Some(rewritten) => Ok(Transformed::yes(rewritten)),
                 None => Ok(Transformed::no(node)),
             }
@@ -79,18 +85,54 @@ pub(crate) fn into_keyed_scans(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn E
         .data)
 }
 
+/// The keyed scan `input` is, directly or under a cooperative yield point,
+/// if it has no casts yet.
+fn keyed_scan(input: &Arc<dyn ExecutionPlan>) -> Option<&DeferredScan> {
+    let coop = input.downcast_ref::<CooperativeExec>();
+    let scan = coop
+        .map_or(input, |c| c.input())
+        .downcast_ref::<DeferredScan>()?;
+    (scan.is_keyed() && !scan.has_casts()).then_some(scan)
+}
+
+/// `input` (a keyed scan, perhaps under a yield point) with `casts` added.
+fn with_scan_casts(
+    input: &Arc<dyn ExecutionPlan>,
+    scan: &DeferredScan,
+    casts: Vec<ScanCast>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let scan: Arc<dyn ExecutionPlan> = Arc::new(scan.with_casts(casts));
+    if input.downcast_ref::<CooperativeExec>().is_none() {
+        return Ok(scan);
+    }
+    Arc::clone(input).replace_children(vec![scan], recompute())
+}
+
+fn recompute() -> ReplaceChildrenOptions {
+    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute)
+}
+
+/// `expr` reading the scan's added columns for its casts of the scan's
+/// columns (`schema`), the casts added to `casts`.
+fn read_casts(
+    expr: &Arc<dyn PhysicalExpr>,
+    schema: &Schema,
+    casts: &mut Vec<ScanCast>,
+) -> Result<Transformed<Arc<dyn PhysicalExpr>>> {
+    Arc::clone(expr).transform_down(|e| {
+        Ok(match cast_column(&e, schema, casts)? {
+            Some(column) => Transformed::yes(column),
+            None => Transformed::no(e),
+        })
+    })
+}
+
 /// `aggregate` reading its keyed scan's casts from the scan, when its
 /// input is such a scan and some argument casts one of its columns.
-fn moved(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
-    // (a cooperative yield point may sit between)
-    let coop = aggregate.input().downcast_ref::<CooperativeExec>();
-    let input = coop.map_or(aggregate.input(), |c| c.input());
-    let Some(scan) = input.downcast_ref::<DeferredScan>() else {
+fn moved_from_aggregate(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(scan) = keyed_scan(aggregate.input()) else {
         return Ok(None);
     };
-    if !scan.is_keyed() || scan.has_casts() {
-        return Ok(None);
-    }
     let schema = scan.schema();
     let mut casts: Vec<ScanCast> = Vec::new();
     let mut exprs: Vec<Arc<AggregateFunctionExpr>> = Vec::new();
@@ -98,13 +140,8 @@ fn moved(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let all = aggr.all_expressions();
         let mut changed = false;
         let mut args = Vec::with_capacity(all.args.len());
-        for arg in all.args {
-            let arg = arg.transform_down(|e| {
-                Ok(match cast_column(&e, &schema, &mut casts)? {
-                    Some(column) => Transformed::yes(column),
-                    None => Transformed::no(e),
-                })
-            })?;
+        for arg in &all.args {
+            let arg = read_casts(arg, &schema, &mut casts)?;
             changed |= arg.transformed;
             args.push(arg.data);
         }
@@ -120,13 +157,30 @@ fn moved(aggregate: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if casts.is_empty() {
         return Ok(None);
     }
-    let options = || ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute);
-    let mut input: Arc<dyn ExecutionPlan> = Arc::new(scan.with_casts(casts));
-    if coop.is_some() {
-        input = Arc::clone(aggregate.input()).replace_children(vec![input], options())?;
-    }
+    let input = with_scan_casts(aggregate.input(), scan, casts)?;
     let aggregate = Arc::new(aggregate.with_new_aggr_exprs(exprs));
-    Ok(Some(aggregate.replace_children(vec![input], options())?))
+    Ok(Some(aggregate.replace_children(vec![input], recompute())?))
+}
+
+/// `projection` reading its keyed scan's casts from the scan. DataFusion
+/// moves a cast two aggregates share into such a projection below them
+/// (eager aggregation's `provdb_memo_try_cast` is one).
+fn moved_from_projection(projection: &ProjectionExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    let Some(scan) = keyed_scan(projection.input()) else {
+        return Ok(None);
+    };
+    let schema = scan.schema();
+    let mut casts: Vec<ScanCast> = Vec::new();
+    let mut exprs: Vec<ProjectionExpr> = Vec::with_capacity(projection.expr().len());
+    for p in projection.expr() {
+        let expr = read_casts(&p.expr, &schema, &mut casts)?.data;
+        exprs.push(ProjectionExpr::new(expr, p.alias.clone()));
+    }
+    if casts.is_empty() {
+        return Ok(None);
+    }
+    let input = with_scan_casts(projection.input(), scan, casts)?;
+    Ok(Some(Arc::new(ProjectionExec::try_new(exprs, input)?)))
 }
 
 /// For `expr`, a [`MemoCast`] of a column of the scan (of `schema`), the
@@ -148,7 +202,7 @@ fn cast_column(
     };
     let found = casts
         .iter()
-        .position(|c| c.source == column.index() && c.cast.target() == cast.target());
+        .position(|c| c.source == column.index() && *c.cast == *cast);
     let at = match found {
         Some(at) => at,
         None => {
@@ -156,7 +210,7 @@ fn cast_column(
             let name = format!("{}#{}", field.name(), casts.len());
             casts.push(ScanCast {
                 source: column.index(),
-                cast: Arc::new(MemoCast::new(Arc::clone(cast.target()))),
+                cast: Arc::new(cast.clone()),
                 expr: Arc::clone(expr),
                 field: Arc::new(field.as_ref().clone().with_name(name)),
             });
