@@ -473,6 +473,10 @@ impl KeptPhysical {
             rewire,
             "physical plan kept"
         );
+        tracing::trace!(
+            plan = %datafusion::physical_plan::displayable(kept_plan.as_ref()).indent(true),
+            "kept physical plan"
+        );
         let running = Arc::new(());
         *self.slot.lock() = Slot::Ready(Ready {
             plan: kept_plan,
