@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# Run the benchmarks: the core database against PostgreSQL 15 (both started
+# Run the benchmarks: the core database against PostgreSQL (both started
 # here), then the DLProv ingest. Installs what it needs (PostgreSQL server,
-# psycopg), builds provdb in release mode, writes docs/benchmarks.md (each
-# script rewrites its own section). Arguments go to benches/core.py
+# psycopg, DuckDB: scripts/install-test-deps.sh), builds provdb in release
+# mode, writes docs/benchmarks.md (each script rewrites its own section). Arguments go to benches/core.py
 # (e.g. --rows 1000000 --repeats 3); BENCH=core, BENCH=ingest,
 # BENCH=lineage, BENCH=prov or BENCH=dlprov runs one (arguments then go to
 # that script). BENCH=dlprov is the DLProv workload against PostgreSQL and
 # DuckDB (issue 6): benches/dlprov_bench.py --help.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v /usr/lib/postgresql/15/bin/postgres >/dev/null; then
-    apt-get update && apt-get install -y postgresql-15
-fi
-export PATH="/usr/lib/postgresql/15/bin:$PATH"
-python3 -c "import psycopg" 2>/dev/null || pip install "psycopg[binary]"
-python3 -c "import duckdb" 2>/dev/null || pip install duckdb
+# PostgreSQL's server, psycopg and DuckDB: the tests need them too, and the
+# test installer knows Debian's pip quirks
+bash scripts/install-test-deps.sh
+pg_bin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)"
+export PATH="$pg_bin:$PATH"
 cargo build --release -p provdb-server --bin provdb
 target="${CARGO_TARGET_DIR:-target}"
 bench="${BENCH:-all}"
