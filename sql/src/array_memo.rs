@@ -124,6 +124,12 @@ impl<V: Clone> ArrayMemo<V> {
         self.keep(array, value, value_bytes, true);
     }
 
+    /// As [`Self::insert`], kept at the first sighting of `array` (a
+    /// stored array, known to come back).
+    pub fn insert_stored(&self, array: &ArrayRef, value: V, value_bytes: usize) {
+        self.keep(array, value, value_bytes, false);
+    }
+
     /// As [`Self::insert`]; `admit_seen: false` keeps `value` whether the
     /// array was seen before or not (an array known to come back).
     fn keep(&self, array: &ArrayRef, value: V, value_bytes: usize, admit_seen: bool) {
@@ -150,40 +156,6 @@ impl<V: Clone> ArrayMemo<V> {
         }
         memo.pinned += bytes;
     }
-
-    /// The result for `array`: kept, or computed by `compute` (returning
-    /// the result and the bytes it holds) and kept.
-    pub fn get_or_compute<E>(
-        &self,
-        array: &ArrayRef,
-        compute: impl FnOnce() -> Result<(V, usize), E>,
-    ) -> Result<V, E> {
-        self.get_or_keep(array, compute, true)
-    }
-
-    /// As [`Self::get_or_compute`], keeping the result at the first
-    /// sighting of `array` (a stored array).
-    pub fn get_or_compute_stored<E>(
-        &self,
-        array: &ArrayRef,
-        compute: impl FnOnce() -> Result<(V, usize), E>,
-    ) -> Result<V, E> {
-        self.get_or_keep(array, compute, false)
-    }
-
-    fn get_or_keep<E>(
-        &self,
-        array: &ArrayRef,
-        compute: impl FnOnce() -> Result<(V, usize), E>,
-        admit_seen: bool,
-    ) -> Result<V, E> {
-        if let Some(v) = self.get(array) {
-            return Ok(v);
-        }
-        let (value, bytes) = compute()?;
-        self.keep(array, value.clone(), bytes, admit_seen);
-        Ok(value)
-    }
 }
 
 #[cfg(test)]
@@ -205,11 +177,12 @@ mod tests {
     }
 
     fn get(memo: &ArrayMemo<u32>, arr: &ArrayRef, calls: &mut u32) -> u32 {
-        let r = memo.get_or_compute(arr, || {
-            *calls += 1;
-            Ok::<_, ()>((7, 4))
-        });
-        r.unwrap_or(0)
+        if let Some(v) = memo.get(arr) {
+            return v;
+        }
+        *calls += 1;
+        memo.insert(arr, 7, 4);
+        7
     }
 
     #[test]
@@ -241,11 +214,10 @@ mod tests {
         let mut calls = 0;
         let a = array(1000);
         for _ in 0..3 {
-            let r = m.get_or_compute_stored(&a, || {
+            if m.get(&a).is_none() {
                 calls += 1;
-                Ok::<_, ()>((7, 4))
-            });
-            assert_eq!(r, Ok(7));
+                m.insert_stored(&a, 7, 4);
+            }
         }
         assert_eq!(calls, 1, "computed once, kept at once");
         let mut calls = 0;

@@ -6,7 +6,8 @@
 //! refresh (most of the 40 ms DLProv's M4 took). The rows come from the
 //! segment cache and the table buffers, whose arrays are immutable and come
 //! back query after query, so the cast of each array is kept once it is
-//! seen again ([`crate::array_memo`], at most [`MEMO_BYTES`] pinned).
+//! seen again ([`crate::array_memo`], at most [`MEMO_BYTES`] pinned; one
+//! cast per target type, as a query may cast a column two ways).
 //!
 //! [`MemoCasts`] runs after DataFusion's optimizer rules and replaces each
 //! remaining `CAST(column AS type)` from a string type to a number, a
@@ -54,7 +55,9 @@ pub const MEMO_BYTES: usize = 128 << 20;
 /// filtered batch: short-lived, not worth an entry).
 pub const MEMO_MIN_ROWS: usize = 1024;
 
-static CASTS: ArrayMemo<ArrayRef> = ArrayMemo::new(MEMO_BYTES);
+/// Per text array, its casts kept so far: one per target type (a query may
+/// cast one column to two types).
+static CASTS: ArrayMemo<Arc<[ArrayRef]>> = ArrayMemo::new(MEMO_BYTES);
 
 /// The optimizer rule.
 #[derive(Debug, Default)]
@@ -220,18 +223,32 @@ impl MemoCast {
         if !is_text(array.data_type()) || array.len() < MEMO_MIN_ROWS {
             return self.in_mode(array, self.cast(array));
         }
-        let compute = || {
-            let out = self.cast(array)?;
-            let bytes = out.get_array_memory_size();
-            Ok::<_, datafusion::common::DataFusionError>((out, bytes))
-        };
         // The strict cast is what is kept, whatever the mode: while every
         // value casts, both modes give the same array.
-        let strict = if stored {
-            CASTS.get_or_compute_stored(array, compute)
-        } else {
-            CASTS.get_or_compute(array, compute)
-        };
+        let kept = CASTS.get(array);
+        let target = self.target.data_type();
+        if let Some(cast) = kept
+            .iter()
+            .flat_map(|k| k.iter())
+            .find(|c| c.data_type() == target)
+        {
+            return Ok(Arc::clone(cast));
+        }
+        let strict = self.cast(array);
+        if let Ok(cast) = &strict {
+            let casts: Arc<[ArrayRef]> = kept
+                .iter()
+                .flat_map(|k| k.iter())
+                .chain(std::iter::once(cast))
+                .cloned()
+                .collect();
+            let bytes = casts.iter().map(|c| c.get_array_memory_size()).sum();
+            if stored {
+                CASTS.insert_stored(array, casts, bytes);
+            } else {
+                CASTS.insert(array, casts, bytes);
+            }
+        }
         self.in_mode(array, strict)
     }
 
@@ -468,6 +485,25 @@ mod tests {
             strict.unwrap_err().to_string(),
             "CAST's own error"
         );
+    }
+
+    #[test]
+    fn one_array_cast_to_two_types_keeps_both() {
+        let int = MemoCast::new(Arc::new(Field::new("c", DataType::Int64, true)));
+        let float = MemoCast::new(Arc::new(Field::new("c", DataType::Float64, true)));
+        let text: ArrayRef = Arc::new(StringArray::from_iter_values(
+            (0..MEMO_MIN_ROWS).map(|i| i.to_string()),
+        ));
+        for _ in 0..3 {
+            for (f, t) in [(&int, DataType::Int64), (&float, DataType::Float64)] {
+                let got = array_of(call(
+                    f,
+                    ColumnarValue::Array(Arc::clone(&text)),
+                    MEMO_MIN_ROWS,
+                ));
+                assert_eq!(got.data_type(), &t, "the kept cast of its own type");
+            }
+        }
     }
 
     #[test]
