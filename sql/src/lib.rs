@@ -31,6 +31,7 @@
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
 
 pub mod array_memo;
+mod batches;
 pub mod cast_faults;
 pub mod catalog;
 pub mod copy;

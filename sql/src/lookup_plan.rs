@@ -42,8 +42,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, Scalar, UInt32Array,
-    new_empty_array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, Scalar, UInt32Array, new_empty_array,
 };
 use datafusion::arrow::compute::kernels::cmp::eq;
 use datafusion::arrow::compute::{
@@ -66,6 +65,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use provdb_storage::{TableId, TableSnapshot};
 
+use crate::batches::batch_of;
 use crate::direct::{Value, prov_table};
 use crate::key_join::keyable;
 use crate::table::ProvTable;
@@ -291,12 +291,7 @@ impl LookupPlan {
             .map_or(rel.rows - start, |f| f.min(rel.rows - start));
         let rows = rel.columns.iter().map(|c| c.slice(start, len)).collect();
         let columns = self.outputs.apply(rows, len)?;
-        let options = RecordBatchOptions::new().with_row_count(Some(len));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &options,
-        )?)
+        batch_of(&self.schema, columns, len)
     }
 }
 
@@ -307,9 +302,7 @@ impl Outputs {
             Outputs::All => columns,
             Outputs::Columns(picked) => picked.iter().map(|&i| Arc::clone(&columns[i])).collect(),
             Outputs::Computed(exprs, schema) => {
-                let options = RecordBatchOptions::new().with_row_count(Some(rows));
-                let input =
-                    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)?;
+                let input = batch_of(schema, columns, rows)?;
                 exprs
                     .iter()
                     .map(|e| e.evaluate(&input)?.into_array(rows))

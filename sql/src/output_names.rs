@@ -24,7 +24,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
@@ -32,6 +31,8 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{Expr, Ident, Query, Select, SelectItem, SetExpr, Statement};
 use futures::StreamExt;
+
+use crate::batches::batch_of;
 
 /// Ends the label of an output column made unique by [`labelled`].
 /// PostgreSQL identifiers cannot hold NUL, so no user name contains it.
@@ -216,12 +217,7 @@ pub fn relabel_stream(
     let to = Arc::clone(schema);
     let batches = stream.map(move |batch| {
         let batch = batch?;
-        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&to),
-            batch.columns().to_vec(),
-            &options,
-        )?)
+        batch_of(&to, batch.columns().to_vec(), batch.num_rows())
     });
     Box::pin(RecordBatchStreamAdapter::new(Arc::clone(schema), batches))
 }

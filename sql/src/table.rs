@@ -16,8 +16,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions, UInt32Array,
-    UInt64Array,
+    Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{and, cast, filter_record_batch, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -53,6 +52,7 @@ use provdb_storage::{
 };
 use roaring::RoaringBitmap;
 
+use crate::batches::batch_of;
 use crate::eq_index;
 use crate::error::SqlError;
 use crate::key_join::KeyFilter;
@@ -767,17 +767,6 @@ impl Projector {
         }
         batch_of(&self.schema, columns, batch.num_rows())
     }
-}
-
-/// A batch of `schema` from `columns`, of `rows` rows (a batch without
-/// columns keeps its row count).
-fn batch_of(schema: &SchemaRef, columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(
-        Arc::clone(schema),
-        columns,
-        &options,
-    )?)
 }
 
 /// `plan` (over a scan's projected columns) with the casts added, as a

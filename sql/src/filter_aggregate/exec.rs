@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::compute::{filter_record_batch, prep_null_mask_filter};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::cast::as_boolean_array;
@@ -30,6 +30,8 @@ use futures::StreamExt;
 
 use super::groups::Groups;
 use super::remap_columns;
+
+use crate::batches::batch_of;
 
 /// Groups held before a partial aggregation emits them early (its final
 /// stage merges groups emitted more than once), bounding its memory when
@@ -115,12 +117,7 @@ impl Arguments {
             .iter()
             .map(|&i| Arc::clone(input.column(i)))
             .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(input.num_rows()));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &options,
-        )?)
+        batch_of(&self.schema, columns, input.num_rows())
     }
 }
 

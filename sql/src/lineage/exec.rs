@@ -7,9 +7,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, Int32Array, RecordBatch, RecordBatchOptions, StringBuilder,
-};
+use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch, StringBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -25,6 +23,8 @@ use datafusion::physical_plan::{
 use provdb_engine::lineage::graph::Graph;
 use provdb_engine::lineage::traverse::shortest_path;
 use provdb_engine::lineage::{Direction, KindFilter, Lineage, NodeIdx, Step, Traversal};
+
+use crate::batches::batch_of;
 
 /// What to compute.
 #[derive(Debug, Clone)]
@@ -469,9 +469,6 @@ impl Walker {
             Some(p) => Arc::new(self.full_schema.project(p)?),
             None => Arc::clone(&self.full_schema),
         };
-        let options = RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(
-            schema, columns, &options,
-        )?)
+        batch_of(&schema, columns, rows)
     }
 }
