@@ -139,7 +139,9 @@ impl<V: Clone> ArrayMemo<V> {
         }
         let k = key(array);
         let mut memo = self.inner.lock();
-        if admit_seen && !memo.sighted(k) {
+        // An array with an entry is one that came back: its entry may grow
+        // (another cast of it) though its sighting left the queue long ago.
+        if admit_seen && !memo.entries.contains_key(&k) && !memo.sighted(k) {
             return;
         }
         memo.make_room(bytes, self.budget);
@@ -177,11 +179,21 @@ mod tests {
     }
 
     fn get(memo: &ArrayMemo<u32>, arr: &ArrayRef, calls: &mut u32) -> u32 {
+        lookup(memo, arr, calls, false)
+    }
+
+    /// The kept result, or 7 computed (counted in `calls`) and offered for
+    /// keeping as a stored array's or as another's.
+    fn lookup(memo: &ArrayMemo<u32>, arr: &ArrayRef, calls: &mut u32, stored: bool) -> u32 {
         if let Some(v) = memo.get(arr) {
             return v;
         }
         *calls += 1;
-        memo.insert(arr, 7, 4);
+        if stored {
+            memo.insert_stored(arr, 7, 4);
+        } else {
+            memo.insert(arr, 7, 4);
+        }
         7
     }
 
@@ -214,15 +226,28 @@ mod tests {
         let mut calls = 0;
         let a = array(1000);
         for _ in 0..3 {
-            if m.get(&a).is_none() {
-                calls += 1;
-                m.insert_stored(&a, 7, 4);
-            }
+            assert_eq!(lookup(&m, &a, &mut calls, true), 7);
         }
         assert_eq!(calls, 1, "computed once, kept at once");
         let mut calls = 0;
         get(&m, &a, &mut calls);
         assert_eq!(calls, 0, "the other lookup finds it too");
+    }
+
+    #[test]
+    fn a_kept_entry_can_grow_after_its_sighting_left_the_queue() {
+        let m = memo(4);
+        let a = array(1000);
+        m.insert(&a, 7, 4);
+        m.insert(&a, 7, 4);
+        assert_eq!(m.get(&a), Some(7), "kept at the second sighting");
+        // many other misses push a's sighting out of the queue
+        let others: Vec<ArrayRef> = (0..SEEN as i64 + 10).map(|i| array(i % 3)).collect();
+        for o in &others {
+            m.seen_before(o);
+        }
+        m.insert(&a, 8, 4);
+        assert_eq!(m.get(&a), Some(8), "an array with an entry came back");
     }
 
     #[test]
