@@ -13,13 +13,15 @@
 //! - `key_join` — hash joins of kept plans narrowing their probe scans.
 //! - `scan_casts` — casts of text columns moved into those keyed scans.
 //! - [`parallelism`] — one partition for statements over few rows.
-//! - [`eager_aggregate`] — aggregate the big side of a join before joining.
+//! - [`eager_aggregate`] — aggregate the big side of a join before joining;
+//!   [`cast_faults`] carries the values its casts failed on above the join.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`live_source`] — the in-memory scan source, with run-time join filters.
 //! - [`zone_map`] — per-batch min/max and the bounds a filter implies.
 //! - [`memo_cast`] — casts of stored text columns, computed once per array.
 //! - [`array_memo`] — results derived from immutable arrays, kept per array.
+//! - `batches` — record batches assembled with their row count.
 //! - [`txn`] — uncommitted writes of a statement and of a transaction.
 //! - [`ddl`] — `CREATE`/`DROP`/`ALTER`.
 //! - [`rewrite`] — statement rewrites for PostgreSQL forms DataFusion lacks.

@@ -702,8 +702,6 @@ fn in_schema(row: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         .map_err(|e| DataFusionError::External(Box::new(e)))
 }
 
-/// Deal in-memory batches round-robin into `n` partitions (at least one,
-/// none empty unless there is no batch) so scans run on every core.
 /// The columns a scan outputs, taken from batches in the table's schema,
 /// and the casts a keyed scan adds ([`crate::scan_casts`]).
 struct Projector {
@@ -789,6 +787,8 @@ fn with_casts(plan: Arc<dyn ExecutionPlan>, casts: &[ScanCast]) -> Result<Arc<dy
     )?))
 }
 
+/// Deal in-memory batches round-robin into `n` partitions (at least one,
+/// none empty unless there is no batch) so scans run on every core.
 fn partitions(batches: Vec<RecordBatch>, n: usize) -> Vec<Vec<RecordBatch>> {
     let n = n.clamp(1, batches.len().max(1));
     let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
