@@ -15,6 +15,8 @@
 //! - [`parallelism`] — one partition for statements over few rows.
 //! - [`eager_aggregate`] — aggregate the big side of a join before joining;
 //!   [`cast_faults`] carries the values its casts failed on above the join.
+//! - [`filter_aggregate`] — a `WHERE` and the aggregation above it in one node.
+//! - [`run_aggregate`] — runs of equal grouping values reduced before hashing.
 //! - [`catalog`] — schemas, tables and views as DataFusion sees them.
 //! - [`table`] — the table provider (scan, insert sink, UPDATE/DELETE).
 //! - [`live_source`] — the in-memory scan source, with run-time join filters.
@@ -61,6 +63,7 @@ mod planning_state;
 pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;
+pub mod run_aggregate;
 mod scaled_columns;
 mod scan_casts;
 pub mod sequence;

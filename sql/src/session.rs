@@ -333,6 +333,7 @@ impl Session {
             .with_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation))
             .with_optimizer_rule(Arc::new(crate::memo_cast::MemoCasts))
             .with_physical_optimizer_rule(Arc::new(crate::filter_aggregate::FilterAggregation))
+            .with_physical_optimizer_rule(Arc::new(crate::run_aggregate::RunAggregation))
             .with_type_planner(crate::pg_catalog::type_planner())
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -349,6 +349,7 @@ slt_files!(
     aggregates_joins,
     eager_aggregate,
     filter_aggregate,
+    run_aggregate,
     catalog,
     lineage,
     prov_export,

@@ -1,0 +1,386 @@
+//! Runs of rows with equal grouping values, and each reduction over them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, AsArray, Float64Array, Int64Array,
+    PrimitiveArray, UInt32Array, downcast_primitive_array,
+};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::kernels::cmp::distinct;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use datafusion::common::{Result, internal_err};
+
+/// What a run is reduced to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reduce {
+    Min,
+    Max,
+    /// The sum, wrapping on integer overflow as DataFusion's `sum` does.
+    Sum,
+    /// The rows whose value is not NULL (every row without a value).
+    Count,
+}
+
+impl Reduce {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Reduce::Min => "min",
+            Reduce::Max => "max",
+            Reduce::Sum => "sum",
+            Reduce::Count => "count",
+        }
+    }
+}
+
+/// Where each run of rows equal in every one of `keys` (`n` rows each)
+/// starts, followed by `n`: run `i` is rows `bounds[i]..bounds[i + 1]`.
+/// NULLs are equal to each other here, as in a grouping.
+pub(crate) fn run_bounds(keys: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
+    if let [key] = keys
+        && key.null_count() == 0
+    {
+        // The usual key, a task id: one tight loop, no bitmap.
+        match key.data_type() {
+            DataType::Int32 => return Ok(primitive_bounds(key.as_primitive::<Int32Type>())),
+            DataType::Int64 => return Ok(primitive_bounds(key.as_primitive::<Int64Type>())),
+            _ => {}
+        }
+    }
+    let mut changes: Option<BooleanBuffer> = None;
+    if n > 1 {
+        for key in keys {
+            let differs = distinct(&key.slice(1, n - 1), &key.slice(0, n - 1))?;
+            let bits = differs.values();
+            changes = Some(match changes {
+                Some(before) => &before | bits,
+                None => bits.clone(),
+            });
+        }
+    }
+    let mut bounds = Vec::with_capacity(changes.as_ref().map_or(0, |c| c.count_set_bits()) + 2);
+    if n > 0 {
+        bounds.push(0);
+    }
+    if let Some(changes) = changes {
+        bounds.extend(changes.set_indices().map(|i| i + 1));
+    }
+    bounds.push(n);
+    Ok(bounds)
+}
+
+/// [`run_bounds`] of one integer key without NULLs.
+fn primitive_bounds<T: ArrowPrimitiveType>(key: &PrimitiveArray<T>) -> Vec<usize> {
+    let values = key.values();
+    let mut bounds = Vec::with_capacity(values.len() / 64 + 2);
+    if !values.is_empty() {
+        bounds.push(0);
+    }
+    bounds.extend(
+        values
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w[0] != w[1])
+            .map(|(i, _)| i + 1),
+    );
+    bounds.push(values.len());
+    bounds
+}
+
+/// The first row of each run, for taking the grouping values.
+pub(crate) fn run_starts(bounds: &[usize]) -> Result<UInt32Array> {
+    let starts = &bounds[..bounds.len().saturating_sub(1)];
+    match starts
+        .iter()
+        .map(|&s| u32::try_from(s))
+        .collect::<Result<Vec<u32>, _>>()
+    {
+        Ok(indices) => Ok(UInt32Array::from(indices)),
+        Err(_) => internal_err!("a batch of more than u32::MAX rows"),
+    }
+}
+
+/// `columns` at the first row of each run.
+pub(crate) fn take_starts(columns: &[ArrayRef], starts: &UInt32Array) -> Result<Vec<ArrayRef>> {
+    columns
+        .iter()
+        .map(|c| Ok(take(c.as_ref(), starts, None)?))
+        .collect()
+}
+
+/// `reduce` over each run of `values` (`None`: a count of rows).
+pub(crate) fn reduce_runs(
+    reduce: Reduce,
+    values: Option<&ArrayRef>,
+    bounds: &[usize],
+) -> Result<ArrayRef> {
+    let Some(values) = values else {
+        return Ok(Arc::new(run_lengths(bounds, None)));
+    };
+    match (reduce, values.data_type()) {
+        (Reduce::Count, _) => Ok(Arc::new(run_lengths(bounds, Some(values.as_ref())))),
+        (Reduce::Min | Reduce::Max, DataType::Float64) => Ok(Arc::new(float_extremes(
+            values.as_primitive::<Float64Type>(),
+            bounds,
+            reduce,
+        ))),
+        _ => downcast_primitive_array!(
+            values => Ok(Arc::new(fold(values, bounds, reduce))),
+            t => internal_err!("cannot reduce runs of type {t}")
+        ),
+    }
+}
+
+/// What `reduce` makes of each row alone (a run of one row), for batches
+/// whose runs are too short to be worth reducing.
+pub(crate) fn per_row(reduce: Reduce, values: Option<&ArrayRef>, n: usize) -> ArrayRef {
+    match (reduce, values) {
+        (_, None) => Arc::new(Int64Array::from_value(1, n)),
+        (Reduce::Count, Some(values)) => Arc::new(match values.logical_nulls() {
+            None => Int64Array::from_value(1, n),
+            Some(nulls) => nulls.iter().map(|valid| Some(i64::from(valid))).collect(),
+        }),
+        (_, Some(values)) => Arc::clone(values),
+    }
+}
+
+/// How many rows of each run are not NULL in `values` (every row when
+/// there are none).
+fn run_lengths(bounds: &[usize], values: Option<&dyn Array>) -> Int64Array {
+    let nulls = values.and_then(|v| v.logical_nulls());
+    bounds
+        .windows(2)
+        .map(|w| {
+            let rows = w[1] - w[0];
+            let valid = match &nulls {
+                Some(n) => n.inner().slice(w[0], rows).count_set_bits(),
+                None => rows,
+            };
+            Some(valid as i64)
+        })
+        .collect()
+}
+
+/// Each run of `values` reduced by `reduce` (a minimum, maximum or sum),
+/// NULL for a run without a value. The types here (integers, decimals,
+/// temporal types) compare as DataFusion's accumulators compare them.
+fn fold<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+    bounds: &[usize],
+    reduce: Reduce,
+) -> PrimitiveArray<T> {
+    match reduce {
+        Reduce::Min => fold_with(values, bounds, |a, b| if b.is_lt(a) { b } else { a }),
+        Reduce::Max => fold_with(values, bounds, |a, b| if b.is_gt(a) { b } else { a }),
+        _ => fold_with(values, bounds, |a, b| a.add_wrapping(b)),
+    }
+}
+
+/// Whether a batch must be passed on row by row for `reduce` to give
+/// DataFusion's answer: a minimum or maximum over doubles with a NaN.
+/// DataFusion's accumulator lets a NaN and the next value replace the
+/// extreme so far (both compare unordered), so its answer depends on where
+/// the NaNs are among the rows, which a run's one value cannot carry.
+pub(crate) fn needs_rows(reduce: Reduce, values: Option<&ArrayRef>) -> bool {
+    let extreme = matches!(reduce, Reduce::Min | Reduce::Max);
+    match values {
+        Some(v) if extreme && *v.data_type() == DataType::Float64 => v
+            .as_primitive::<Float64Type>()
+            .values()
+            .iter()
+            .any(|x| x.is_nan()),
+        _ => false,
+    }
+}
+
+/// [`fold`] of a minimum or maximum of doubles without NaN ([`needs_rows`]).
+/// Found in total order through integer keys (the bits, with the
+/// magnitude's bits flipped for negatives), which a loop compares without
+/// branches. That order differs from DataFusion's only between -0 and 0,
+/// which compare equal there, so the first stays: a run whose extreme is a
+/// zero gives its first zero.
+fn float_extremes(values: &Float64Array, bounds: &[usize], reduce: Reduce) -> Float64Array {
+    fn key(x: f64) -> i64 {
+        let bits = x.to_bits() as i64;
+        bits ^ ((((bits >> 63) as u64) >> 1) as i64)
+    }
+    fn value(key: i64) -> f64 {
+        f64::from_bits((key ^ ((((key >> 63) as u64) >> 1) as i64)) as u64)
+    }
+    fn extreme(keys: impl Iterator<Item = i64>, reduce: Reduce) -> Option<i64> {
+        match reduce {
+            Reduce::Min => keys.min(),
+            _ => keys.max(),
+        }
+    }
+    let data = values.values();
+    let nulls = values.nulls().filter(|n| n.null_count() > 0);
+    let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
+    bounds
+        .windows(2)
+        .map(|w| {
+            let found = match nulls {
+                None => extreme(data[w[0]..w[1]].iter().map(|&x| key(x)), reduce),
+                Some(n) => extreme(
+                    (w[0]..w[1])
+                        .filter(|&i| n.is_valid(i))
+                        .map(|i| key(data[i])),
+                    reduce,
+                ),
+            };
+            match found.map(value) {
+                // -0 too: a float pattern compares as ==.
+                Some(0.0) => (w[0]..w[1])
+                    .filter(|&i| valid(i))
+                    .map(|i| data[i])
+                    .find(|&v| v == 0.0),
+                other => other,
+            }
+        })
+        .collect()
+}
+
+/// Each run of `values` folded by `op` (inlined for each of the three).
+fn fold_with<T: ArrowPrimitiveType>(
+    values: &PrimitiveArray<T>,
+    bounds: &[usize],
+    op: impl Fn(T::Native, T::Native) -> T::Native + Copy,
+) -> PrimitiveArray<T> {
+    let data = values.values();
+    let folded: PrimitiveArray<T> = match values.nulls().filter(|n| n.null_count() > 0) {
+        None => bounds
+            .windows(2)
+            .map(|w| data[w[0]..w[1]].iter().copied().reduce(op))
+            .collect(),
+        Some(nulls) => bounds
+            .windows(2)
+            .map(|w| {
+                (w[0]..w[1])
+                    .filter(|&i| nulls.is_valid(i))
+                    .map(|i| data[i])
+                    .reduce(op)
+            })
+            .collect(),
+    };
+    // Keeps parameters the native type does not carry (time zone, scale).
+    folded.with_data_type(values.data_type().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{StringArray, TimestampSecondArray};
+    use datafusion::arrow::datatypes::{TimeUnit, TimestampSecondType};
+
+    use super::*;
+
+    fn ints(values: &[Option<i64>]) -> ArrayRef {
+        Arc::new(Int64Array::from(values.to_vec()))
+    }
+
+    #[test]
+    fn runs_end_where_any_key_changes_and_nulls_are_equal() -> Result<()> {
+        let a = ints(&[Some(1), Some(1), None, None, Some(2), Some(1), Some(1)]);
+        let b: ArrayRef = Arc::new(StringArray::from(vec!["x", "x", "x", "x", "x", "x", "y"]));
+        assert_eq!(run_bounds(&[Arc::clone(&a)], 7)?, vec![0, 2, 4, 5, 7]);
+        assert_eq!(run_bounds(&[a, b], 7)?, vec![0, 2, 4, 5, 6, 7]);
+        assert_eq!(run_bounds(&[ints(&[])], 0)?, vec![0]);
+        assert_eq!(run_bounds(&[ints(&[Some(3)])], 1)?, vec![0, 1]);
+        Ok(())
+    }
+
+    #[test]
+    fn runs_reduce_to_their_extremes_sums_and_counts() -> Result<()> {
+        let values = ints(&[Some(5), None, Some(-2), None, None, Some(7)]);
+        let bounds = [0, 3, 5, 6];
+        let reduced = |r| reduce_runs(r, Some(&values), &bounds);
+        let min = reduced(Reduce::Min)?;
+        let max = reduced(Reduce::Max)?;
+        let sum = reduced(Reduce::Sum)?;
+        let count = reduced(Reduce::Count)?;
+        // The second run has no value: NULL, and a count of 0.
+        assert_eq!(
+            min.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![Some(-2), None, Some(7)])
+        );
+        assert_eq!(
+            max.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![Some(5), None, Some(7)])
+        );
+        assert_eq!(
+            sum.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![Some(3), None, Some(7)])
+        );
+        assert_eq!(
+            count.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![2, 0, 1])
+        );
+        let rows = reduce_runs(Reduce::Count, None, &bounds)?;
+        assert_eq!(
+            rows.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![3, 2, 1])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn sums_wrap_and_zeros_keep_the_first() -> Result<()> {
+        let big = ints(&[Some(i64::MAX), Some(1)]);
+        let sum = reduce_runs(Reduce::Sum, Some(&big), &[0, 2])?;
+        assert_eq!(sum.as_primitive::<Int64Type>().value(0), i64::MIN);
+        // DataFusion keeps the first of equal values: -0 then 0 gives -0 as
+        // the maximum, 0 then -0 gives 0 as the minimum.
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![-1.0, -0.0, 0.0, 0.0, -0.0, 3.5]));
+        let bounds = [0, 3, 6];
+        let min = reduce_runs(Reduce::Min, Some(&floats), &bounds)?;
+        let max = reduce_runs(Reduce::Max, Some(&floats), &bounds)?;
+        let (min, max) = (
+            min.as_primitive::<Float64Type>(),
+            max.as_primitive::<Float64Type>(),
+        );
+        assert!(max.value(0) == 0.0 && max.value(0).is_sign_negative());
+        assert_eq!(min.value(0), -1.0);
+        assert!(min.value(1) == 0.0 && min.value(1).is_sign_positive());
+        assert_eq!(max.value(1), 3.5);
+        Ok(())
+    }
+
+    #[test]
+    fn a_nan_among_extremes_asks_for_rows() {
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0, f64::NAN]));
+        assert!(needs_rows(Reduce::Max, Some(&floats)));
+        assert!(needs_rows(Reduce::Min, Some(&floats)));
+        assert!(!needs_rows(Reduce::Sum, Some(&floats)));
+        assert!(!needs_rows(Reduce::Max, Some(&ints(&[Some(1)]))));
+    }
+
+    #[test]
+    fn reduced_timestamps_keep_their_time_zone() -> Result<()> {
+        let at: ArrayRef =
+            Arc::new(TimestampSecondArray::from(vec![10, 30, 20]).with_timezone("+02:00"));
+        let max = reduce_runs(Reduce::Max, Some(&at), &[0, 3])?;
+        let zoned = DataType::Timestamp(TimeUnit::Second, Some("+02:00".into()));
+        assert_eq!(max.data_type(), &zoned);
+        assert_eq!(max.as_primitive::<TimestampSecondType>().value(0), 30);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_alone_count_one_unless_null() {
+        let values = ints(&[Some(1), None, Some(3)]);
+        let counts = per_row(Reduce::Count, Some(&values), 3);
+        assert_eq!(
+            counts.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![1, 0, 1])
+        );
+        let rows = per_row(Reduce::Count, None, 3);
+        assert_eq!(
+            rows.as_primitive::<Int64Type>(),
+            &Int64Array::from(vec![1, 1, 1])
+        );
+        assert!(Arc::ptr_eq(
+            &per_row(Reduce::Max, Some(&values), 3),
+            &values
+        ));
+    }
+}
