@@ -16,7 +16,9 @@ use datafusion::physical_plan::execution_plan::{EmissionType, apply_expression_r
 use datafusion::physical_plan::filter_pushdown::{
     ChildFilterDescription, FilterDescription, FilterPushdownPhase,
 };
-use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet, RecordOutput,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, Partitioning,
@@ -36,11 +38,12 @@ pub(crate) struct Reduction {
 }
 
 /// Reduces each run of input rows with equal grouping values to one row:
-/// the grouping values, then one value per [`Reduction`]. Rows of other
+/// the grouping values, then one value per reduction. Rows of other
 /// runs with the same values stay separate rows (the aggregation above
 /// merges them). A batch with fewer than two rows per run on average is
-/// passed on a row per run, as it is cheaper than reducing it, and so is a
-/// batch whose NaNs make runs unfit ([`needs_rows`]).
+/// passed on row by row, as that is cheaper than reducing it, and so is a
+/// batch with a NaN among the doubles of a minimum or maximum (whose
+/// answer in DataFusion depends on where the NaN is among the rows).
 #[derive(Debug)]
 pub struct RunAggregateExec {
     input: Arc<dyn ExecutionPlan>,
@@ -250,10 +253,7 @@ impl ExecutionPlan for RunAggregateExec {
             let timer = baseline.elapsed_compute().timer();
             let reduced = batch.and_then(|b| reducer.reduce(&b));
             timer.done();
-            if let Ok(b) = &reduced {
-                baseline.record_output(b.num_rows());
-            }
-            reduced
+            reduced.map(|b| b.record_output(&baseline))
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&self.reducer.schema),

@@ -14,7 +14,7 @@
 //! the partial stage of a parallel aggregation when every aggregate can be
 //! computed from per-run results: `min`, `max` and `sum` are the same
 //! function over the runs' minima, maxima or sums, and `count(x)` becomes
-//! [`RunCount`] over the runs' counts (`count`'s own partial state, so the
+//! `provdb_run_count` over the runs' counts (`count`'s own partial state, so the
 //! final stage above is unchanged). Each argument must be a primitive type
 //! the node reduces in place of DataFusion (for `sum`, the 64-bit types it
 //! sums in, so the runs' sums wrap as its sum does); an argument that is
@@ -25,7 +25,7 @@
 //! Only partial stages: DataFusion plans those for statements over many
 //! rows ([`crate::parallelism`]). A single-stage aggregation is what a
 //! statement over fewer rows gets, and the prepared ones keep their plans
-//! ([`crate::kept_physical`]), which are rebuilt node by node at every
+//! (`kept_physical`), which are rebuilt node by node at every
 //! execution: there one more node cost DLProv's "progress of the running
 //! executions" (4,600 epoch rows) 13% of its time and saved nothing.
 //!
