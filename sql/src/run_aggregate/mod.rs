@@ -14,8 +14,8 @@
 //! the partial stage of a parallel aggregation when every aggregate can be
 //! computed from per-run results: `min`, `max` and `sum` are the same
 //! function over the runs' minima, maxima or sums, and `count(x)` becomes
-//! `provdb_run_count` over the runs' counts (`count`'s own partial state, so the
-//! final stage above is unchanged). Each argument must be a primitive type
+//! `provdb_run_count` over the runs' counts (`count`'s own partial state,
+//! so the final stage above is unchanged). Each argument must be a primitive type
 //! the node reduces in place of DataFusion (for `sum`, the 64-bit types it
 //! sums in, so the runs' sums wrap as its sum does); an argument that is
 //! not a column is computed by a projection under the node. The answers
@@ -25,8 +25,8 @@
 //! Only partial stages: DataFusion plans those for statements over many
 //! rows ([`crate::parallelism`]). A single-stage aggregation is what a
 //! statement over fewer rows gets, and the prepared ones keep their plans
-//! (`kept_physical`), which are rebuilt node by node at every
-//! execution: there one more node cost DLProv's "progress of the running
+//! (`kept_physical`), which are rebuilt node by node at every execution:
+//! there one more node cost DLProv's "progress of the running
 //! executions" (4,600 epoch rows) 13% of its time and saved nothing.
 //!
 //! Also required: plain grouping columns (no grouping sets), no DISTINCT,
@@ -37,7 +37,10 @@
 //!
 //! Where rows do not come in runs the node costs one comparison per row and
 //! grouping column: a batch with fewer than two rows per run is passed on
-//! as it is (with a count of 1 or 0 per row).
+//! as it is (with a count of 1 or 0 per row). So is a batch with a NaN
+//! among the doubles of a `min` or `max`: DataFusion's extremes take a NaN
+//! and then the value after it, so the answer depends on the NaN's place
+//! among the rows. Equal extremes (-0 and 0) keep the first, as there.
 
 mod exec;
 mod run_count;
