@@ -181,7 +181,8 @@ fn fold<T: ArrowPrimitiveType>(
 /// DataFusion's answer: a minimum or maximum over doubles with a NaN.
 /// DataFusion's accumulator lets a NaN and the next value replace the
 /// extreme so far (both compare unordered), so its answer depends on where
-/// the NaNs are among the rows, which a run's one value cannot carry.
+/// the NaNs are among the rows, which a run's one value cannot carry
+/// (apache/datafusion#24432; tests/slt/run_aggregate.slt pins it).
 pub(crate) fn needs_rows(reduce: Reduce, values: Option<&ArrayRef>) -> bool {
     let extreme = matches!(reduce, Reduce::Min | Reduce::Max);
     match values {
