@@ -62,7 +62,6 @@ use parking_lot::Mutex;
 
 use crate::filter_aggregate::FilterAggregateExec;
 use crate::kept_physical::DeferredScan;
-use crate::run_aggregate::RunAggregateExec;
 use crate::zone_map::Bound;
 
 /// Most distinct build-side keys handed to a probe scan; with more, the
@@ -446,8 +445,8 @@ fn recompute() -> ReplaceChildrenOptions {
 /// `plan` (a probe side) with the scan that output `column` comes from
 /// keyed to `slot`, when only nodes that pass rows through unchanged (a
 /// filter, a sort, a projection of columns, a repartition, a cooperative
-/// yield point) or group by that column (alone, fused with a filter, or
-/// reduced by runs first) lie between, none with a limit.
+/// yield point) or group by that column (alone or fused with a filter) lie
+/// between, none with a limit.
 fn keyed_probe(
     plan: &Arc<dyn ExecutionPlan>,
     column: usize,
@@ -482,8 +481,6 @@ fn keyed_probe(
             .map(Column::index)
     } else if let Some(fused) = plan.downcast_ref::<FilterAggregateExec>() {
         fused.input_group_column(column)
-    } else if let Some(runs) = plan.downcast_ref::<RunAggregateExec>() {
-        runs.input_group_column(column)
     } else if let Some(projection) = plan.downcast_ref::<ProjectionExec>() {
         projection
             .expr()

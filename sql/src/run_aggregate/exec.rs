@@ -86,12 +86,6 @@ impl RunAggregateExec {
         }
     }
 
-    /// The input column that output column `column` (a grouping column)
-    /// comes from, for rewrites that narrow the input by key.
-    pub(crate) fn input_group_column(&self, column: usize) -> Option<usize> {
-        self.reducer.group.get(column).map(Column::index)
-    }
-
     /// The grouping columns, by output position; a run-time filter on them
     /// can be pushed to the input (it removes whole runs), and they keep
     /// their input names, by which DataFusion remaps such filters.
