@@ -17,9 +17,9 @@
 //! outermost SELECT aliased with the name PostgreSQL would give it (the
 //! column's name, the function's name, or `?column?`), then [`LABEL_END`]
 //! and the item's position, which makes the names unique; [`output_schema`]
-//! cuts the suffix off again in the result's schema. Other queries are planned as before: only statements
-//! whose items would share a PostgreSQL label are copied, and only those
-//! that fail are planned again.
+//! cuts the suffix off again in the result's schema. Other queries are
+//! planned as before: only statements whose items would share a PostgreSQL
+//! label are copied, and only those that fail are planned again.
 
 use std::collections::HashSet;
 use std::sync::Arc;

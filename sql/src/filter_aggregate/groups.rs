@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{HashMap, Result, internal_err};
 
 /// Whether a grouping column of this type can be keyed by its bytes.
-pub(super) fn supported(data_type: &DataType) -> bool {
+pub(crate) fn supported(data_type: &DataType) -> bool {
     match data_type {
         DataType::Utf8 | DataType::Binary | DataType::Boolean => true,
         t => t.is_primitive() && !t.is_floating(),
@@ -139,6 +139,25 @@ impl Groups {
             })
             .collect()
     }
+}
+
+/// Where each run of rows equal in every one of `columns` (`n` rows each,
+/// types [`supported`]) starts, then `n`: run `i` is rows `bounds[i]..bounds[i
+/// + 1]`. NULLs are equal to each other, as in a grouping. The same
+/// comparison loops as [`Groups::intern`]'s, for nodes that reduce runs
+/// ([`crate::run_aggregate`]).
+pub(crate) fn run_bounds(columns: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
+    let data: Vec<ArrayData> = columns.iter().map(|c| c.to_data()).collect();
+    let mut changed = vec![false; n];
+    for d in &data {
+        KeyColumn::new(d)?.mark_changes(0, &mut changed);
+    }
+    let starts = changed.iter().enumerate().skip(1).filter(|(_, c)| **c);
+    let mut bounds: Vec<usize> = Vec::with_capacity(n / 64 + 2);
+    bounds.extend((n > 0).then_some(0));
+    bounds.extend(starts.map(|(i, _)| i));
+    bounds.push(n);
+    Ok(bounds)
 }
 
 /// Reads one grouping column's values as bytes.

@@ -53,6 +53,7 @@ use datafusion::physical_plan::{
 };
 
 pub use exec::FilterAggregateExec;
+pub(crate) use groups::{run_bounds, supported as keyed_by_bytes};
 
 use exec::Output;
 

@@ -26,8 +26,9 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::runs::{Reduce, needs_rows, per_row, reduce_runs, run_bounds, run_starts, take_starts};
+use super::runs::{Reduce, needs_rows, per_row, reduce_runs, run_starts, take_starts};
 use crate::batches::batch_of;
+use crate::filter_aggregate::run_bounds;
 
 /// One output column per run: `reduce` over an input column (`None`: a
 /// count of the run's rows).

@@ -6,10 +6,8 @@ use datafusion::arrow::array::{
     Array, ArrayRef, ArrowNativeTypeOp, ArrowPrimitiveType, AsArray, Float64Array, Int64Array,
     PrimitiveArray, UInt32Array, downcast_primitive_array,
 };
-use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::kernels::cmp::distinct;
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Float64Type, Int32Type, Int64Type};
+use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{Result, internal_err};
 
 /// What a run is reduced to.
@@ -32,60 +30,6 @@ impl Reduce {
             Reduce::Count => "count",
         }
     }
-}
-
-/// Where each run of rows equal in every one of `keys` (`n` rows each)
-/// starts, followed by `n`: run `i` is rows `bounds[i]..bounds[i + 1]`.
-/// NULLs are equal to each other here, as in a grouping.
-pub(crate) fn run_bounds(keys: &[ArrayRef], n: usize) -> Result<Vec<usize>> {
-    if let [key] = keys
-        && key.null_count() == 0
-    {
-        // The usual key, a task id: one tight loop, no bitmap.
-        match key.data_type() {
-            DataType::Int32 => return Ok(primitive_bounds(key.as_primitive::<Int32Type>())),
-            DataType::Int64 => return Ok(primitive_bounds(key.as_primitive::<Int64Type>())),
-            _ => {}
-        }
-    }
-    let mut changes: Option<BooleanBuffer> = None;
-    if n > 1 {
-        for key in keys {
-            let differs = distinct(&key.slice(1, n - 1), &key.slice(0, n - 1))?;
-            let bits = differs.values();
-            changes = Some(match changes {
-                Some(before) => &before | bits,
-                None => bits.clone(),
-            });
-        }
-    }
-    let mut bounds = Vec::with_capacity(changes.as_ref().map_or(0, |c| c.count_set_bits()) + 2);
-    if n > 0 {
-        bounds.push(0);
-    }
-    if let Some(changes) = changes {
-        bounds.extend(changes.set_indices().map(|i| i + 1));
-    }
-    bounds.push(n);
-    Ok(bounds)
-}
-
-/// [`run_bounds`] of one integer key without NULLs.
-fn primitive_bounds<T: ArrowPrimitiveType>(key: &PrimitiveArray<T>) -> Vec<usize> {
-    let values = key.values();
-    let mut bounds = Vec::with_capacity(values.len() / 64 + 2);
-    if !values.is_empty() {
-        bounds.push(0);
-    }
-    bounds.extend(
-        values
-            .windows(2)
-            .enumerate()
-            .filter(|(_, w)| w[0] != w[1])
-            .map(|(i, _)| i + 1),
-    );
-    bounds.push(values.len());
-    bounds
 }
 
 /// The first row of each run, for taking the grouping values.
@@ -271,7 +215,9 @@ fn fold_with<T: ArrowPrimitiveType>(
 #[cfg(test)]
 mod tests {
     use datafusion::arrow::array::{StringArray, TimestampSecondArray};
-    use datafusion::arrow::datatypes::{TimeUnit, TimestampSecondType};
+    use datafusion::arrow::datatypes::{Int64Type, TimeUnit, TimestampSecondType};
+
+    use crate::filter_aggregate::run_bounds;
 
     use super::*;
 
