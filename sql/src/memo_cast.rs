@@ -378,7 +378,10 @@ mod tests {
         let f = MemoCast::new(Arc::new(Field::new("c", ts.clone(), true)));
         let text = timestamps(2 * MEMO_MIN_ROWS);
         let expected = datafusion::arrow::compute::cast(&text, &ts).unwrap();
-        // kept from the second sighting of the array on
+        // kept from the second sighting of the array on (or the first: the
+        // memo is one process-wide static keyed by address, and an array of
+        // a test running alongside may have left a sighting at this
+        // address; array_memo's own tests pin admission)
         let runs: Vec<ArrayRef> = (0..3)
             .map(
                 |_| match call(&f, ColumnarValue::Array(Arc::clone(&text)), text.len()).unwrap() {
@@ -390,7 +393,6 @@ mod tests {
         for a in &runs {
             assert_eq!(a.as_ref(), expected.as_ref());
         }
-        assert!(!Arc::ptr_eq(&runs[0], &runs[1]));
         assert!(
             Arc::ptr_eq(&runs[1], &runs[2]),
             "the third call returns the kept cast"
