@@ -54,7 +54,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
 use datafusion::common::tree_node::Transformed;
 use datafusion::common::{Column, DFSchema, Result};
-use datafusion::functions_aggregate::expr_fn::{count, max, min, sum};
+use datafusion::functions_aggregate::expr_fn::{count, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, ExprSchemable, Join, JoinType, LogicalPlan, Operator, Projection, cast, col,
@@ -102,7 +102,7 @@ impl OptimizerRule for EagerAggregation {
 #[derive(Clone, Copy)]
 enum Split {
     /// `min`, `max`: the same function over the partial results.
-    Extreme(fn(Expr) -> Expr),
+    Extreme,
     /// `sum`: the sum of the partial sums.
     Sum,
     /// `count`: the sum of the partial counts.
@@ -130,8 +130,7 @@ fn splits(aggregate: &Aggregate) -> Option<Vec<(Split, &AggregateFunction)>> {
                 return None;
             }
             let split = match f.func.name() {
-                "min" => Split::Extreme(min),
-                "max" => Split::Extreme(max),
+                "min" | "max" => Split::Extreme,
                 "sum" => Split::Sum,
                 "count" => Split::Count,
                 "avg" => Split::Avg,
@@ -158,7 +157,7 @@ fn choose_leaf<'a>(
 ) -> Option<(&'a LogicalPlan, Vec<Split>)> {
     let counted: HashSet<&Column> = splits
         .iter()
-        .filter(|(s, _)| !matches!(s, Split::Extreme(_)))
+        .filter(|(s, _)| !matches!(s, Split::Extreme))
         .flat_map(|(_, f)| argument_columns(f))
         .collect();
     let all: HashSet<&Column> = splits
@@ -183,7 +182,7 @@ fn choose_leaf<'a>(
                 .filter(|c| leaf.schema().has_column(c))
                 .count();
             match split {
-                Split::Extreme(_) if inside == 0 => Some(Split::Keep),
+                Split::Extreme if inside == 0 => Some(Split::Keep),
                 _ if inside == columns.len() => Some(*split),
                 _ => None,
             }
@@ -231,9 +230,10 @@ fn eager(aggregate: &Aggregate) -> Result<Option<LogicalPlan>> {
         let name = format!("__provdb_eager_{i}");
         let final_expr = match split {
             Split::Keep => Expr::AggregateFunction((*f).clone()),
-            Split::Extreme(func) => {
-                partial_exprs.push(func(arg).alias(&name));
-                func(col(Column::from_name(&name)))
+            Split::Extreme => {
+                // the query's own function (provdb's min and max)
+                partial_exprs.push(f.func.call(vec![arg]).alias(&name));
+                f.func.call(vec![col(Column::from_name(&name))])
             }
             Split::Sum => {
                 partial_exprs.push(sum(arg).alias(&name));

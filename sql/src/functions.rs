@@ -1,5 +1,6 @@
 //! PostgreSQL functions clients call that DataFusion and pg_catalog lack:
-//! `version()`, `current_setting(name)`, `pg_is_in_recovery()`.
+//! `version()`, `current_setting(name)`, `pg_is_in_recovery()`; and
+//! [`crate::min_max`]'s `min` and `max` in place of DataFusion's.
 
 use std::sync::Arc;
 
@@ -11,6 +12,8 @@ use datafusion::prelude::SessionContext;
 
 /// Register provdb's extra functions in a session.
 pub fn register(ctx: &SessionContext) {
+    ctx.register_udaf(crate::min_max::min_udaf().as_ref().clone());
+    ctx.register_udaf(crate::min_max::max_udaf().as_ref().clone());
     let version = format!(
         "PostgreSQL {} (provdb {}) on Rust/DataFusion",
         crate::SERVER_VERSION,

@@ -32,6 +32,7 @@
 //!   large one to staged Parquet segments while it is parsed.
 //! - [`types`] — SQL types to Arrow types.
 //! - [`functions`] — PostgreSQL functions clients expect.
+//! - [`min_max`] — `min` and `max` in one total order for floating point.
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
 
 pub mod array_memo;
@@ -56,6 +57,7 @@ pub mod lineage;
 pub mod live_source;
 mod lookup_plan;
 pub mod memo_cast;
+pub mod min_max;
 pub mod output_names;
 pub mod parallelism;
 mod pg_catalog;

@@ -26,7 +26,7 @@ use datafusion::physical_plan::{
 };
 use futures::StreamExt;
 
-use super::runs::{Reduce, needs_rows, per_row, reduce_runs, run_starts, take_starts};
+use super::runs::{Reduce, per_row, reduce_runs, run_starts, take_starts};
 use crate::batches::batch_of;
 use crate::filter_aggregate::run_bounds;
 
@@ -42,9 +42,7 @@ pub(crate) struct Reduction {
 /// the grouping values, then one value per reduction. Rows of other
 /// runs with the same values stay separate rows (the aggregation above
 /// merges them). A batch with fewer than two rows per run on average is
-/// passed on row by row, as that is cheaper than reducing it, and so is a
-/// batch with a NaN among the doubles of a minimum or maximum (whose
-/// answer in DataFusion depends on where the NaN is among the rows).
+/// passed on row by row, as that is cheaper than reducing it.
 #[derive(Debug)]
 pub struct RunAggregateExec {
     input: Arc<dyn ExecutionPlan>,
@@ -111,7 +109,7 @@ impl Reducer {
             .collect();
         let bounds = run_bounds(&keys, n)?;
         let runs = bounds.len() - 1;
-        if runs * 2 > n || values.iter().any(|&(r, v)| needs_rows(r, v)) {
+        if runs * 2 > n {
             let mut columns = keys;
             columns.extend(values.iter().map(|&(r, v)| per_row(r, v, n)));
             return batch_of(&self.schema, columns, n);

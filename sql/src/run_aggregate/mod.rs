@@ -41,10 +41,9 @@
 //!
 //! Where rows do not come in runs the node costs one comparison per row and
 //! grouping column: a batch with fewer than two rows per run is passed on
-//! as it is (with a count of 1 or 0 per row). So is a batch with a NaN
-//! among the doubles of a `min` or `max`: DataFusion's extremes take a NaN
-//! and then the value after it, so the answer depends on the NaN's place
-//! among the rows. Equal extremes (-0 and 0) keep the first, as there.
+//! as it is (with a count of 1 or 0 per row). Extremes of doubles are
+//! found in IEEE 754 total order, as provdb's `min` and `max` find them
+//! ([`crate::min_max`]).
 
 mod exec;
 mod run_count;

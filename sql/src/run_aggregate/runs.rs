@@ -121,30 +121,11 @@ fn fold<T: ArrowPrimitiveType>(
     }
 }
 
-/// Whether a batch must be passed on row by row for `reduce` to give
-/// DataFusion's answer: a minimum or maximum over doubles with a NaN.
-/// DataFusion's accumulator lets a NaN and the next value replace the
-/// extreme so far (both compare unordered), so its answer depends on where
-/// the NaNs are among the rows, which a run's one value cannot carry
-/// (apache/datafusion#24432; tests/slt/run_aggregate.slt pins it).
-pub(crate) fn needs_rows(reduce: Reduce, values: Option<&ArrayRef>) -> bool {
-    let extreme = matches!(reduce, Reduce::Min | Reduce::Max);
-    match values {
-        Some(v) if extreme && *v.data_type() == DataType::Float64 => v
-            .as_primitive::<Float64Type>()
-            .values()
-            .iter()
-            .any(|x| x.is_nan()),
-        _ => false,
-    }
-}
-
-/// [`fold`] of a minimum or maximum of doubles without NaN ([`needs_rows`]).
-/// Found in total order through integer keys (the bits, with the
-/// magnitude's bits flipped for negatives), which a loop compares without
-/// branches. That order differs from DataFusion's only between -0 and 0,
-/// which compare equal there, so the first stays: a run whose extreme is a
-/// zero gives its first zero.
+/// [`fold`] of a minimum or maximum of doubles, in IEEE 754 total order
+/// as provdb's `min` and `max` compare them ([`crate::min_max`]: NaN
+/// above `Infinity`, -0 below 0). Found through integer keys (the bits,
+/// with the magnitude's bits flipped for negatives, which order as
+/// `f64::total_cmp` does), which a loop compares without branches.
 fn float_extremes(values: &Float64Array, bounds: &[usize], reduce: Reduce) -> Float64Array {
     fn key(x: f64) -> i64 {
         let bits = x.to_bits() as i64;
@@ -161,7 +142,6 @@ fn float_extremes(values: &Float64Array, bounds: &[usize], reduce: Reduce) -> Fl
     }
     let data = values.values();
     let nulls = values.nulls().filter(|n| n.null_count() > 0);
-    let valid = |i: usize| nulls.is_none_or(|n| n.is_valid(i));
     bounds
         .windows(2)
         .map(|w| {
@@ -174,14 +154,7 @@ fn float_extremes(values: &Float64Array, bounds: &[usize], reduce: Reduce) -> Fl
                     reduce,
                 ),
             };
-            match found.map(value) {
-                // -0 too: a float pattern compares as ==.
-                Some(0.0) => (w[0]..w[1])
-                    .filter(|&i| valid(i))
-                    .map(|i| data[i])
-                    .find(|&v| v == 0.0),
-                other => other,
-            }
+            found.map(value)
         })
         .collect()
 }
@@ -271,34 +244,39 @@ mod tests {
     }
 
     #[test]
-    fn sums_wrap_and_zeros_keep_the_first() -> Result<()> {
+    fn sums_wrap_and_float_extremes_follow_the_total_order() -> Result<()> {
         let big = ints(&[Some(i64::MAX), Some(1)]);
         let sum = reduce_runs(Reduce::Sum, Some(&big), &[0, 2])?;
         assert_eq!(sum.as_primitive::<Int64Type>().value(0), i64::MIN);
-        // DataFusion keeps the first of equal values: -0 then 0 gives -0 as
-        // the maximum, 0 then -0 gives 0 as the minimum.
-        let floats: ArrayRef = Arc::new(Float64Array::from(vec![-1.0, -0.0, 0.0, 0.0, -0.0, 3.5]));
-        let bounds = [0, 3, 6];
+        // -0 is below 0 wherever each comes; NaN is above Infinity; a run
+        // of one infinity keeps it.
+        let floats: ArrayRef = Arc::new(Float64Array::from(vec![
+            -1.0,
+            0.0,
+            -0.0,
+            -0.0,
+            0.0,
+            3.5,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ]));
+        let bounds = [0, 3, 6, 8, 9];
         let min = reduce_runs(Reduce::Min, Some(&floats), &bounds)?;
         let max = reduce_runs(Reduce::Max, Some(&floats), &bounds)?;
         let (min, max) = (
             min.as_primitive::<Float64Type>(),
             max.as_primitive::<Float64Type>(),
         );
-        assert!(max.value(0) == 0.0 && max.value(0).is_sign_negative());
+        assert!(max.value(0) == 0.0 && max.value(0).is_sign_positive());
         assert_eq!(min.value(0), -1.0);
-        assert!(min.value(1) == 0.0 && min.value(1).is_sign_positive());
+        assert!(min.value(1) == 0.0 && min.value(1).is_sign_negative());
         assert_eq!(max.value(1), 3.5);
+        assert!(max.value(2).is_nan());
+        assert_eq!(min.value(2), f64::INFINITY);
+        assert_eq!(max.value(3), f64::NEG_INFINITY);
+        assert_eq!(min.value(3), f64::NEG_INFINITY);
         Ok(())
-    }
-
-    #[test]
-    fn a_nan_among_extremes_asks_for_rows() {
-        let floats: ArrayRef = Arc::new(Float64Array::from(vec![1.0, f64::NAN]));
-        assert!(needs_rows(Reduce::Max, Some(&floats)));
-        assert!(needs_rows(Reduce::Min, Some(&floats)));
-        assert!(!needs_rows(Reduce::Sum, Some(&floats)));
-        assert!(!needs_rows(Reduce::Max, Some(&ints(&[Some(1)]))));
     }
 
     #[test]

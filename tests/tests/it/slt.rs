@@ -88,7 +88,7 @@ fn format_value(array: &ArrayRef, fmt: &ArrayFormatter<'_>, row: usize) -> Strin
                 .downcast_ref::<arrow::array::Float64Array>()
                 .expect("f64")
                 .value(row);
-            format!("{v}")
+            pg_float(v)
         }
         DataType::Float32 => {
             let v = array
@@ -96,12 +96,22 @@ fn format_value(array: &ArrayRef, fmt: &ArrayFormatter<'_>, row: usize) -> Strin
                 .downcast_ref::<arrow::array::Float32Array>()
                 .expect("f32")
                 .value(row);
-            format!("{v}")
+            pg_float(v)
         }
         DataType::Timestamp(_, _) | DataType::Date64 => {
             normalize_cell(Some(&fmt.value(row).to_string().replacen('T', " ", 1)))
         }
         _ => normalize_cell(Some(&fmt.value(row).to_string())),
+    }
+}
+
+/// A float as PostgreSQL writes it: `Infinity`, `-Infinity`, `NaN`, or
+/// the shortest decimal that reads back.
+fn pg_float(v: impl Into<f64> + std::fmt::Display + Copy) -> String {
+    match v.into() {
+        f64::INFINITY => "Infinity".to_string(),
+        f64::NEG_INFINITY => "-Infinity".to_string(),
+        _ => format!("{v}"),
     }
 }
 
@@ -350,6 +360,7 @@ slt_files!(
     eager_aggregate,
     filter_aggregate,
     run_aggregate,
+    min_max,
     catalog,
     lineage,
     prov_export,
