@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::sql::sqlparser::ast::{
     AlterTableOperation, ColumnDef, ColumnOption, CreateTable, CreateView, Expr, GeneratedAs,
-    Ident, IndexColumn, ObjectName, ObjectNamePart, ObjectType, SequenceOptions, Statement,
+    Ident, IndexColumn, ObjectName, ObjectNamePart, ObjectType, Query, SequenceOptions, Statement,
     TableConstraint,
 };
 use provdb_engine::catalog::SEQUENCE_PREFIX;
@@ -319,22 +319,42 @@ impl Session {
         }
         let mut query = cv.query.as_ref().clone();
         crate::output_names::name_view_columns(&mut query);
-        let mut sql = query.to_string();
-        if !cv.columns.is_empty() {
-            let cols = cv
-                .columns
-                .iter()
-                .map(|c| format!("\"{}\"", ident(&c.name)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            sql = format!("SELECT * FROM ({sql}) AS __provdb_view({cols})");
-        }
-        let view = ViewDef {
-            sql,
-            schema: current,
+        let view_def = |query: &Query| {
+            let mut sql = query.to_string();
+            if !cv.columns.is_empty() {
+                let cols = cv
+                    .columns
+                    .iter()
+                    .map(|c| format!("\"{}\"", ident(&c.name)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                sql = format!("SELECT * FROM ({sql}) AS __provdb_view({cols})");
+            }
+            ViewDef {
+                sql,
+                schema: current.clone(),
+            }
         };
+        let mut view = view_def(&query);
         // Plan it now: an invalid view is an error at CREATE time.
-        self.shared.plan_view(&view).await.map_err(|e| {
+        let planned = match self.shared.plan_view(&view).await {
+            Err(e) if crate::typed_casts::is_duplicate_field_error(&e) => {
+                // Casts DataFusion names alike get their type in the name.
+                let types = crate::typed_casts::cast_types(&mut query);
+                let resolved = crate::session::resolve_cast_types(&self.ctx.state(), &types).await;
+                match crate::typed_casts::typed(&query, &resolved) {
+                    Some(typed) => {
+                        let typed_view = view_def(&typed);
+                        let planned = self.shared.plan_view(&typed_view).await.map_err(|_| e);
+                        view = typed_view;
+                        planned
+                    }
+                    None => Err(e),
+                }
+            }
+            planned => planned,
+        };
+        planned.map_err(|e| {
             if crate::output_names::is_duplicate_name_error(&e) {
                 SqlError::new(
                     "42701",

@@ -31,6 +31,8 @@
 //! - [`copy`] / [`copy_stmt`] — `COPY ... FROM STDIN`; `copy_stage` streams a
 //!   large one to staged Parquet segments while it is parsed.
 //! - [`types`] — SQL types to Arrow types.
+//! - [`typed_casts`] — casts in calls spelled with their type, when
+//!   DataFusion's names for two aggregates would collide.
 //! - [`functions`] — PostgreSQL functions clients expect.
 //! - [`min_max`] — `min` and `max` in one total order for floating point.
 //! - [`error`] — [`SqlError`] with its SQLSTATE.
@@ -72,6 +74,7 @@ pub mod sequence;
 pub mod session;
 pub mod table;
 pub mod txn;
+pub mod typed_casts;
 pub mod types;
 pub mod zone_map;
 

@@ -1172,14 +1172,30 @@ impl Session {
         }
         // Boxed: a Statement is large, and this future nests in others.
         let labelled = crate::output_names::labelled(&mut stmt).map(Box::new);
-        match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
-            Err(e) if crate::output_names::is_duplicate_name_error(&e) => match labelled {
-                Some(stmt) => Box::pin(state.statement_to_plan(DfStatement::Statement(stmt)))
+        let cast_types = crate::typed_casts::cast_types(&mut stmt);
+        let typed = (!cast_types.is_empty()).then(|| Box::new(stmt.clone()));
+        let planned =
+            match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
+                Err(e) if crate::output_names::is_duplicate_name_error(&e) => match labelled {
+                    Some(stmt) => {
+                        Box::pin(state.statement_to_plan(DfStatement::Statement(stmt))).await
+                    }
+                    None => Err(e),
+                },
+                planned => planned,
+            };
+        match (planned, typed) {
+            (Err(e), Some(stmt)) if crate::typed_casts::is_duplicate_field_error(&e) => {
+                let resolved = resolve_cast_types(&state, &cast_types).await;
+                let Some(stmt) = crate::typed_casts::typed(stmt.as_ref(), &resolved) else {
+                    return Err(from_datafusion(e));
+                };
+                // The statement's own error if the typed one fails too.
+                Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt))))
                     .await
-                    .map_err(from_datafusion),
-                None => Err(from_datafusion(e)),
-            },
-            planned => planned.map_err(from_datafusion),
+                    .map_err(|_| from_datafusion(e))
+            }
+            (planned, _) => planned.map_err(from_datafusion),
         }
     }
 
@@ -1393,6 +1409,23 @@ fn expr_text(e: &SqlExpr) -> String {
         SqlExpr::Identifier(i) => i.value.clone(),
         other => other.to_string().trim_matches('\'').to_string(),
     }
+}
+
+/// The Arrow type of each SQL type (keyed by its text) as the session
+/// plans a cast to it; types it cannot plan are left out.
+pub(crate) async fn resolve_cast_types(
+    state: &SessionState,
+    types: &[datafusion::sql::sqlparser::ast::DataType],
+) -> HashMap<String, DataType> {
+    let mut resolved = HashMap::new();
+    for t in types {
+        let probe = format!("SELECT CAST(NULL AS {t})");
+        if let Ok(plan) = state.create_logical_plan(&probe).await {
+            let data_type = plan.schema().field(0).data_type().clone();
+            resolved.insert(t.to_string(), data_type);
+        }
+    }
+    resolved
 }
 
 fn parse_search_path(value: &str) -> Vec<String> {
