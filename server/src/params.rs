@@ -100,6 +100,7 @@ fn coerce(value: ScalarValue, target: &DataType) -> Result<ScalarValue, SqlError
     if *target == DataType::Null || value.data_type() == *target {
         return Ok(value);
     }
+    let value = provdb_sql::rounding_casts::rounded_for(value, target);
     value.cast_to(target).map_err(|_| {
         SqlError::new(
             "22P02",
@@ -317,6 +318,19 @@ mod tests {
             value: Some(b),
             binary: true,
             client_type: Some(t),
+        }
+    }
+
+    #[test]
+    fn float_params_bound_to_integers_round_to_even() {
+        let f = Type::FLOAT8;
+        for (x, want) in [(7.5, 8), (6.5, 6), (-2.5, -2), (2.49, 2)] {
+            let bytes = f64::to_be_bytes(x);
+            assert_eq!(
+                decode_param(&bin(&bytes, &f), &DataType::Int32).unwrap(),
+                ScalarValue::Int32(Some(want)),
+                "{x}"
+            );
         }
     }
 

@@ -31,6 +31,7 @@
 //! - [`copy`] / [`copy_stmt`] — `COPY ... FROM STDIN`; `copy_stage` streams a
 //!   large one to staged Parquet segments while it is parsed.
 //! - [`types`] — SQL types to Arrow types.
+//! - [`rounding_casts`] — casts to integers round as PostgreSQL's do.
 //! - [`typed_casts`] — casts in calls spelled with their type, when
 //!   DataFusion's names for two aggregates would collide.
 //! - [`functions`] — PostgreSQL functions clients expect.
@@ -67,6 +68,7 @@ mod planning_state;
 pub mod prepared;
 pub mod prov_export;
 pub mod rewrite;
+pub mod rounding_casts;
 pub mod run_aggregate;
 mod scaled_columns;
 mod scan_casts;

@@ -37,6 +37,10 @@ pub struct Prepared {
     pub sql: String,
     /// One type per `$n` parameter (inferred where the client sent none).
     pub param_types: Vec<DataType>,
+    /// Per `$n`, the integer type the plan uses it as, where it does: a
+    /// float bound to it is rounded first, as PostgreSQL assigns a float
+    /// to an integer ([`crate::rounding_casts::rounded_for`]).
+    pub(crate) integer_params: Vec<Option<DataType>>,
     /// The result columns, or `None` for a statement that returns no rows.
     pub result_schema: Option<SchemaRef>,
     /// The planned statement (queries and DML), reused on every execution.
@@ -78,6 +82,7 @@ impl Prepared {
         Prepared {
             sql: sql.to_string(),
             param_types: vec![],
+            integer_params: vec![],
             result_schema,
             plan: None,
             optimized: None,

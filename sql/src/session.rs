@@ -330,6 +330,7 @@ impl Session {
             .with_config(config)
             .with_runtime_env(Arc::clone(&db.shared.runtime))
             .with_default_features()
+            .with_analyzer_rule(Arc::new(crate::rounding_casts::RoundingCasts))
             .with_optimizer_rule(Arc::new(crate::eager_aggregate::EagerAggregation))
             .with_optimizer_rule(Arc::new(crate::memo_cast::MemoCasts))
             .with_physical_optimizer_rule(Arc::new(crate::filter_aggregate::FilterAggregation))
@@ -510,6 +511,12 @@ impl Session {
                     .unwrap_or(DataType::Utf8)
             })
             .collect();
+        let integer_params = (0..count)
+            .map(|i| {
+                let found = inferred.get(&format!("${}", i + 1)).cloned().flatten();
+                found.filter(DataType::is_integer)
+            })
+            .collect();
         let result_schema = if matches!(plan, LogicalPlan::Dml(_)) {
             None
         } else {
@@ -537,6 +544,7 @@ impl Session {
         Ok(Prepared {
             sql: sql.to_string(),
             param_types: types,
+            integer_params,
             result_schema,
             plan: Some(plan),
             optimized,
@@ -620,6 +628,7 @@ impl Session {
         prepared: &Prepared,
         params: Vec<ScalarValue>,
     ) -> SqlResult<QueryOutput> {
+        let params = round_integer_params(prepared, params);
         if prepared.replan || !prepared.tables_unchanged(&self.db.shared.storage) {
             return self.execute_replanned(prepared, params).await;
         }
@@ -1186,14 +1195,10 @@ impl Session {
             };
         match (planned, typed) {
             (Err(e), Some(stmt)) if crate::typed_casts::is_duplicate_field_error(&e) => {
-                let resolved = resolve_cast_types(&state, &cast_types).await;
-                let Some(stmt) = crate::typed_casts::typed(stmt.as_ref(), &resolved) else {
-                    return Err(from_datafusion(e));
-                };
-                // The statement's own error if the typed one fails too.
-                Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt))))
+                Box::pin(plan_typed(&state, *stmt, cast_types))
                     .await
-                    .map_err(|_| from_datafusion(e))
+                    // The statement's own error if the typed one fails too.
+                    .ok_or_else(|| from_datafusion(e))
             }
             (planned, _) => planned.map_err(from_datafusion),
         }
@@ -1409,6 +1414,34 @@ fn expr_text(e: &SqlExpr) -> String {
         SqlExpr::Identifier(i) => i.value.clone(),
         other => other.to_string().trim_matches('\'').to_string(),
     }
+}
+
+/// `stmt` planned with its casts inside calls spelled with their type
+/// ([`crate::typed_casts`]); `None` if that changes nothing or fails.
+async fn plan_typed(
+    state: &SessionState,
+    stmt: Statement,
+    cast_types: Vec<datafusion::sql::sqlparser::ast::DataType>,
+) -> Option<LogicalPlan> {
+    let resolved = resolve_cast_types(state, &cast_types).await;
+    let stmt = crate::typed_casts::typed(&stmt, &resolved)?;
+    state
+        .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+        .await
+        .ok()
+}
+
+/// `params` with each float bound to a parameter the plan uses as an
+/// integer rounded as PostgreSQL assigns it (ties to even), so that every
+/// way of binding (direct, kept, DataFusion's) casts a whole number.
+fn round_integer_params(prepared: &Prepared, mut params: Vec<ScalarValue>) -> Vec<ScalarValue> {
+    for (value, target) in params.iter_mut().zip(&prepared.integer_params) {
+        if let Some(t) = target {
+            let v = std::mem::replace(value, ScalarValue::Null);
+            *value = crate::rounding_casts::rounded_for(v, t);
+        }
+    }
+    params
 }
 
 /// The Arrow type of each SQL type (keyed by its text) as the session

@@ -331,3 +331,36 @@ async fn errors_in_extended_protocol_keep_connection_usable() {
     c.execute(&ins, &[&2i32]).await.expect("insert after error");
     assert_eq!(count(&c, "ee").await, 2);
 }
+
+/// A float bound to an integer column is assigned as PostgreSQL assigns
+/// it: rounded to the nearest integer, ties to even (sql/src/
+/// rounding_casts.rs). Each statement runs several times, so the prepared
+/// fast paths (sql/src/direct.rs) are exercised too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn float_parameters_for_integer_columns_round_to_even() {
+    let server = Server::start();
+    let c = server.client().await;
+    c.batch_execute("CREATE TABLE w (id INT, v INT)")
+        .await
+        .expect("create");
+    let insert = c
+        .prepare_typed("INSERT INTO w VALUES ($1, $2)", &[Type::INT4, Type::FLOAT8])
+        .await
+        .expect("prepare");
+    let values = [7.5f64, 6.5, -2.5, 2.6, 0.4];
+    for round in 0..3 {
+        for (i, v) in values.iter().enumerate() {
+            let id = (round * 10 + i) as i32;
+            c.execute(&insert, &[&id, v]).await.expect("insert");
+        }
+    }
+    let all: Vec<i32> = c
+        .query("SELECT v FROM w ORDER BY id", &[])
+        .await
+        .expect("select")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let once = [8, 6, -2, 3, 0];
+    assert_eq!(all, [once, once, once].concat(), "every execution rounds");
+}
