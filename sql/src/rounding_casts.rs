@@ -14,6 +14,7 @@
 //! Out-of-range values still fail as the cast fails. Output names are
 //! kept.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, Float32Array, Float64Array};
@@ -132,6 +133,35 @@ pub fn rounded_for(value: ScalarValue, target: &DataType) -> ScalarValue {
     }
 }
 
+/// The parameters `plan` uses only as the operand of casts to an integer
+/// type (`CAST($1 AS INT)`), with that type. Their values are rounded
+/// before binding ([`rounded_for`]): the cast is analysed while the
+/// parameter has no type, so the rule cannot round it.
+pub fn integer_cast_params(plan: &LogicalPlan) -> HashMap<String, DataType> {
+    // Per parameter: its uses, and its uses as such an operand.
+    let mut uses: HashMap<String, (usize, usize, Option<DataType>)> = HashMap::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|x| {
+                if let Some(Expr::Placeholder(p)) = integer_cast(x)
+                    && let Expr::Cast(Cast { field, .. }) | Expr::TryCast(TryCast { field, .. }) = x
+                {
+                    let entry = uses.entry(p.id.clone()).or_default();
+                    entry.1 += 1;
+                    entry.2 = Some(field.data_type().clone());
+                }
+                if let Expr::Placeholder(p) = x {
+                    uses.entry(p.id.clone()).or_default().0 += 1;
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    uses.into_iter()
+        .filter_map(|(id, (all, cast, target))| (all == cast).then_some((id, target?)))
+        .collect()
+}
+
 /// The operand of `expr` when it is a cast to an integer type.
 fn integer_cast(expr: &Expr) -> Option<&Expr> {
     match expr {
@@ -222,6 +252,25 @@ mod tests {
     use datafusion::arrow::array::Array;
 
     use super::*;
+
+    #[tokio::test]
+    async fn parameters_used_only_under_integer_casts_are_found() {
+        let state = datafusion::prelude::SessionContext::new().state();
+        let plan = state
+            .create_logical_plan("SELECT CAST($1 AS INT), $2::bigint, CAST($3 AS INT), $3 * 2.5")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut found: Vec<(String, DataType)> = integer_cast_params(&plan).into_iter().collect();
+        found.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(
+            found,
+            [
+                ("$1".to_string(), DataType::Int32),
+                ("$2".to_string(), DataType::Int64)
+            ],
+            "$3 is also used as it is"
+        );
+    }
 
     #[test]
     fn ties_go_to_even_and_specials_stay() {

@@ -511,10 +511,14 @@ impl Session {
                     .unwrap_or(DataType::Utf8)
             })
             .collect();
+        let cast_params = crate::rounding_casts::integer_cast_params(&plan);
         let integer_params = (0..count)
             .map(|i| {
-                let found = inferred.get(&format!("${}", i + 1)).cloned().flatten();
-                found.filter(DataType::is_integer)
+                let id = format!("${}", i + 1);
+                let found = inferred.get(&id).cloned().flatten();
+                found
+                    .filter(DataType::is_integer)
+                    .or_else(|| cast_params.get(&id).cloned())
             })
             .collect();
         let result_schema = if matches!(plan, LogicalPlan::Dml(_)) {

@@ -363,4 +363,19 @@ async fn float_parameters_for_integer_columns_round_to_even() {
         .collect();
     let once = [8, 6, -2, 3, 0];
     assert_eq!(all, [once, once, once].concat(), "every execution rounds");
+    // A parameter used only under an integer cast is rounded as well.
+    let cast = c
+        .prepare_typed(
+            "SELECT CAST($1 AS INT), $2::bigint",
+            &[Type::FLOAT8, Type::FLOAT8],
+        )
+        .await
+        .expect("prepare casts");
+    for _ in 0..3 {
+        let row = c
+            .query_one(&cast, &[&7.5f64, &2.5f64])
+            .await
+            .expect("casts");
+        assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1)), (8, 2));
+    }
 }
