@@ -88,7 +88,40 @@ pub fn decode_param(p: &RawParam<'_>, target: &DataType) -> Result<ScalarValue, 
     } else {
         decode_text(&wire_type, bytes)?
     };
+    let natural = match natural {
+        // A numeric assigned to an integer rounds, ties away from zero.
+        ScalarValue::Utf8(Some(text)) if wire_type == Type::NUMERIC && target.is_integer() => {
+            ScalarValue::Utf8(Some(rounded_numeric(&text).unwrap_or(text)))
+        }
+        other => other,
+    };
     coerce(natural, target)
+}
+
+/// A numeric's decimal text (`-7.5`) rounded to a whole number's text as
+/// PostgreSQL rounds a numeric it assigns to an integer: ties away from
+/// zero (`-8`). `None` for text that is not plain decimal notation.
+fn rounded_numeric(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let decimal = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if (whole.is_empty() && fraction.is_empty()) || !decimal(whole) || !decimal(fraction) {
+        return None;
+    }
+    let mut n: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    if fraction.as_bytes().first().is_some_and(|&d| d >= b'5') {
+        n = n.checked_add(1)?;
+    }
+    let sign = if negative && n != 0 { "-" } else { "" };
+    Some(format!("{sign}{n}"))
 }
 
 fn null_of(target: &DataType) -> Result<ScalarValue, SqlError> {
@@ -319,6 +352,31 @@ mod tests {
             binary: true,
             client_type: Some(t),
         }
+    }
+
+    #[test]
+    fn numeric_params_bound_to_integers_round_away_from_zero() {
+        let numeric = Type::NUMERIC;
+        for (text, want) in [
+            ("7.5", 8),
+            ("-7.5", -8),
+            ("6.5", 7),
+            ("2.49", 2),
+            ("-0.4", 0),
+        ] {
+            let raw = RawParam {
+                value: Some(text.as_bytes()),
+                binary: false,
+                client_type: Some(&numeric),
+            };
+            assert_eq!(
+                decode_param(&raw, &DataType::Int64).unwrap(),
+                ScalarValue::Int64(Some(want)),
+                "{text}"
+            );
+        }
+        assert_eq!(rounded_numeric("1e3"), None, "not plain decimal notation");
+        assert_eq!(rounded_numeric(".5").as_deref(), Some("1"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ connection string. Exits non-zero (with a traceback) on any failure.
 """
 import os
 import sys
+from decimal import Decimal
 
 import psycopg
 
@@ -64,6 +65,16 @@ def main():
         check(cur.fetchone()[0] == 1000, "1000 rows copied")
         cur.execute("SELECT model FROM epochs WHERE id = 2000")
         check(cur.fetchone()[0] == "csv, model", "csv copy")
+
+        # Python floats and Decimals bound to integer columns are assigned as
+        # PostgreSQL assigns them: a float rounds ties to even, a numeric
+        # ties away from zero
+        cur.execute("CREATE TABLE whole (id INT, v INT, b BIGINT)")
+        for i, (v, b) in enumerate([(7.5, Decimal("7.5")), (6.5, Decimal("-6.5"))]):
+            cur.execute("INSERT INTO whole VALUES (%s, %s, %s)", (i, v, b))
+        cur.execute("SELECT v, b FROM whole ORDER BY id")
+        got = cur.fetchall()
+        check(got == [(8, 8), (6, -7)], f"rounded integers: {got!r}")
 
         # errors carry SQLSTATE and leave the connection usable
         try:
