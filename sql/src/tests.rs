@@ -1669,7 +1669,13 @@ async fn kept_joins_narrow_their_probe_scans_by_the_build_side_keys() {
     ];
     let mut prepared = Vec::new();
     for sql in queries {
-        prepared.push(s.prepare(sql, &[]).await.unwrap());
+        let p = s.prepare(sql, &[]).await.unwrap();
+        // Judged by time, a kept plan can lose to a general one on a
+        // loaded machine; this test is about what the kept plan does.
+        if let Some(k) = &p.physical {
+            k.keep_even_if_slower();
+        }
+        prepared.push(p);
     }
     // Two rounds: the first two executions are planned, the third runs
     // the plan just made; keyed scans run from the fourth.

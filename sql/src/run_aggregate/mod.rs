@@ -30,7 +30,7 @@
 //! executions" (4,600 epoch rows) 13% of its time and saved nothing.
 //!
 //! Runs are found by the comparison loops the filtered aggregation keys its
-//! runs with ([`crate::filter_aggregate::run_bounds`]), so grouping columns
+//! runs with (`filter_aggregate::run_bounds`), so grouping columns
 //! must be of the types those compare by their bytes (not floats).
 //!
 //! Also required: plain grouping columns (no grouping sets), no DISTINCT,
