@@ -192,11 +192,21 @@ pub fn rows_in(batch: &RecordBatch, column: usize, values: &[ScalarValue]) -> Op
     Some(rows)
 }
 
+/// Up to this many keys, [`scan_rows`] compares each row with every key
+/// rather than hashing it: a point question's one or few keys cost a
+/// comparison each, less than hashing the row's value.
+const FEW_KEYS: usize = 8;
+
 /// The positions of the first `len` rows of `values` equal to one of `keys`.
 fn scan_rows(values: Values<'_>, len: usize, keys: &[Key<'_>]) -> Vec<u32> {
+    let rows = 0..len as u32;
+    if keys.len() <= FEW_KEYS {
+        return rows
+            .filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
+            .collect();
+    }
     let keys: HashSet<Key<'_>> = keys.iter().copied().collect();
-    (0..len as u32)
-        .filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
+    rows.filter(|&i| values.key(i as usize).is_some_and(|k| keys.contains(&k)))
         .collect()
 }
 
