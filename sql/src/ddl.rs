@@ -340,9 +340,7 @@ impl Session {
         let planned = match self.shared.plan_view(&view).await {
             Err(e) if crate::typed_casts::is_duplicate_field_error(&e) => {
                 // Casts DataFusion names alike get their type in the name.
-                let types = crate::typed_casts::cast_types(&mut query);
-                let resolved = crate::session::resolve_cast_types(&self.ctx.state(), &types).await;
-                match crate::typed_casts::typed(&query, &resolved) {
+                match crate::typed_casts::typed_in(&self.ctx.state(), &query).await {
                     Some(typed) => {
                         let typed_view = view_def(&typed);
                         let planned = self.shared.plan_view(&typed_view).await.map_err(|_| e);

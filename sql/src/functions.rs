@@ -12,8 +12,8 @@ use datafusion::prelude::SessionContext;
 
 /// Register provdb's extra functions in a session.
 pub fn register(ctx: &SessionContext) {
-    ctx.register_udaf(crate::min_max::min_udaf().as_ref().clone());
-    ctx.register_udaf(crate::min_max::max_udaf().as_ref().clone());
+    ctx.register_udaf(crate::min_max::min_udaf());
+    ctx.register_udaf(crate::min_max::max_udaf());
     let version = format!(
         "PostgreSQL {} (provdb {}) on Rust/DataFusion",
         crate::SERVER_VERSION,

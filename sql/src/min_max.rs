@@ -19,7 +19,6 @@
 //! the same order.
 
 use std::cmp::Ordering;
-use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef, Float32Type, Float64Type};
 use datafusion::common::{Result, ScalarValue};
@@ -34,19 +33,19 @@ use datafusion::logical_expr::{
 use datafusion_functions_aggregate_common::aggregate::groups_accumulator::prim_op::PrimitiveGroupsAccumulator;
 
 /// provdb's `min`.
-pub fn min_udaf() -> Arc<AggregateUDF> {
-    Arc::new(AggregateUDF::new_from_impl(TotalOrder {
+pub fn min_udaf() -> AggregateUDF {
+    AggregateUDF::new_from_impl(TotalOrder {
         inner: AggregateUDF::new_from_impl(Min::new()),
         extreme: Extreme::Min,
-    }))
+    })
 }
 
 /// provdb's `max`.
-pub fn max_udaf() -> Arc<AggregateUDF> {
-    Arc::new(AggregateUDF::new_from_impl(TotalOrder {
+pub fn max_udaf() -> AggregateUDF {
+    AggregateUDF::new_from_impl(TotalOrder {
         inner: AggregateUDF::new_from_impl(Max::new()),
         extreme: Extreme::Max,
-    }))
+    })
 }
 
 /// Which end of the order a function keeps.
@@ -220,6 +219,8 @@ impl AggregateUDFImpl for TotalOrder {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use datafusion::arrow::array::{Array, ArrayRef, AsArray, Float64Array};
     use datafusion::logical_expr::EmitTo;
 

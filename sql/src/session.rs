@@ -1185,8 +1185,8 @@ impl Session {
         }
         // Boxed: a Statement is large, and this future nests in others.
         let labelled = crate::output_names::labelled(&mut stmt).map(Box::new);
-        let cast_types = crate::typed_casts::cast_types(&mut stmt);
-        let typed = (!cast_types.is_empty()).then(|| Box::new(stmt.clone()));
+        let typed =
+            (!crate::typed_casts::cast_types(&mut stmt).is_empty()).then(|| Box::new(stmt.clone()));
         let planned =
             match Box::pin(state.statement_to_plan(DfStatement::Statement(Box::new(stmt)))).await {
                 Err(e) if crate::output_names::is_duplicate_name_error(&e) => match labelled {
@@ -1199,7 +1199,7 @@ impl Session {
             };
         match (planned, typed) {
             (Err(e), Some(stmt)) if crate::typed_casts::is_duplicate_field_error(&e) => {
-                Box::pin(plan_typed(&state, *stmt, cast_types))
+                Box::pin(plan_typed(&state, *stmt))
                     .await
                     // The statement's own error if the typed one fails too.
                     .ok_or_else(|| from_datafusion(e))
@@ -1422,13 +1422,8 @@ fn expr_text(e: &SqlExpr) -> String {
 
 /// `stmt` planned with its casts inside calls spelled with their type
 /// ([`crate::typed_casts`]); `None` if that changes nothing or fails.
-async fn plan_typed(
-    state: &SessionState,
-    stmt: Statement,
-    cast_types: Vec<datafusion::sql::sqlparser::ast::DataType>,
-) -> Option<LogicalPlan> {
-    let resolved = resolve_cast_types(state, &cast_types).await;
-    let stmt = crate::typed_casts::typed(&stmt, &resolved)?;
+async fn plan_typed(state: &SessionState, stmt: Statement) -> Option<LogicalPlan> {
+    let stmt = crate::typed_casts::typed_in(state, &stmt).await?;
     state
         .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
         .await
@@ -1446,23 +1441,6 @@ fn round_integer_params(prepared: &Prepared, mut params: Vec<ScalarValue>) -> Ve
         }
     }
     params
-}
-
-/// The Arrow type of each SQL type (keyed by its text) as the session
-/// plans a cast to it; types it cannot plan are left out.
-pub(crate) async fn resolve_cast_types(
-    state: &SessionState,
-    types: &[datafusion::sql::sqlparser::ast::DataType],
-) -> HashMap<String, DataType> {
-    let mut resolved = HashMap::new();
-    for t in types {
-        let probe = format!("SELECT CAST(NULL AS {t})");
-        if let Ok(plan) = state.create_logical_plan(&probe).await {
-            let data_type = plan.schema().field(0).data_type().clone();
-            resolved.insert(t.to_string(), data_type);
-        }
-    }
-    resolved
 }
 
 fn parse_search_path(value: &str) -> Vec<String> {

@@ -17,6 +17,7 @@ use std::ops::ControlFlow;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::error::DataFusionError;
+use datafusion::execution::SessionState;
 use datafusion::sql::sqlparser::ast::{CastKind, DataType as SqlType, Expr, VisitMut, VisitorMut};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -62,6 +63,22 @@ pub fn typed<T: VisitMut + Clone>(node: &T, resolved: &HashMap<String, DataType>
         Some(call)
     });
     changed.then_some(copy)
+}
+
+/// A copy of `node` whose casts inside function calls are `arrow_cast`
+/// calls, each type resolved as `state` plans a cast to it; `None` when no
+/// cast changes.
+pub async fn typed_in<T: VisitMut + Clone>(state: &SessionState, node: &T) -> Option<T> {
+    let mut probe = node.clone();
+    let mut resolved = HashMap::new();
+    for t in cast_types(&mut probe) {
+        let sql = format!("SELECT CAST(NULL AS {t})");
+        if let Ok(plan) = state.create_logical_plan(&sql).await {
+            let data_type = plan.schema().field(0).data_type().clone();
+            resolved.insert(t.to_string(), data_type);
+        }
+    }
+    typed(node, &resolved)
 }
 
 /// `arrow_cast(operand, 'target')`, parsed from its text (the operand's
